@@ -1,0 +1,7 @@
+"""rnnkit: recurrent neural networks with hand-written, fast backpropagation through time."""
+
+from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, States
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "States"]

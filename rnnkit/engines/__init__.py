@@ -1,0 +1,16 @@
+"""How a recurrence runs. See DESIGN.md, "engines/".
+
+``reference`` and ``fused`` run one cell over one direction of one layer and share the
+entry point ``run(cell, x, h0, c0, w_ih, b_ih, rec, mask) -> (Hs, Cs)``. ``native``
+hands the whole stack to torch's own kernels, which run layers and directions
+themselves, so its entry point takes the whole stack.
+"""
+
+from rnnkit.engines import fused, native, reference
+
+BACKENDS = ("auto", "native", "fused", "reference")
+
+#: engines that run one layer and direction at a time
+DIRECTION_ENGINES = {"reference": reference, "fused": fused}
+
+__all__ = ["BACKENDS", "DIRECTION_ENGINES", "fused", "native", "reference"]

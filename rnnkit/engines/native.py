@@ -1,0 +1,69 @@
+"""The native engine: torch's own kernels (cuDNN on GPU, oneDNN on CPU).
+
+These are the calls torch.nn.RNN / LSTM / GRU make. They run the whole stack (layers,
+directions, dropout between layers) in one call, so this engine's entry point takes the
+whole stack. They cover the configurations torch.nn has and nothing more: see
+:func:`supports`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.cells import Cell, GRUStep, LSTMStep, RNNStep
+
+
+def supports(cell: Cell, *, return_states: bool) -> bool:
+    """Whether torch's kernels compute exactly what ``cell`` asks for."""
+    if return_states:  # they keep only the last c and the last layer's h
+        return False
+    if isinstance(cell, RNNStep):
+        return cell.nonlinearity in ("tanh", "relu")
+    if isinstance(cell, GRUStep):
+        return cell.reset_after
+    return isinstance(cell, LSTMStep)
+
+
+def _kernel(cell: Cell):
+    if isinstance(cell, LSTMStep):
+        return _VF.lstm
+    if isinstance(cell, GRUStep):
+        return _VF.gru
+    return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
+
+
+def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, training,
+        bidirectional, lengths=None):
+    """Run the whole stack with torch's kernels.
+
+    Inputs: x (T, B, I) time-major; h0 (L*D, B, H_out); c0 (L*D, B, H) or None;
+    flat_weights the module's parameters in torch.nn's order; lengths (B,) int64 on the
+    CPU or None.
+
+    Outputs: ``(output, h_n, c_n)``: output (T, B, D*H_out), zero past each length;
+    h_n (L*D, B, H_out); c_n (L*D, B, H) or None.
+    """
+    kernel = _kernel(cell)
+    hx = (h0, c0) if cell.has_cell_state else h0
+    if lengths is None:
+        result = kernel(x, hx, flat_weights, bias, num_layers, dropout, training,
+                        bidirectional, False)
+        output = result[0]
+    else:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        order, unorder = packed.sorted_indices, packed.unsorted_indices
+        if cell.has_cell_state:
+            hx = (h0.index_select(1, order), c0.index_select(1, order))
+        else:
+            hx = h0.index_select(1, order)
+        result = kernel(packed.data, packed.batch_sizes, hx, flat_weights, bias,
+                        num_layers, dropout, training, bidirectional)
+        output, _ = pad_packed_sequence(
+            packed._replace(data=result[0]), total_length=x.shape[0])
+        result = (output,) + tuple(r.index_select(1, unorder) for r in result[1:])
+    h_n = result[1]
+    c_n = result[2] if cell.has_cell_state else None
+    return output, h_n, c_n
+

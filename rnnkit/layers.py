@@ -1,0 +1,467 @@
+"""RNN, LSTM and GRU layers and cells, drop-in compatible with torch.nn.
+
+The layers subclass ``torch.nn.RNNBase`` for parameter creation, so parameter names,
+shapes, registration order, initialisation and ``state_dict`` keys are torch.nn's own,
+and a state_dict loads unchanged either way. What they add is the choice of engine
+(``backend=``), the cells torch.nn lacks, per-sample ``lengths=`` without packing, and
+the whole state trajectory (``return_states=True``).
+
+A layer owns time: it stacks layers and directions, reverses each sequence within its
+length for the backward direction, applies dropout between layers and hands each
+direction to an engine (or the whole stack to the native engine).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit import cells
+from rnnkit.cells import Recurrent
+from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, native
+
+
+class States(NamedTuple):
+    """Every state of every layer and direction, as returned with ``return_states=True``.
+
+    ``h``: (L*D, T, B, H_out), or (L*D, B, T, H_out) with ``batch_first``, or
+    (L*D, T, H_out) for unbatched input; ``c`` likewise with H for the LSTM, else None.
+    Entry ``[k, t]`` is the state of layer-direction k after it consumed step t; past a
+    sample's length the final state is repeated. So ``h[k, -1]`` is the forward
+    directions' final state, and ``h[k, 0]`` the backward directions'.
+    """
+
+    h: Tensor
+    c: Tensor | None
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _lengths_tensor(lengths, T: int, B: int) -> Tensor:
+    """Validate ``lengths`` and return it as an int64 CPU tensor of shape (B,)."""
+    if isinstance(lengths, Tensor):
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        out = lengths.detach().to("cpu", torch.int64)
+    elif isinstance(lengths, Sequence) and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+        out = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths must be a tensor or a list of ints, got {lengths!r}")
+    if out.shape != (B,):
+        raise ValueError(
+            f"lengths must have shape ({B},), one length per sample, got {tuple(out.shape)}")
+    if B and (out.min() < 1 or out.max() > T):
+        raise ValueError(
+            f"lengths must lie in [1, {T}] (the sequence length), got {out.tolist()}")
+    return out
+
+
+def _reverse_index(lengths: Tensor, T: int, device) -> Tensor:
+    """(T, B) index that reverses each sample within its length and leaves padding."""
+    t = torch.arange(T).unsqueeze(1)  # (T, 1)
+    n = lengths.unsqueeze(0)  # (1, B)
+    return torch.where(t < n, n - 1 - t, t).to(device)
+
+
+def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
+    """Reverse time-major ``x`` (T, B, F) within each sample's length."""
+    if index is None:
+        return x.flip(0)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+class _RecurrentLayer(nn.RNNBase):
+    """What RNN, LSTM and GRU share: see the module docstring."""
+
+    def __init__(self, mode: str, cell: cells.Cell, *args, backend: str, **kwargs):
+        super().__init__(mode, *args, **kwargs)
+        self.cell = cell
+        self.backend = _check_backend(backend)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _direction_params(self, layer: int, direction: int):
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        w_ih = getattr(self, "weight_ih" + sfx)
+        b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
+        rec = Recurrent(
+            w_hh=getattr(self, "weight_hh" + sfx),
+            b_hh=getattr(self, "bias_hh" + sfx) if self.bias else None,
+            w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None)
+        return w_ih, b_ih, rec
+
+    def resolve_backend(self, backend: str | None = None, *, return_states: bool = False) -> str:
+        """The engine a call with these options runs on: ``native``, ``fused`` or ``reference``."""
+        name = _check_backend(self.backend if backend is None else backend)
+        fits_native = native.supports(self.cell, return_states=return_states)
+        if name == "auto":
+            return "native" if fits_native else "fused"
+        if name == "native" and not fits_native:
+            why = "return_states=True" if return_states else repr(self.cell)
+            raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
+                             f"use backend='fused' or 'auto'")
+        return name
+
+    def forward(self, input, hx=None, *, lengths=None, return_states: bool = False,
+                backend: str | None = None):
+        """Run the layer; see the class docstring for inputs and outputs."""
+        engine = self.resolve_backend(backend, return_states=return_states)
+        D, L = self.num_directions, self.num_layers
+        H, H_out = self.hidden_size, self.proj_size or self.hidden_size
+
+        # -- input: bring everything to time-major (T, B, I) plus optional lengths
+        packed = isinstance(input, PackedSequence)
+        unbatched = False
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths must be None for PackedSequence input: "
+                                 "the PackedSequence carries its own lengths")
+            x, lengths = pad_packed_sequence(input)  # original batch order
+        elif isinstance(input, Tensor):
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"input must be 3-D (batched) or 2-D (unbatched), got {input.dim()}-D "
+                    f"with shape {tuple(input.shape)}")
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else (
+                input.transpose(0, 1) if self.batch_first else input)
+        else:
+            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
+        T, B = x.shape[0], x.shape[1]
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input must have {self.input_size} features (input_size) in "
+                             f"its last dimension, got shape {tuple(input.shape if not packed else input.data.shape)}")
+        if T == 0:
+            raise ValueError("input must have at least one time step, got a sequence of length 0")
+        if x.dtype != self.weight_ih_l0.dtype:
+            raise TypeError(f"input dtype {x.dtype} does not match the weights' "
+                            f"dtype {self.weight_ih_l0.dtype}")
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
+            lengths = _lengths_tensor(lengths, T, B)
+            if bool((lengths == T).all()):
+                lengths = None  # nothing to mask
+
+        h0, c0 = self._initial_state(hx, x, unbatched)
+
+        if engine == "native":
+            output, h_n, c_n = native.run(
+                self.cell, x, h0, c0, self._flat_weights, bias=self.bias, num_layers=L,
+                dropout=self.dropout, training=self.training,
+                bidirectional=self.bidirectional, lengths=lengths)
+            states = None
+        else:
+            output, h_n, c_n, states = self._run_stack(
+                DIRECTION_ENGINES[engine], x, h0, c0, lengths)
+
+        # -- output: back to the caller's layout
+        if packed:
+            order = input.sorted_indices
+            out_sorted = output if order is None else output.index_select(1, order)
+            sorted_lengths = lengths if order is None or lengths is None else \
+                lengths.index_select(0, order.cpu())
+            if sorted_lengths is None:
+                sorted_lengths = torch.full((B,), T, dtype=torch.int64)
+            data = pack_padded_sequence(out_sorted, sorted_lengths).data
+            output = PackedSequence(data, input.batch_sizes, input.sorted_indices,
+                                    input.unsorted_indices)
+        elif unbatched:
+            output, h_n = output.squeeze(1), h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        hidden = (h_n, c_n) if self.cell.has_cell_state else h_n
+        if not return_states:
+            return output, hidden
+        h_all, c_all = states  # (L*D, T, B, ·)
+        if unbatched:
+            h_all = h_all.squeeze(2)
+            c_all = c_all.squeeze(2) if c_all is not None else None
+        elif self.batch_first:
+            h_all = h_all.transpose(1, 2)
+            c_all = c_all.transpose(1, 2) if c_all is not None else None
+        return output, hidden, States(h_all, c_all)
+
+    def _initial_state(self, hx, x: Tensor, unbatched: bool):
+        """Check ``hx`` against torch.nn's shapes and return (h0, c0) as (L*D, B, ·)."""
+        LD, B = self.num_layers * self.num_directions, x.shape[1]
+        H, H_out = self.hidden_size, self.proj_size or self.hidden_size
+        if hx is None:
+            h0 = x.new_zeros(LD, B, H_out)
+            c0 = x.new_zeros(LD, B, H) if self.cell.has_cell_state else None
+            return h0, c0
+        if self.cell.has_cell_state:
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2
+                    and all(isinstance(t, Tensor) for t in hx)):
+                raise TypeError(f"hx must be a tuple (h_0, c_0) of tensors for "
+                                f"{type(self).__name__}, got {type(hx).__name__}")
+            pairs = [("h_0", hx[0], H_out), ("c_0", hx[1], H)]
+        else:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, "
+                                f"got {type(hx).__name__}")
+            pairs = [("h_0", hx, H_out)]
+        out = []
+        for name, t, size in pairs:
+            expected = (LD, size) if unbatched else (LD, B, size)
+            if tuple(t.shape) != expected:
+                raise ValueError(f"hx's {name} must have shape {expected} (num_layers * "
+                                 f"num_directions, {'' if unbatched else 'batch, '}size), "
+                                 f"got {tuple(t.shape)}")
+            if t.dtype != x.dtype or t.device != x.device:
+                raise TypeError(f"hx's {name} must match the input's dtype and device "
+                                f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
+            out.append(t.unsqueeze(1) if unbatched else t)
+        return out[0], (out[1] if len(out) > 1 else None)
+
+    def _run_stack(self, engine, x, h0, c0, lengths):
+        """Run layers and directions on a one-direction engine (reference or fused)."""
+        T, B = x.shape[0], x.shape[1]
+        mask = rev = None
+        if lengths is not None:
+            mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device)
+            mask = mask.unsqueeze(-1)  # (T, B, 1), False past each sample's length
+            rev = _reverse_index(lengths, T, x.device)
+        h_last, c_last, h_all, c_all = [], [], [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for d in range(self.num_directions):
+                k = layer * self.num_directions + d
+                w_ih, b_ih, rec = self._direction_params(layer, d)
+                inp = layer_input if d == 0 else _reverse(layer_input, rev)
+                Hs, Cs = engine.run(self.cell, inp, h0[k], c0[k] if c0 is not None else None,
+                                    w_ih, b_ih, rec, mask)
+                # the last step processed holds the final state (it is carried past
+                # each sample's length)
+                h_last.append(Hs[-1])
+                if Cs is not None:
+                    c_last.append(Cs[-1])
+                if d == 1:  # back to the input's time order
+                    Hs = _reverse(Hs, rev)
+                    Cs = _reverse(Cs, rev) if Cs is not None else None
+                outputs.append(Hs)
+                h_all.append(Hs)
+                c_all.append(Cs)
+            output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+            if mask is not None:  # outputs past a sample's length are zero
+                output = torch.where(mask, output, 0)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                output = F.dropout(output, self.dropout, training=True)
+            layer_input = output
+        h_n = torch.stack(h_last)
+        c_n = torch.stack(c_last) if c_last else None
+        states = States(torch.stack(h_all),
+                        torch.stack(c_all) if self.cell.has_cell_state else None)
+        return output, h_n, c_n, states
+
+
+_LAYER_DOC = """
+    Args:
+        input_size: features of x_t.
+        hidden_size: features of h_t.
+        num_layers: stacked layers; layer k > 0 reads layer k-1's output. Default 1.
+{extra_args}        bias: use b_ih and b_hh. Default True.
+        batch_first: input and output are (B, T, ·) instead of (T, B, ·). Default False.
+        dropout: dropout on each layer's output except the last, in training. Default 0.
+        bidirectional: add a direction that reads each sequence backwards (within its
+            length); outputs of the two directions are concatenated. Default False.
+{proj_arg}        device, dtype: of the parameters.
+        backend (keyword-only): ``"auto"`` (torch's native kernels when they compute
+            exactly this configuration, else ``"fused"``), ``"native"``, ``"fused"``
+            (hand-written BPTT) or ``"reference"`` (autograd through a Python loop).
+            Can be overridden per call.
+{kw_args}
+    Inputs: ``input, hx=None, *, lengths=None, return_states=False, backend=None``
+        input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
+        hx: {hx_doc}; zeros when omitted.
+        lengths: per-sample lengths (tensor or list of ints, each in [1, T]). Same
+            meaning as packing the batch: outputs past a sample's length are zero, its
+            final state is the one at its last real step, and the backward direction
+            reads only its real steps.
+        return_states: also return :class:`States`, every h_t (and c_t) of every layer
+            and direction, differentiable.
+
+    Outputs: ``output, {hidden_name}`` (and ``states`` with return_states=True)
+        output: (T, B, D*{out_size}) (batch-first or unbatched like the input, packed
+            if the input was), with D = 2 if bidirectional else 1.
+        {hidden_doc}
+"""
+
+
+class RNN(_RecurrentLayer):
+    __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
+""" + _LAYER_DOC.format(
+        extra_args="        nonlinearity: ``'tanh'``, ``'relu'`` or ``'sigmoid'``. Default 'tanh'.\n",
+        proj_arg="", kw_args="", hx_doc="h_0 (L*D, B, H)", hidden_name="h_n",
+        out_size="H", hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.") + """
+    Example::
+
+        >>> rnn = rnnkit.RNN(10, 20, num_layers=2)
+        >>> output, h_n = rnn(torch.randn(5, 3, 10))
+        >>> output.shape, h_n.shape
+        (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
+                 *, backend: str = "auto"):
+        cell = cells.RNNStep(nonlinearity)
+        mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
+        super().__init__(mode, cell, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, device, dtype, backend=backend)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(_RecurrentLayer):
+    __doc__ = """LSTM, gate blocks i, f, g, o as in torch.nn:
+
+        i, f, o = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*),  g = tanh(same for g)
+        c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)   (then W_hr h_t with proj_size)
+""" + _LAYER_DOC.format(
+        extra_args="", kw_args="",
+        proj_arg="        proj_size: if > 0, h_t is projected to this size by weight_hr. Default 0.\n",
+        hx_doc="(h_0 (L*D, B, H_out), c_0 (L*D, B, H)), H_out = proj_size or H",
+        hidden_name="(h_n, c_n)", out_size="H_out",
+        hidden_doc="(h_n, c_n): (L*D, B, H_out) and (L*D, B, H), the final states.") + """
+    Example::
+
+        >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
+        >>> x = torch.randn(3, 7, 10)
+        >>> output, (h_n, c_n) = lstm(x, lengths=[7, 4, 2])
+        >>> bool((output[1, 4:] == 0).all())
+        True
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 *, backend: str = "auto"):
+        super().__init__("LSTM", cells.LSTMStep(), input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, proj_size, device,
+                         dtype, backend=backend)
+
+
+class GRU(_RecurrentLayer):
+    __doc__ = """GRU, gate blocks r, z, n as in torch.nn:
+
+        r, z = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*)
+        n = tanh(W_in x_t + b_in + r ⊙ (W_hn h_{t-1} + b_hn))     reset_after=True
+        n = tanh(W_in x_t + b_in + W_hn (r ⊙ h_{t-1}) + b_hn)     reset_after=False
+        h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+""" + _LAYER_DOC.format(
+        extra_args="", proj_arg="",
+        kw_args="        reset_after (keyword-only): True for torch.nn's / cuDNN's form, False for\n"
+                "            Cho et al. (2014), where r multiplies h before W_hn. Default True.\n",
+        hx_doc="h_0 (L*D, B, H)", hidden_name="h_n", out_size="H",
+        hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.") + """
+    Example::
+
+        >>> gru = rnnkit.GRU(10, 20, reset_after=False)
+        >>> output, h_n = gru(torch.randn(5, 3, 10))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, *,
+                 reset_after: bool = True, backend: str = "auto"):
+        super().__init__("GRU", cells.GRUStep(reset_after), input_size, hidden_size,
+                         num_layers, bias, batch_first, dropout, bidirectional, 0, device,
+                         dtype, backend=backend)
+        self.reset_after = reset_after
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
+
+
+class _CellModule(nn.RNNCellBase):
+    """One step, torch.nn.RNNCell / LSTMCell / GRUCell compatible, on rnnkit's cell math."""
+
+    def __init__(self, cell: cells.Cell, input_size, hidden_size, bias, device, dtype):
+        super().__init__(input_size, hidden_size, bias, num_chunks=cell.num_gates,
+                         device=device, dtype=dtype)
+        self.cell = cell
+
+    def forward(self, input: Tensor, hx=None):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(f"input must be 2-D (batch, input_size) or 1-D (input_size,), "
+                             f"got shape {tuple(input.shape)}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"input must have {self.input_size} features (input_size), "
+                             f"got shape {tuple(input.shape)}")
+        unbatched = input.dim() == 1
+        x = input.unsqueeze(0) if unbatched else input
+        B, H = x.shape[0], self.hidden_size
+        names = ("h", "c") if self.cell.has_cell_state else ("h",)
+        if hx is None:
+            state = [x.new_zeros(B, H) for _ in names]
+        else:
+            state = list(hx) if isinstance(hx, (tuple, list)) else [hx]
+            if len(state) != len(names) or not all(isinstance(s, Tensor) for s in state):
+                raise TypeError(f"hx must be {'a tuple (h, c) of tensors' if len(names) == 2 else 'a tensor'}, "
+                                f"got {type(hx).__name__}")
+            expected = (H,) if unbatched else (B, H)
+            for name, s in zip(names, state):
+                if tuple(s.shape) != expected:
+                    raise ValueError(f"hx's {name} must have shape {expected}, got {tuple(s.shape)}")
+            state = [s.unsqueeze(0) if unbatched else s for s in state]
+        rec = Recurrent(self.weight_hh, self.bias_hh if self.bias else None)
+        b_ih = self.bias_ih if self.bias else None
+        gx = F.linear(x, self.weight_ih, self.cell.input_bias(b_ih, rec.b_hh))
+        h, c, _ = self.cell.step(gx, state[0], state[1] if len(state) > 1 else None, rec)
+        if unbatched:
+            h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
+        return (h, c) if self.cell.has_cell_state else h
+
+
+class RNNCell(_CellModule):
+    """One Elman step, torch.nn.RNNCell compatible; ``nonlinearity`` also takes 'sigmoid'.
+
+    Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h' of hx's shape.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh", device=None, dtype=None):
+        super().__init__(cells.RNNStep(nonlinearity), input_size, hidden_size, bias,
+                         device, dtype)
+        self.nonlinearity = nonlinearity
+
+
+class LSTMCell(_CellModule):
+    """One LSTM step, torch.nn.LSTMCell compatible (gates i, f, g, o).
+
+    Inputs ``input`` (B, I) or (I,), ``hx = (h, c)`` each (B, H) or (H,); returns (h', c').
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None):
+        super().__init__(cells.LSTMStep(), input_size, hidden_size, bias, device, dtype)
+
+
+class GRUCell(_CellModule):
+    """One GRU step, torch.nn.GRUCell compatible (gates r, z, n); see :class:`GRU`.
+
+    Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h'.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, reset_after: bool = True):
+        super().__init__(cells.GRUStep(reset_after), input_size, hidden_size, bias,
+                         device, dtype)
+        self.reset_after = reset_after

@@ -1,0 +1,84 @@
+"""Shared pieces of the layer tests: twin modules and a loss that touches every output."""
+
+import torch
+
+import rnnkit
+
+KINDS = {
+    "rnn_tanh": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (rnnkit.RNN, torch.nn.RNN, {"nonlinearity": "relu"}),
+    "lstm": (rnnkit.LSTM, torch.nn.LSTM, {}),
+    "lstm_proj": (rnnkit.LSTM, torch.nn.LSTM, {"proj_size": 3}),
+    "gru": (rnnkit.GRU, torch.nn.GRU, {}),
+}
+# configurations torch.nn does not have, for the engine-vs-engine tests
+EXTRA_KINDS = {
+    "rnn_sigmoid": (rnnkit.RNN, None, {"nonlinearity": "sigmoid"}),
+    "gru_cho": (rnnkit.GRU, None, {"reset_after": False}),
+}
+ALL_KINDS = {**KINDS, **EXTRA_KINDS}
+
+I, H = 5, 6
+
+
+def twins(kind, device="cpu", dtype=torch.float32, **kw):
+    """An rnnkit layer and the torch.nn layer with the same weights."""
+    ours_cls, theirs_cls, extra = KINDS[kind]
+    ours = ours_cls(I, H, **extra, **kw, device=device, dtype=dtype)
+    theirs = theirs_cls(I, H, **extra, **kw, device=device, dtype=dtype)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def make(kind, device="cpu", dtype=torch.float32, **kw):
+    cls, _, extra = ALL_KINDS[kind]
+    return cls(I, H, **extra, **kw, device=device, dtype=dtype)
+
+
+def initial_state(module, B, device="cpu", dtype=torch.float32):
+    LD = module.num_layers * (2 if module.bidirectional else 1)
+    h0 = torch.randn(LD, B, module.proj_size or module.hidden_size, device=device, dtype=dtype)
+    if isinstance(module, (rnnkit.LSTM, torch.nn.LSTM)):
+        return (h0, torch.randn(LD, B, module.hidden_size, device=device, dtype=dtype))
+    return h0
+
+
+def leaves(x, hx):
+    """Fresh leaf copies of the input and the initial state, requiring grad."""
+    x = x.detach().clone().requires_grad_()
+    if hx is None:
+        return x, None
+    if isinstance(hx, tuple):
+        return x, tuple(t.detach().clone().requires_grad_() for t in hx)
+    return x, hx.detach().clone().requires_grad_()
+
+
+def flat(obj):
+    if isinstance(obj, torch.nn.utils.rnn.PackedSequence):
+        return [obj.data]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in flat(o)]
+    return [obj] if obj is not None else []
+
+
+def forward_backward(module, x, hx=None, seed=1, **kwargs):
+    """Run ``module``, backprop a fixed random projection of every output.
+
+    Returns (outputs, grads): the forward results flattened, then the gradients of the
+    input, the initial state and every parameter, in a fixed order.
+    """
+    x, hx = leaves(x, hx)
+    outs = flat(module(x, hx, **kwargs) if hx is not None else module(x, **kwargs))
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype).to(o.device)).sum()
+               for o in outs)
+    module.zero_grad()
+    loss.backward()
+    grads = [x.grad] + [t.grad for t in flat(hx)] + [p.grad for p in module.parameters()]
+    return [o.detach() for o in outs], grads
+
+
+def assert_all_close(a, b, atol=1e-5, rtol=1e-5):
+    assert len(a) == len(b)
+    for i, (u, v) in enumerate(zip(a, b)):
+        torch.testing.assert_close(u, v, atol=atol, rtol=rtol, msg=lambda m: f"item {i}: {m}")
