@@ -117,8 +117,6 @@ class _RecurrentLayer(nn.RNNBase):
                 backend: str | None = None):
         """Run the layer; see the class docstring for inputs and outputs."""
         engine = self.resolve_backend(backend, return_states=return_states)
-        D, L = self.num_directions, self.num_layers
-        H, H_out = self.hidden_size, self.proj_size or self.hidden_size
 
         # -- input: bring everything to time-major (T, B, I) plus optional lengths
         packed = isinstance(input, PackedSequence)
@@ -158,7 +156,8 @@ class _RecurrentLayer(nn.RNNBase):
 
         if engine == "native":
             output, h_n, c_n = native.run(
-                self.cell, x, h0, c0, self._flat_weights, bias=self.bias, num_layers=L,
+                self.cell, x, h0, c0, self._flat_weights, bias=self.bias,
+                num_layers=self.num_layers,
                 dropout=self.dropout, training=self.training,
                 bidirectional=self.bidirectional, lengths=lengths)
             states = None

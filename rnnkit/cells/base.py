@@ -61,8 +61,19 @@ class Cell:
         """
         raise NotImplementedError
 
-    def step_backward(self, dh, dc, saved, h, h_prev, c_prev, rec, dgx, dgh):
-        """The derivative of ``step``.
+    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev) -> tuple:
+        """The derivative factors of every step, computed at once before the backward loop.
+
+        ``saved``: what ``step`` kept, each item stacked over time (T, B, ·); ``Hs`` /
+        ``Cs`` every state (T, B, ·) and ``H_prev`` / ``C_prev`` the states entering each
+        step (``Cs``, ``C_prev`` None without a cell state). Working on whole (T, B, ·)
+        tensors here leaves the loop only the operations that depend on the incoming
+        gradient. Returns a tuple of (T, ...) tensors; step t gets their t-th entries.
+        """
+        raise NotImplementedError
+
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
+        """The derivative of ``step``, one step, with ``factors`` from ``backward_factors``.
 
         Given the gradients ``dh`` (B, H_out) and ``dc`` (B, H) reaching this step's
         outputs, writes the gradients of the input projection into ``dgx`` (B, G*H) and
@@ -77,7 +88,7 @@ class Cell:
 
         ``dGH`` (T, B, G*H) recurrent pre-activation gradients, ``H_prev`` (T, B, H_out)
         the state entering each step, ``dH`` (T, B, H_out) the gradient reaching each
-        step's h, ``saved`` the per-step tensors ``step`` kept.
+        step's h, ``saved`` what ``step`` kept, stacked over time.
         """
         dGH2 = dGH.flatten(0, 1)  # (T*B, G*H)
         # dW_hh = Σ_t dGH_tᵀ h_{t-1}: one GEMM over all steps instead of T small ones

@@ -47,34 +47,45 @@ class GRUStep(Cell):
         h = n + z * (h_prev - n)  # = (1 - z) ⊙ n + z ⊙ h_prev
         return h, None, saved
 
-    def step_backward(self, dh, dc, saved, h, h_prev, c_prev, rec, dgx, dgh):
-        rz, n, extra = saved
-        H = n.shape[1]
-        r, z = rz[:, :H], rz[:, H:]
-        # through h = (1 - z) ⊙ n + z ⊙ h_prev
-        dn_pre = dh * (1 - z) * tanh_grad(n)  # and through n's tanh
-        torch.mul(dh * (h_prev - n), sigmoid_grad(z), out=dgx[:, H:2 * H])
-        dgx[:, 2 * H:] = dn_pre
-        dh_prev = dh * z
+    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev):
+        rz, n, extra = saved  # (T, B, 2H), (T, B, H), (T, B, H)
+        r, z = rz.chunk(2, 2)
+        # h = (1 - z) ⊙ n + z ⊙ h_prev: dh reaches P_n through n's tanh, P_z through σ
+        dh_to_n = (1 - z) * tanh_grad(n)
+        dh_to_z = (H_prev - n) * sigmoid_grad(z)
         if self.reset_after:
-            ghn = extra
-            torch.mul(dn_pre * ghn, sigmoid_grad(r), out=dgx[:, :H])  # through r ⊙ ghn
-            dgh[:, :2 * H] = dgx[:, :2 * H]
-            torch.mul(dn_pre, r, out=dgh[:, 2 * H:])
-            dh_prev.addmm_(dgh, rec.w_hh)  # through W_hh h_prev
-        else:
-            drh = dn_pre.mm(rec.w_hh[2 * H:])  # through W_hn (r ⊙ h_prev)
-            torch.mul(drh * h_prev, sigmoid_grad(r), out=dgx[:, :H])
-            dh_prev.addcmul_(drh, r)
-            dh_prev.addmm_(dgx[:, :2 * H], rec.w_hh[:2 * H])  # through W_hr, W_hz
-        return dh_prev, None
+            ghn = extra  # n = tanh(gx_n + r ⊙ ghn): P_r through ghn, then σ
+            dh_to_r = dh_to_n * ghn * sigmoid_grad(r)
+            # the gradients of gx and of gh are dh times these (B, 3, H) per step
+            dh_to_gx = torch.stack([dh_to_r, dh_to_z, dh_to_n], dim=2)
+            dh_to_gh = torch.stack([dh_to_r, dh_to_z, dh_to_n * r], dim=2)
+            return dh_to_gx, dh_to_gh, z.contiguous()
+        rh = extra  # n = tanh(gx_n + W_hn (r ⊙ h_prev)): P_r through r ⊙ h_prev, then σ
+        dh_to_zn = torch.stack([dh_to_z, dh_to_n], dim=2)  # (T, B, 2, H)
+        return dh_to_zn, H_prev * sigmoid_grad(r), z.contiguous(), r.contiguous()
+
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
+        if self.reset_after:
+            dh_to_gx, dh_to_gh, z = factors
+            B, H = z.shape
+            torch.mul(dh.unsqueeze(1), dh_to_gx, out=dgx.view(B, 3, H))
+            torch.mul(dh.unsqueeze(1), dh_to_gh, out=dgh.view(B, 3, H))
+            # through z ⊙ h_prev and through W_hh h_prev
+            return torch.addmm(dh * z, dgh, rec.w_hh), None
+        dh_to_zn, drh_to_r, z, r = factors
+        B, H = z.shape
+        torch.mul(dh.unsqueeze(1), dh_to_zn, out=dgx[:, H:].view(B, 2, H))
+        drh = dgx[:, 2 * H:].mm(rec.w_hh[2 * H:])  # through W_hn (r ⊙ h_prev)
+        torch.mul(drh, drh_to_r, out=dgx[:, :H])
+        dh_prev = torch.addcmul(dh * z, drh, r)  # through z ⊙ h_prev and r ⊙ h_prev
+        return dh_prev.addmm_(dgx[:, :2 * H], rec.w_hh[:2 * H]), None  # through W_hr, W_hz
 
     def hidden_param_grads(self, dGH, H_prev, dH, saved, rec):
         if self.reset_after:
             return super().hidden_param_grads(dGH, H_prev, dH, saved, rec)
         H = H_prev.shape[-1]
         dG2 = dGH.flatten(0, 1)  # (T*B, 3H)
-        RH = torch.stack([rh for _, _, rh in saved]).flatten(0, 1)  # (T*B, H)
+        RH = saved[2].flatten(0, 1)  # (T*B, H): r ⊙ h_prev
         # the r and z rows multiply h_{t-1}; the n rows multiply r ⊙ h_{t-1}
         dW_hh = torch.cat([dG2[:, :2 * H].t().mm(H_prev.flatten(0, 1)),
                            dG2[:, 2 * H:].t().mm(RH)])

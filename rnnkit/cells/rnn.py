@@ -33,16 +33,18 @@ class RNNStep(Cell):
         P = torch.addmm(gx, h_prev, rec.w_hh.t())  # (B, H) pre-activation
         return self._act(P), None, ()
 
-    def step_backward(self, dh, dc, saved, h, h_prev, c_prev, rec, dgx, dgh):
-        # backprop through the activation, written with its output h
+    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev):
+        # the activation's derivative, written with its output h
         if self.nonlinearity == "tanh":
-            torch.mul(dh, tanh_grad(h), out=dgx)
-        elif self.nonlinearity == "sigmoid":
-            torch.mul(dh, sigmoid_grad(h), out=dgx)
-        else:
-            torch.mul(dh, h > 0, out=dgx)
-        dh_prev = dgx.mm(rec.w_hh)  # through W_hh h_{t-1}
-        return dh_prev, None
+            return (tanh_grad(Hs),)
+        if self.nonlinearity == "sigmoid":
+            return (sigmoid_grad(Hs),)
+        return ((Hs > 0).to(Hs.dtype),)
+
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
+        (act_grad,) = factors
+        torch.mul(dh, act_grad, out=dgx)  # through the activation
+        return dgx.mm(rec.w_hh), None  # through W_hh h_{t-1}
 
     def __repr__(self):
         return f"RNNStep(nonlinearity={self.nonlinearity!r})"
