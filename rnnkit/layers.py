@@ -79,39 +79,149 @@ def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
     return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
+INITS = ("default", "orthogonal", "identity")
+
+
+def _check_probability(name: str, p) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")
+    return float(p)
+
+
+def _zoneout_rates(zoneout, has_cell_state: bool):
+    """``zoneout`` as (p_h, p_c): one rate for both, or a pair for the LSTM's h and c."""
+    if isinstance(zoneout, (tuple, list)):
+        if not has_cell_state or len(zoneout) != 2:
+            raise ValueError("zoneout must be a probability, or a pair (p_h, p_c) for the "
+                             f"LSTM's h and c, got {zoneout!r}")
+        return _check_probability("zoneout", zoneout[0]), _check_probability("zoneout", zoneout[1])
+    p = _check_probability("zoneout", zoneout)
+    return p, (p if has_cell_state else 0.0)
+
+
+class _Variants:
+    """The variant parameters of one cell (layer norm gains and biases, peepholes): their
+    registration, initialisation and lookup, shared by the layers and the cell modules."""
+
+    @staticmethod
+    def register(module: nn.Module, cell: cells.Cell, suffix: str, H: int, factory):
+        G = cell.num_gates
+        shapes = {}
+        if cell.layer_norm:
+            shapes.update({"layer_norm_ih_weight": G * H, "layer_norm_ih_bias": G * H,
+                           "layer_norm_hh_weight": G * H, "layer_norm_hh_bias": G * H})
+            if cell.has_cell_state:
+                shapes.update({"layer_norm_c_weight": H, "layer_norm_c_bias": H})
+        if getattr(cell, "peephole", False):
+            shapes["weight_ch"] = 3 * H  # blocks i, f, o
+        for name, size in shapes.items():
+            module.register_parameter(name + suffix, nn.Parameter(torch.empty(size, **factory)))
+
+    @staticmethod
+    def lookup(module: nn.Module, suffix: str) -> dict:
+        def get(name):
+            return getattr(module, name + suffix, None)
+        return {"ln_ih": (get("layer_norm_ih_weight"), get("layer_norm_ih_bias")),
+                "ln_hh_weight": get("layer_norm_hh_weight"), "ln_hh_bias": get("layer_norm_hh_bias"),
+                "ln_c_weight": get("layer_norm_c_weight"), "ln_c_bias": get("layer_norm_c_bias"),
+                "w_ch": get("weight_ch")}
+
+    @staticmethod
+    @torch.no_grad()
+    def initialise(module: nn.Module, suffix: str, H: int, init: str, forget_bias):
+        """After torch.nn's uniform initialisation: layer-norm gains 1 and biases 0, then
+        ``init`` for W_hh and ``forget_bias`` for the LSTM's forget gate."""
+        for name, p in module.named_parameters():
+            if name.startswith("layer_norm_") and name.endswith(suffix):
+                p.fill_(1.0 if "_weight" in name else 0.0)
+        w_hh = getattr(module, "weight_hh" + suffix)
+        if init == "orthogonal":  # each gate block on its own (Saxe et al. 2014)
+            for block in w_hh.split(H):
+                nn.init.orthogonal_(block)
+        elif init == "identity":  # the IRNN (Le et al. 2015): W_hh = I, biases 0
+            w_hh.copy_(torch.eye(*w_hh.shape))
+            for name in ("bias_ih", "bias_hh"):
+                if getattr(module, name + suffix, None) is not None:
+                    getattr(module, name + suffix).zero_()
+        if forget_bias is not None:  # the two biases add up: b_ih carries it all
+            getattr(module, "bias_ih" + suffix)[H:2 * H] = forget_bias
+            getattr(module, "bias_hh" + suffix)[H:2 * H] = 0.0
+
+
+def _check_init(init, forget_bias, cell: cells.Cell, bias: bool):
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "identity" and not isinstance(cell, cells.RNNStep):
+        raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
+                         f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
+    if forget_bias is not None:
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
+        if not bias:
+            raise ValueError("forget_bias needs bias=True, got bias=False")
+
+
 class _RecurrentLayer(nn.RNNBase):
     """What RNN, LSTM and GRU share: see the module docstring."""
 
-    def __init__(self, mode: str, cell: cells.Cell, *args, backend: str, **kwargs):
+    def __init__(self, mode: str, cell: cells.Cell, *args, backend: str, zoneout=0.0,
+                 recurrent_dropout=0.0, weight_drop=0.0, init="default", forget_bias=None,
+                 **kwargs):
         super().__init__(mode, *args, **kwargs)
         self.cell = cell
         self.backend = _check_backend(backend)
+        self.zoneout = _zoneout_rates(zoneout, cell.has_cell_state)
+        self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout)
+        self.weight_drop = _check_probability("weight_drop", weight_drop)
+        _check_init(init, forget_bias, cell, self.bias)
+        self.init, self.forget_bias = init, forget_bias
+        factory = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
+        for suffix in self._suffixes():
+            _Variants.register(self, cell, suffix, self.hidden_size, factory)
+        self._options_ready = True
+        has_variant_params = cell.layer_norm or getattr(cell, "peephole", False)
+        if has_variant_params or init != "default" or forget_bias is not None:
+            self.reset_parameters()  # the plain case keeps torch.nn's exact initialisation
+
+    def _suffixes(self):
+        return [f"_l{layer}" + ("_reverse" if d else "")
+                for layer in range(self.num_layers) for d in range(self.num_directions)]
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # uniform(±1/√H) on every parameter, as torch.nn
+        if getattr(self, "_options_ready", False):
+            for suffix in self._suffixes():
+                _Variants.initialise(self, suffix, self.hidden_size, self.init, self.forget_bias)
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _direction_params(self, layer: int, direction: int):
-        sfx = f"_l{layer}" + ("_reverse" if direction else "")
-        w_ih = getattr(self, "weight_ih" + sfx)
-        b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
-        rec = Recurrent(
-            w_hh=getattr(self, "weight_hh" + sfx),
-            b_hh=getattr(self, "bias_hh" + sfx) if self.bias else None,
-            w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None)
-        return w_ih, b_ih, rec
+    def _changes_the_math(self) -> bool:
+        """Whether this call needs more than torch's kernels compute."""
+        return (not native.supports(self.cell, return_states=False)
+                or self.zoneout != (0.0, 0.0)
+                or (self.recurrent_dropout > 0 and self.training))
 
     def resolve_backend(self, backend: str | None = None, *, return_states: bool = False) -> str:
         """The engine a call with these options runs on: ``native``, ``fused`` or ``reference``."""
         name = _check_backend(self.backend if backend is None else backend)
-        fits_native = native.supports(self.cell, return_states=return_states)
+        fits_native = not return_states and not self._changes_the_math()
         if name == "auto":
             return "native" if fits_native else "fused"
         if name == "native" and not fits_native:
-            why = "return_states=True" if return_states else repr(self.cell)
+            why = "return_states=True" if return_states else self._variant_summary()
             raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
                              f"use backend='fused' or 'auto'")
         return name
+
+    def _variant_summary(self) -> str:
+        parts = [repr(self.cell)]
+        if self.zoneout != (0.0, 0.0):
+            parts.append(f"zoneout={self.zoneout}")
+        if self.recurrent_dropout:
+            parts.append(f"recurrent_dropout={self.recurrent_dropout}")
+        return ", ".join(parts)
 
     def forward(self, input, hx=None, *, lengths=None, return_states: bool = False,
                 backend: str | None = None):
@@ -156,7 +266,7 @@ class _RecurrentLayer(nn.RNNBase):
 
         if engine == "native":
             output, h_n, c_n = native.run(
-                self.cell, x, h0, c0, self._flat_weights, bias=self.bias,
+                self.cell, x, h0, c0, self._native_weights(), bias=self.bias,
                 num_layers=self.num_layers,
                 dropout=self.dropout, training=self.training,
                 bidirectional=self.bidirectional, lengths=lengths)
@@ -225,24 +335,74 @@ class _RecurrentLayer(nn.RNNBase):
             out.append(t.unsqueeze(1) if unbatched else t)
         return out[0], (out[1] if len(out) > 1 else None)
 
+    def _native_weights(self):
+        """The parameters in torch.nn's flat order, W_hh DropConnected in training."""
+        if not (self.weight_drop and self.training):
+            return self._flat_weights
+        return [F.dropout(w, self.weight_drop) if name.startswith("weight_hh") else w
+                for name, w in zip(self._flat_weights_names, self._flat_weights)]
+
+    def _direction(self, layer: int, direction: int, B: int, x: Tensor):
+        """The input-side parameters and the recurrent side of one layer and direction,
+        with this call's weight-drop and recurrent-dropout masks drawn."""
+        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        variants = _Variants.lookup(self, sfx)
+        w_ih = getattr(self, "weight_ih" + sfx)
+        b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
+        b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
+        w_hh = getattr(self, "weight_hh" + sfx)
+        h_mask = None
+        if self.training and self.weight_drop:  # DropConnect, one mask per call
+            w_hh = F.dropout(w_hh, self.weight_drop)
+        if self.training and self.recurrent_dropout:  # one mask per sequence, every step
+            h_mask = F.dropout(x.new_ones(B, w_hh.shape[1]), self.recurrent_dropout)
+        rec = Recurrent(
+            w_hh=w_hh, b_hh=None if self.cell.sums_projections else b_hh,
+            w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
+            h_mask=h_mask, ln_hh_weight=variants["ln_hh_weight"],
+            ln_hh_bias=variants["ln_hh_bias"], ln_c_weight=variants["ln_c_weight"],
+            ln_c_bias=variants["ln_c_bias"], w_ch=variants["w_ch"])
+        return (w_ih, b_ih, b_hh, *variants["ln_ih"]), rec
+
+    def _carry(self, p: float, size: int, valid, x: Tensor):
+        """K_t of the engines' h_t = h̃_t + K_t ⊙ (h_{t-1} - h̃_t), (T, B, size or 1), or
+        None: zoneout's Bernoulli(p) mask in training, p in evaluation, and 1 past each
+        sample's length (``valid`` False)."""
+        T, B = x.shape[0], x.shape[1]
+        if p == 0:
+            return None if valid is None else (~valid).to(x.dtype)
+        if self.training:  # each unit keeps its previous value with probability p
+            K = torch.bernoulli(x.new_full((T, B, size), p))
+        else:  # the expectation of the training-time mix
+            K = x.new_full((1, 1, 1), p).expand(T, B, 1)
+        return K if valid is None else torch.where(valid, K, 1.0)
+
     def _run_stack(self, engine, x, h0, c0, lengths):
         """Run layers and directions on a one-direction engine (reference or fused)."""
         T, B = x.shape[0], x.shape[1]
-        mask = rev = None
+        valid = rev = None
         if lengths is not None:
-            mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device)
-            mask = mask.unsqueeze(-1)  # (T, B, 1), False past each sample's length
+            valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device)
+            valid = valid.unsqueeze(-1)  # (T, B, 1), False past each sample's length
             rev = _reverse_index(lengths, T, x.device)
+        H_out = self.proj_size or self.hidden_size
+        zoneout_h, zoneout_c = self.zoneout
         h_last, c_last, h_all, c_all = [], [], [], []
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
-                w_ih, b_ih, rec = self._direction_params(layer, d)
+                input_side, rec = self._direction(layer, d, B, x)
                 inp = layer_input if d == 0 else _reverse(layer_input, rev)
-                Hs, Cs = engine.run(self.cell, inp, h0[k], c0[k] if c0 is not None else None,
-                                    w_ih, b_ih, rec, mask)
+                gx = self.cell.input_projection(inp, *input_side)  # (T, B, G*H)
+                # the backward direction runs in reversed order, where the valid steps
+                # of each sample still come first: the same `valid` serves both
+                carry_h = self._carry(zoneout_h, H_out, valid, x)
+                carry_c = self._carry(zoneout_c, self.hidden_size, valid, x) \
+                    if self.cell.has_cell_state else None
+                Hs, Cs = engine.run(self.cell, gx, h0[k], c0[k] if c0 is not None else None,
+                                    rec, carry_h, carry_c)
                 # the last step processed holds the final state (it is carried past
                 # each sample's length)
                 h_last.append(Hs[-1])
@@ -255,8 +415,8 @@ class _RecurrentLayer(nn.RNNBase):
                 h_all.append(Hs)
                 c_all.append(Cs)
             output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if mask is not None:  # outputs past a sample's length are zero
-                output = torch.where(mask, output, 0)
+            if valid is not None:  # outputs past a sample's length are zero
+                output = torch.where(valid, output, 0)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 output = F.dropout(output, self.dropout, training=True)
             layer_input = output
@@ -265,6 +425,29 @@ class _RecurrentLayer(nn.RNNBase):
         states = States(torch.stack(h_all),
                         torch.stack(c_all) if self.cell.has_cell_state else None)
         return output, h_n, c_n, states
+
+    def extra_repr(self) -> str:
+        extras = []
+        if isinstance(self.cell, cells.RNNStep) and self.cell.nonlinearity != "tanh":
+            extras.append(f"nonlinearity={self.cell.nonlinearity!r}")
+        if getattr(self.cell, "reset_after", True) is False:
+            extras.append("reset_after=False")
+        if self.cell.layer_norm:
+            extras.append("layer_norm=True")
+        if getattr(self.cell, "peephole", False):
+            extras.append("peephole=True")
+        if self.zoneout != (0.0, 0.0):
+            extras.append(f"zoneout={self.zoneout}")
+        for name in ("recurrent_dropout", "weight_drop"):
+            if getattr(self, name):
+                extras.append(f"{name}={getattr(self, name)}")
+        if self.init != "default":
+            extras.append(f"init={self.init!r}")
+        if self.forget_bias is not None:
+            extras.append(f"forget_bias={self.forget_bias}")
+        if self.backend != "auto":
+            extras.append(f"backend={self.backend!r}")
+        return ", ".join([super().extra_repr(), *extras])
 
 
 _LAYER_DOC = """
@@ -278,11 +461,24 @@ _LAYER_DOC = """
         bidirectional: add a direction that reads each sequence backwards (within its
             length); outputs of the two directions are concatenated. Default False.
 {proj_arg}        device, dtype: of the parameters.
-        backend (keyword-only): ``"auto"`` (torch's native kernels when they compute
-            exactly this configuration, else ``"fused"``), ``"native"``, ``"fused"``
-            (hand-written BPTT) or ``"reference"`` (autograd through a Python loop).
-            Can be overridden per call.
-{kw_args}
+
+    Keyword-only options (rnnkit's own):
+{kw_args}        layer_norm: layer-normalise W_ih x_t and W_hh h_{{t-1}} separately, each with
+            its own gain and bias (Ba et al. 2016){ln_extra}. Default False.
+        zoneout: in training each unit of h{zoneout_c} keeps its previous value with this
+            probability; evaluation uses the expectation (Krueger et al. 2016).
+{zoneout_pair}            Default 0.
+        recurrent_dropout: dropout on h_{{t-1}} where it enters W_hh, one mask per sequence
+            for every step (Gal & Ghahramani 2016). Default 0.
+        weight_drop: DropConnect on W_hh, one mask per forward call (Merity et al. 2017).
+            Default 0.
+        init: W_hh's initialisation: ``"default"`` (torch.nn's), ``"orthogonal"`` (each
+            gate block){identity}. Default "default".
+        backend: ``"auto"`` (torch's native kernels when they compute exactly this
+            configuration, else ``"fused"``), ``"native"``, ``"fused"`` (hand-written
+            BPTT) or ``"reference"`` (autograd through a Python loop). Can be overridden
+            per call.
+
     Inputs: ``input, hx=None, *, lengths=None, return_states=False, backend=None``
         input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
         hx: {hx_doc}; zeros when omitted.
@@ -299,13 +495,17 @@ _LAYER_DOC = """
         {hidden_doc}
 """
 
+_NO_PAIR = dict(zoneout_c="", zoneout_pair="", ln_extra="", identity="")
+
 
 class RNN(_RecurrentLayer):
     __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 """ + _LAYER_DOC.format(
         extra_args="        nonlinearity: ``'tanh'``, ``'relu'`` or ``'sigmoid'``. Default 'tanh'.\n",
         proj_arg="", kw_args="", hx_doc="h_0 (L*D, B, H)", hidden_name="h_n",
-        out_size="H", hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.") + """
+        out_size="H", hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.",
+        **{**_NO_PAIR, "identity": " or ``\"identity\"`` (with relu: the IRNN of Le et al.\n"
+           "            2015; also zeroes the biases)"}) + """
     Example::
 
         >>> rnn = rnnkit.RNN(10, 20, num_layers=2)
@@ -317,11 +517,15 @@ class RNN(_RecurrentLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, backend: str = "auto"):
-        cell = cells.RNNStep(nonlinearity)
+                 *, layer_norm: bool = False, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
+                 init: str = "default", backend: str = "auto"):
+        cell = cells.RNNStep(nonlinearity, layer_norm=layer_norm)
         mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
         super().__init__(mode, cell, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, backend=backend)
+                         dropout, bidirectional, 0, device, dtype, backend=backend,
+                         zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                         weight_drop=weight_drop, init=init)
         self.nonlinearity = nonlinearity
 
 
@@ -331,11 +535,16 @@ class LSTM(_RecurrentLayer):
         i, f, o = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*),  g = tanh(same for g)
         c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)   (then W_hr h_t with proj_size)
 """ + _LAYER_DOC.format(
-        extra_args="", kw_args="",
+        extra_args="",
+        kw_args="        peephole: i and f also see c_{t-1}, o sees c_t, through per-unit weights\n"
+                "            ``weight_ch`` (Gers & Schmidhuber 2000). Default False.\n"
+                "        forget_bias: start the forget gate's bias at this value (Jozefowicz\n"
+                "            et al. 2015 recommend 1.0); None keeps torch.nn's. Default None.\n",
         proj_arg="        proj_size: if > 0, h_t is projected to this size by weight_hr. Default 0.\n",
         hx_doc="(h_0 (L*D, B, H_out), c_0 (L*D, B, H)), H_out = proj_size or H",
         hidden_name="(h_n, c_n)", out_size="H_out",
-        hidden_doc="(h_n, c_n): (L*D, B, H_out) and (L*D, B, H), the final states.") + """
+        hidden_doc="(h_n, c_n): (L*D, B, H_out) and (L*D, B, H), the final states.",
+        zoneout_c=" and c", zoneout_pair="            A pair (p_h, p_c) sets the two separately.\n", ln_extra=", and c_t before its tanh", identity="") + """
     Example::
 
         >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
@@ -348,10 +557,15 @@ class LSTM(_RecurrentLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
-                 *, backend: str = "auto"):
-        super().__init__("LSTM", cells.LSTMStep(), input_size, hidden_size, num_layers,
-                         bias, batch_first, dropout, bidirectional, proj_size, device,
-                         dtype, backend=backend)
+                 *, layer_norm: bool = False, peephole: bool = False,
+                 zoneout: float | tuple[float, float] = 0.0, recurrent_dropout: float = 0.0,
+                 weight_drop: float = 0.0, forget_bias: float | None = None,
+                 init: str = "default", backend: str = "auto"):
+        cell = cells.LSTMStep(layer_norm=layer_norm, peephole=peephole)
+        super().__init__("LSTM", cell, input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, proj_size, device, dtype,
+                         backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                         weight_drop=weight_drop, init=init, forget_bias=forget_bias)
 
 
 class GRU(_RecurrentLayer):
@@ -363,10 +577,11 @@ class GRU(_RecurrentLayer):
         h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
 """ + _LAYER_DOC.format(
         extra_args="", proj_arg="",
-        kw_args="        reset_after (keyword-only): True for torch.nn's / cuDNN's form, False for\n"
-                "            Cho et al. (2014), where r multiplies h before W_hn. Default True.\n",
+        kw_args="        reset_after: True for torch.nn's / cuDNN's form, False for Cho et al.\n"
+                "            (2014), where r multiplies h before W_hn. Default True.\n",
         hx_doc="h_0 (L*D, B, H)", hidden_name="h_n", out_size="H",
-        hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.") + """
+        hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.",
+        **{**_NO_PAIR, "ln_extra": " (reset_after=True only)"}) + """
     Example::
 
         >>> gru = rnnkit.GRU(10, 20, reset_after=False)
@@ -376,24 +591,38 @@ class GRU(_RecurrentLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *,
-                 reset_after: bool = True, backend: str = "auto"):
-        super().__init__("GRU", cells.GRUStep(reset_after), input_size, hidden_size,
-                         num_layers, bias, batch_first, dropout, bidirectional, 0, device,
-                         dtype, backend=backend)
+                 reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
+                 init: str = "default", backend: str = "auto"):
+        cell = cells.GRUStep(reset_after, layer_norm=layer_norm)
+        super().__init__("GRU", cell, input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, device, dtype,
+                         backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                         weight_drop=weight_drop, init=init)
         self.reset_after = reset_after
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s if self.reset_after else s + ", reset_after=False"
 
 
 class _CellModule(nn.RNNCellBase):
     """One step, torch.nn.RNNCell / LSTMCell / GRUCell compatible, on rnnkit's cell math."""
 
-    def __init__(self, cell: cells.Cell, input_size, hidden_size, bias, device, dtype):
+    def __init__(self, cell: cells.Cell, input_size, hidden_size, bias, device, dtype,
+                 init="default", forget_bias=None):
         super().__init__(input_size, hidden_size, bias, num_chunks=cell.num_gates,
                          device=device, dtype=dtype)
         self.cell = cell
+        _check_init(init, forget_bias, cell, bias)
+        self.init, self.forget_bias = init, forget_bias
+        _Variants.register(self, cell, "", hidden_size, {"device": self.weight_ih.device,
+                                                         "dtype": self.weight_ih.dtype})
+        self._options_ready = True
+        if cell.layer_norm or getattr(cell, "peephole", False) or init != "default" \
+                or forget_bias is not None:
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if getattr(self, "_options_ready", False):
+            _Variants.initialise(self, "", self.hidden_size, self.init, self.forget_bias)
 
     def forward(self, input: Tensor, hx=None):
         if not isinstance(input, Tensor):
@@ -420,9 +649,13 @@ class _CellModule(nn.RNNCellBase):
                 if tuple(s.shape) != expected:
                     raise ValueError(f"hx's {name} must have shape {expected}, got {tuple(s.shape)}")
             state = [s.unsqueeze(0) if unbatched else s for s in state]
-        rec = Recurrent(self.weight_hh, self.bias_hh if self.bias else None)
         b_ih = self.bias_ih if self.bias else None
-        gx = F.linear(x, self.weight_ih, self.cell.input_bias(b_ih, rec.b_hh))
+        b_hh = self.bias_hh if self.bias else None
+        v = _Variants.lookup(self, "")
+        rec = Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
+                        ln_hh_weight=v["ln_hh_weight"], ln_hh_bias=v["ln_hh_bias"],
+                        ln_c_weight=v["ln_c_weight"], ln_c_bias=v["ln_c_bias"], w_ch=v["w_ch"])
+        gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, *v["ln_ih"])
         h, c, _ = self.cell.step(gx, state[0], state[1] if len(state) > 1 else None, rec)
         if unbatched:
             h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
@@ -432,35 +665,42 @@ class _CellModule(nn.RNNCellBase):
 class RNNCell(_CellModule):
     """One Elman step, torch.nn.RNNCell compatible; ``nonlinearity`` also takes 'sigmoid'.
 
+    Keyword-only: ``layer_norm``, ``init`` as for :class:`RNN`.
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h' of hx's shape.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
-                 nonlinearity: str = "tanh", device=None, dtype=None):
-        super().__init__(cells.RNNStep(nonlinearity), input_size, hidden_size, bias,
-                         device, dtype)
+                 nonlinearity: str = "tanh", device=None, dtype=None, *,
+                 layer_norm: bool = False, init: str = "default"):
+        super().__init__(cells.RNNStep(nonlinearity, layer_norm=layer_norm), input_size,
+                         hidden_size, bias, device, dtype, init)
         self.nonlinearity = nonlinearity
 
 
 class LSTMCell(_CellModule):
     """One LSTM step, torch.nn.LSTMCell compatible (gates i, f, g, o).
 
+    Keyword-only: ``layer_norm``, ``peephole``, ``forget_bias``, ``init`` as for :class:`LSTM`.
     Inputs ``input`` (B, I) or (I,), ``hx = (h, c)`` each (B, H) or (H,); returns (h', c').
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None):
-        super().__init__(cells.LSTMStep(), input_size, hidden_size, bias, device, dtype)
+                 dtype=None, *, layer_norm: bool = False, peephole: bool = False,
+                 forget_bias: float | None = None, init: str = "default"):
+        super().__init__(cells.LSTMStep(layer_norm=layer_norm, peephole=peephole), input_size,
+                         hidden_size, bias, device, dtype, init, forget_bias)
 
 
 class GRUCell(_CellModule):
     """One GRU step, torch.nn.GRUCell compatible (gates r, z, n); see :class:`GRU`.
 
+    Keyword-only: ``reset_after``, ``layer_norm``, ``init`` as for :class:`GRU`.
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h'.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, reset_after: bool = True):
-        super().__init__(cells.GRUStep(reset_after), input_size, hidden_size, bias,
-                         device, dtype)
+                 dtype=None, *, reset_after: bool = True, layer_norm: bool = False,
+                 init: str = "default"):
+        super().__init__(cells.GRUStep(reset_after, layer_norm=layer_norm), input_size,
+                         hidden_size, bias, device, dtype, init)
         self.reset_after = reset_after

@@ -35,6 +35,16 @@ def _direction_args(cell, proj, bias):
     )
 
 
+def _run_direction(cell, mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr, **variants):
+    """One fused direction from raw inputs, as a layer wires it."""
+    gx = cell.input_projection(x, w_ih, b_ih, b_hh, variants.pop("ln_ih_weight", None),
+                               variants.pop("ln_ih_bias", None))
+    rec = Recurrent(w_hh, None if cell.sums_projections else b_hh, w_hr, **variants)
+    carry = None if mask is None else (~mask).to(x.dtype)
+    Hs, Cs = fused.run(cell, gx, h0, c0, rec, carry, carry if cell.has_cell_state else None)
+    return (Hs, Cs) if Cs is not None else Hs
+
+
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("with_lengths", [False, True])
@@ -45,8 +55,7 @@ def test_fused_direction_gradcheck(name, bias, with_lengths):
         mask = (torch.arange(T)[:, None] < torch.tensor([4, 2, 1])[None]).unsqueeze(-1)
 
     def f(x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr):
-        Hs, Cs = fused.run(cell, x, h0, c0, w_ih, b_ih, Recurrent(w_hh, b_hh, w_hr), mask)
-        return (Hs, Cs) if Cs is not None else Hs
+        return _run_direction(cell, mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr)
 
     assert torch.autograd.gradcheck(f, _direction_args(cell, 0, bias))
 
@@ -60,7 +69,7 @@ def test_fused_lstm_projection_gradcheck(bias, with_lengths):
         mask = (torch.arange(T)[:, None] < torch.tensor([1, 4, 3])[None]).unsqueeze(-1)
 
     def f(x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr):
-        return fused.run(cell, x, h0, c0, w_ih, b_ih, Recurrent(w_hh, b_hh, w_hr), mask)
+        return _run_direction(cell, mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr)
 
     assert torch.autograd.gradcheck(f, _direction_args(cell, 2, bias))
 

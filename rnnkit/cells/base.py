@@ -2,16 +2,24 @@
 
 A cell is one step of a recurrence: ``(gx_t, h_prev, c_prev) -> (h_t, c_t)``, where
 ``gx_t`` is the input projection ``W_ih x_t + b`` that the engine computed for all
-steps at once. The cell never sees a time axis; the engines own the loop.
+steps at once with :meth:`Cell.input_projection`. The cell never sees a time axis; the
+engines own the loop.
 
 Each family gives:
 
 - ``step``: the forward step in plain differentiable torch. It is the single definition
   of the cell's math: the reference engine runs it under autograd, the fused engine runs
   it without autograd and keeps the ``saved`` tensors it returns for the backward pass.
-- ``step_backward``: the hand-written derivative of ``step``.
-- ``hidden_param_grads``: the gradients of the recurrent weights, computed once over all
-  steps after the backward loop (one GEMM instead of one per step).
+- ``backward_factors`` and ``step_backward``: the hand-written derivative of ``step``.
+  Everything that does not depend on the incoming gradient is computed once for all
+  steps in ``backward_factors``, so the backward loop does only a few operations a step.
+- ``hidden_param_grads``: the gradients of the recurrent parameters, computed once over
+  all steps after the backward loop (one GEMM instead of one per step).
+
+Options shared by the families: ``layer_norm`` (Ba, Kiros & Hinton 2016) normalises the
+input projection and the recurrent projection separately, each with its own gain and
+bias; a recurrent-dropout mask (``Recurrent.h_mask``) multiplies h_{t-1} where it enters
+the recurrent GEMM.
 """
 
 from __future__ import annotations
@@ -19,82 +27,49 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+#: epsilon of every layer norm in rnnkit, as torch.nn.LayerNorm's default
+EPS = 1e-5
 
 
 class Recurrent(NamedTuple):
-    """The recurrent parameters of one layer and direction, as torch.nn names them.
+    """The recurrent side of one layer and direction: parameters as torch.nn names them,
+    the variants' parameters, and the recurrent-dropout mask of this call.
 
-    ``w_hh`` (G*H, H_out), ``b_hh`` (G*H,) or None, ``w_hr`` (H_out, H) or None (LSTM
-    projection). G is the number of gate blocks, H the hidden size, H_out the size of
-    h_t (the projection size when ``w_hr`` is given, else H).
+    ``w_hh`` (G*H, H_out); ``b_hh`` (G*H,), given to a step only where it does not fold
+    into the input projection; ``w_hr`` (H_out, H) LSTM projection; ``h_mask`` (B, H_out)
+    recurrent-dropout mask, already scaled by 1/(1-p); ``ln_hh_weight``/``ln_hh_bias``
+    (G*H,) layer norm of the recurrent projection; ``ln_c_weight``/``ln_c_bias`` (H,)
+    LSTM layer norm of c_t; ``w_ch`` (3H,) LSTM peephole weights, blocks i, f, o. Each
+    is None when unused.
     """
 
     w_hh: Tensor
     b_hh: Tensor | None = None
     w_hr: Tensor | None = None
+    h_mask: Tensor | None = None
+    ln_hh_weight: Tensor | None = None
+    ln_hh_bias: Tensor | None = None
+    ln_c_weight: Tensor | None = None
+    ln_c_bias: Tensor | None = None
+    w_ch: Tensor | None = None
 
 
-class Cell:
-    """Base class of the cell families; see the module docstring for the contract."""
+def layer_norm_stats(x: Tensor, eps: float = EPS):
+    """x̂ = (x - mean) / σ and 1/σ over the last dimension: what layer norm's backward needs."""
+    var, mean = torch.var_mean(x, dim=-1, correction=0, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+    return (x - mean) * rstd, rstd
 
-    #: gate blocks stacked in W_ih / W_hh (1 for RNN, 4 for LSTM, 3 for GRU)
-    num_gates: int = 1
-    #: whether the state carries a cell state c_t besides h_t
-    has_cell_state: bool = False
-    #: True when the input and recurrent projections enter the step only through
-    #: their sum, so b_hh can be folded into the input projection and the gradient of
-    #: the recurrent projection equals that of the input projection.
-    sums_projections: bool = True
 
-    def input_bias(self, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor | None:
-        """The bias to add to the input projection (b_ih, plus b_hh when it folds)."""
-        if self.sums_projections and b_ih is not None and b_hh is not None:
-            return b_ih + b_hh
-        return b_ih
-
-    def step(self, gx: Tensor, h_prev: Tensor, c_prev: Tensor | None, rec: Recurrent):
-        """One forward step. Returns ``(h, c, saved)``; ``c`` is None without a cell state.
-
-        ``gx`` (B, G*H) already holds ``input_bias``; ``rec.b_hh`` is only read by cells
-        whose projections do not simply add (``sums_projections = False``).
-        """
-        raise NotImplementedError
-
-    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev) -> tuple:
-        """The derivative factors of every step, computed at once before the backward loop.
-
-        ``saved``: what ``step`` kept, each item stacked over time (T, B, ·); ``Hs`` /
-        ``Cs`` every state (T, B, ·) and ``H_prev`` / ``C_prev`` the states entering each
-        step (``Cs``, ``C_prev`` None without a cell state). Working on whole (T, B, ·)
-        tensors here leaves the loop only the operations that depend on the incoming
-        gradient. Returns a tuple of (T, ...) tensors; step t gets their t-th entries.
-        """
-        raise NotImplementedError
-
-    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
-        """The derivative of ``step``, one step, with ``factors`` from ``backward_factors``.
-
-        Given the gradients ``dh`` (B, H_out) and ``dc`` (B, H) reaching this step's
-        outputs, writes the gradients of the input projection into ``dgx`` (B, G*H) and
-        of the recurrent pre-activation into ``dgh`` (the same tensor as ``dgx`` when
-        ``sums_projections``), and returns ``(dh_prev, dc_prev)``.
-        """
-        raise NotImplementedError
-
-    def hidden_param_grads(self, dGH: Tensor, H_prev: Tensor, dH: Tensor, saved: list,
-                           rec: Recurrent):
-        """Gradients of ``rec``'s parameters summed over all steps: ``(dW_hh, db_hh, dW_hr)``.
-
-        ``dGH`` (T, B, G*H) recurrent pre-activation gradients, ``H_prev`` (T, B, H_out)
-        the state entering each step, ``dH`` (T, B, H_out) the gradient reaching each
-        step's h, ``saved`` what ``step`` kept, stacked over time.
-        """
-        dGH2 = dGH.flatten(0, 1)  # (T*B, G*H)
-        # dW_hh = Σ_t dGH_tᵀ h_{t-1}: one GEMM over all steps instead of T small ones
-        dW_hh = dGH2.t().mm(H_prev.flatten(0, 1))
-        db_hh = dGH2.sum(0) if rec.b_hh is not None else None
-        return dW_hh, db_hh, None
+def layer_norm_backward(dy: Tensor, xhat: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
+    """dx of y = x̂ ⊙ weight + bias with x̂ = (x - mean) / σ over the last dimension."""
+    dxhat = dy * weight
+    # x̂ moves with x through the mean and σ too: remove dx̂'s components along 1 and x̂
+    proj = dxhat.mean(-1, keepdim=True) + xhat * (dxhat * xhat).mean(-1, keepdim=True)
+    return (dxhat - proj) * rstd
 
 
 def sigmoid_grad(s: Tensor) -> Tensor:
@@ -105,3 +80,122 @@ def sigmoid_grad(s: Tensor) -> Tensor:
 def tanh_grad(t: Tensor) -> Tensor:
     """tanh'(x) written with the output t = tanh(x)."""
     return 1 - t * t
+
+
+def _sum_steps(x: Tensor) -> Tensor:
+    return x.sum((0, 1))  # over time and batch
+
+
+class Cell:
+    """Base class of the cell families; see the module docstring for the contract."""
+
+    #: gate blocks stacked in W_ih / W_hh (1 for RNN, 4 for LSTM, 3 for GRU)
+    num_gates: int = 1
+    #: whether the state carries a cell state c_t besides h_t
+    has_cell_state: bool = False
+
+    def __init__(self, *, layer_norm: bool = False):
+        if not isinstance(layer_norm, bool):
+            raise TypeError(f"layer_norm must be a bool, got {layer_norm!r}")
+        self.layer_norm = layer_norm
+
+    @property
+    def sums_projections(self) -> bool:
+        """True when the input and recurrent projections enter the step only through
+        their sum, so b_hh folds into the input projection and the gradient of the
+        recurrent projection equals that of the input projection."""
+        return True
+
+    def input_projection(self, x, w_ih, b_ih, b_hh, ln_weight=None, ln_bias=None):
+        """gx = W_ih x (layer-normalised with ``layer_norm``) + b_ih (+ b_hh where it
+        folds), for every step at once: one GEMM over all T*B rows. Differentiable."""
+        bias = b_ih + b_hh if (self.sums_projections and b_ih is not None
+                               and b_hh is not None) else b_ih
+        if not self.layer_norm:
+            return F.linear(x, w_ih, bias)
+        gx = F.layer_norm(F.linear(x, w_ih), (w_ih.shape[0],), ln_weight, ln_bias, EPS)
+        return gx if bias is None else gx + bias
+
+    def step(self, gx, h_prev, c_prev, rec: Recurrent):
+        """One forward step. Returns ``(h, c, saved)``; ``c`` is None without a cell state."""
+        raise NotImplementedError
+
+    def backward_factors(self, saved, H_prev, C_prev, rec: Recurrent) -> dict:
+        """The derivative factors of every step, computed at once before the backward loop.
+
+        ``saved``: what ``step`` kept, each item stacked over time (T, B, ·); ``H_prev`` /
+        ``C_prev`` the states entering each step (``C_prev`` None without a cell state).
+        Returns a dict of (T, ...) tensors; step t gets their t-th entries.
+        """
+        raise NotImplementedError
+
+    def step_backward(self, dh, dc, factors: dict, rec: Recurrent, dgx, dgh, dgh_raw):
+        """The derivative of ``step``, one step, with ``factors`` from ``backward_factors``.
+
+        Given the gradients ``dh`` (B, H_out) and ``dc`` (B, H) reaching this step's
+        outputs, writes into ``dgx`` (B, G*H) the gradient of the input projection, into
+        ``dgh`` that of the recurrent projection as the gates see it, and into
+        ``dgh_raw`` that of W_hh h_in before its layer norm (the same tensors where the
+        math makes them equal), and returns ``(dh_prev, dc_prev)``.
+        """
+        raise NotImplementedError
+
+    # -- the recurrent projection, shared by the families whose projections add up
+
+    def recurrent_input(self, h_prev: Tensor, rec: Recurrent) -> Tensor:
+        """h_{t-1} as the recurrent GEMM sees it: times the recurrent-dropout mask."""
+        return h_prev if rec.h_mask is None else h_prev * rec.h_mask
+
+    def recurrent_projection(self, h_prev, rec: Recurrent):
+        """gh = LN(W_hh h_in) (+ b_hh when given): the recurrent projection as the gates
+        see it. Returns (gh, W_hh h_in), the second for the layer norm's backward, or
+        (gh, None) without layer norm."""
+        h_in = self.recurrent_input(h_prev, rec)
+        if not self.layer_norm:
+            gh = h_in.mm(rec.w_hh.t()) if rec.b_hh is None else \
+                torch.addmm(rec.b_hh, h_in, rec.w_hh.t())
+            return gh, None
+        gh_raw = h_in.mm(rec.w_hh.t())
+        gh = F.layer_norm(gh_raw, (gh_raw.shape[1],), rec.ln_hh_weight, rec.ln_hh_bias, EPS)
+        return (gh if rec.b_hh is None else gh + rec.b_hh), gh_raw
+
+    def summed_preactivation(self, gx, h_prev, rec: Recurrent):
+        """P = gx + the recurrent projection; returns (P, W_hh h_in or None) as above."""
+        if not self.layer_norm and rec.b_hh is None:  # the common case: one addmm
+            return torch.addmm(gx, self.recurrent_input(h_prev, rec), rec.w_hh.t()), None
+        gh, gh_raw = self.recurrent_projection(h_prev, rec)
+        return gx + gh, gh_raw
+
+    def recurrent_factors(self, gh_raw) -> dict:
+        """The layer norm statistics of the recurrent projection, every step at once."""
+        if not self.layer_norm:
+            return {}
+        xhat, rstd = layer_norm_stats(gh_raw)
+        return {"xhat_h": xhat, "rstd_h": rstd}
+
+    def recurrent_backward(self, dgh, factors, rec: Recurrent, dgh_raw) -> Tensor:
+        """From the gradient of the recurrent projection (as the gates see it) to h_{t-1}."""
+        if self.layer_norm:  # back through the layer norm
+            dgh_raw.copy_(layer_norm_backward(dgh, factors["xhat_h"], factors["rstd_h"],
+                                              rec.ln_hh_weight))
+        dh_in = dgh_raw.mm(rec.w_hh)  # through W_hh h_in
+        return dh_in if rec.h_mask is None else dh_in * rec.h_mask
+
+    def hidden_param_grads(self, dG, dGH, dGH_raw, H_in, C_prev, dH, saved, factors,
+                           rec) -> dict:
+        """Gradients of ``rec``'s parameters summed over all steps, by field name.
+
+        ``dG``, ``dGH``, ``dGH_raw`` (T, B, G*H): the per-step gradients ``step_backward``
+        wrote; ``H_in`` (T, B, H_out) the recurrent GEMM's input at each step; ``C_prev``
+        (T, B, H) the cell state entering each step, or None; ``dH``
+        (T, B, H_out) the gradient reaching each step's h through the cell; ``saved`` and
+        ``factors`` as in ``backward_factors``.
+        """
+        # dW_hh = Σ_t dGH_tᵀ h_in,t: one GEMM over all steps instead of T small ones
+        grads = {"w_hh": dGH_raw.flatten(0, 1).t().mm(H_in.flatten(0, 1))}
+        if rec.b_hh is not None:
+            grads["b_hh"] = _sum_steps(dGH)
+        if self.layer_norm:
+            grads["ln_hh_weight"] = _sum_steps(dGH * factors["xhat_h"])
+            grads["ln_hh_bias"] = _sum_steps(dGH)
+        return grads

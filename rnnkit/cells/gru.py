@@ -7,6 +7,8 @@
 
 The two forms have the same parameters. reset_after=True lets one GEMM compute all of
 W_hh h per step; the original form needs r before it can apply W_hn, so two GEMMs.
+With ``layer_norm`` (reset_after=True only) W_ih x and W_hh h are each layer-normalised
+before the biases are added.
 """
 
 from __future__ import annotations
@@ -20,35 +22,42 @@ class GRUStep(Cell):
     num_gates = 3
     has_cell_state = False
 
-    def __init__(self, reset_after: bool = True):
+    def __init__(self, reset_after: bool = True, *, layer_norm: bool = False):
+        super().__init__(layer_norm=layer_norm)
         if not isinstance(reset_after, bool):
             raise TypeError(f"reset_after must be a bool, got {reset_after!r}")
+        if layer_norm and not reset_after:
+            raise ValueError("layer_norm=True needs reset_after=True: with reset_after=False "
+                             "the recurrent projection is computed in two parts")
         self.reset_after = reset_after
-        # With reset_after, r multiplies W_hn h + b_hn, so the recurrent projection is
-        # needed apart from the input one; the original form only ever adds them.
-        self.sums_projections = not reset_after
+
+    @property
+    def sums_projections(self) -> bool:
+        # with reset_after, r multiplies W_hn h + b_hn: the recurrent projection is
+        # needed apart from the input one; the original form only ever adds them
+        return not self.reset_after
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
         H = h_prev.shape[1]
         if self.reset_after:
-            gh = torch.addmm(rec.b_hh, h_prev, rec.w_hh.t()) if rec.b_hh is not None \
-                else h_prev.mm(rec.w_hh.t())  # (B, 3H)
+            gh, gh_raw = self.recurrent_projection(h_prev, rec)  # (B, 3H)
             rz = torch.sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
-            r, z = rz[:, :H], rz[:, H:]
+            r, z = rz.chunk(2, 1)
             ghn = gh[:, 2 * H:]
-            n = torch.tanh(gx[:, 2 * H:] + r * ghn)
-            saved = (rz, n, ghn)
+            n = torch.tanh(torch.addcmul(gx[:, 2 * H:], r, ghn))
+            saved = (rz, n, ghn) if gh_raw is None else (rz, n, ghn, gh_raw)
         else:
-            rz = torch.sigmoid(torch.addmm(gx[:, :2 * H], h_prev, rec.w_hh[:2 * H].t()))
-            r, z = rz[:, :H], rz[:, H:]
-            rh = r * h_prev
+            h_in = self.recurrent_input(h_prev, rec)
+            rz = torch.sigmoid(torch.addmm(gx[:, :2 * H], h_in, rec.w_hh[:2 * H].t()))
+            r, z = rz.chunk(2, 1)
+            rh = r * h_in
             n = torch.tanh(torch.addmm(gx[:, 2 * H:], rh, rec.w_hh[2 * H:].t()))
             saved = (rz, n, rh)
         h = n + z * (h_prev - n)  # = (1 - z) ⊙ n + z ⊙ h_prev
         return h, None, saved
 
-    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev):
-        rz, n, extra = saved  # (T, B, 2H), (T, B, H), (T, B, H)
+    def backward_factors(self, saved, H_prev, C_prev, rec):
+        rz, n, extra = saved[:3]  # (T, B, 2H), (T, B, H), (T, B, H)
         r, z = rz.chunk(2, 2)
         # h = (1 - z) ⊙ n + z ⊙ h_prev: dh reaches P_n through n's tanh, P_z through σ
         dh_to_n = (1 - z) * tanh_grad(n)
@@ -57,40 +66,41 @@ class GRUStep(Cell):
             ghn = extra  # n = tanh(gx_n + r ⊙ ghn): P_r through ghn, then σ
             dh_to_r = dh_to_n * ghn * sigmoid_grad(r)
             # the gradients of gx and of gh are dh times these (B, 3, H) per step
-            dh_to_gx = torch.stack([dh_to_r, dh_to_z, dh_to_n], dim=2)
-            dh_to_gh = torch.stack([dh_to_r, dh_to_z, dh_to_n * r], dim=2)
-            return dh_to_gx, dh_to_gh, z.contiguous()
-        rh = extra  # n = tanh(gx_n + W_hn (r ⊙ h_prev)): P_r through r ⊙ h_prev, then σ
-        dh_to_zn = torch.stack([dh_to_z, dh_to_n], dim=2)  # (T, B, 2, H)
-        return dh_to_zn, H_prev * sigmoid_grad(r), z.contiguous(), r.contiguous()
+            return {"dh_to_gx": torch.stack([dh_to_r, dh_to_z, dh_to_n], dim=2),
+                    "dh_to_gh": torch.stack([dh_to_r, dh_to_z, dh_to_n * r], dim=2),
+                    "z": z.contiguous(), **self.recurrent_factors(saved[-1])}
+        # n = tanh(gx_n + W_hn (r ⊙ h_in)): P_r through r ⊙ h_in, then σ
+        h_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
+        return {"dh_to_zn": torch.stack([dh_to_z, dh_to_n], dim=2),  # (T, B, 2, H)
+                "drh_to_r": h_in * sigmoid_grad(r), "z": z.contiguous(),
+                "r": r.contiguous()}
 
-    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
+        B, H = dh.shape
+        z = factors["z"]
         if self.reset_after:
-            dh_to_gx, dh_to_gh, z = factors
-            B, H = z.shape
-            torch.mul(dh.unsqueeze(1), dh_to_gx, out=dgx.view(B, 3, H))
-            torch.mul(dh.unsqueeze(1), dh_to_gh, out=dgh.view(B, 3, H))
-            # through z ⊙ h_prev and through W_hh h_prev
-            return torch.addmm(dh * z, dgh, rec.w_hh), None
-        dh_to_zn, drh_to_r, z, r = factors
-        B, H = z.shape
-        torch.mul(dh.unsqueeze(1), dh_to_zn, out=dgx[:, H:].view(B, 2, H))
-        drh = dgx[:, 2 * H:].mm(rec.w_hh[2 * H:])  # through W_hn (r ⊙ h_prev)
-        torch.mul(drh, drh_to_r, out=dgx[:, :H])
-        dh_prev = torch.addcmul(dh * z, drh, r)  # through z ⊙ h_prev and r ⊙ h_prev
-        return dh_prev.addmm_(dgx[:, :2 * H], rec.w_hh[:2 * H]), None  # through W_hr, W_hz
+            torch.mul(dh.unsqueeze(1), factors["dh_to_gx"], out=dgx.view(B, 3, H))
+            torch.mul(dh.unsqueeze(1), factors["dh_to_gh"], out=dgh.view(B, 3, H))
+            # through z ⊙ h_prev, and through W_hh h_in
+            return self.recurrent_backward(dgh, factors, rec, dgh_raw).addcmul_(dh, z), None
+        torch.mul(dh.unsqueeze(1), factors["dh_to_zn"], out=dgx[:, H:].view(B, 2, H))
+        drh = dgx[:, 2 * H:].mm(rec.w_hh[2 * H:])  # through W_hn (r ⊙ h_in)
+        torch.mul(drh, factors["drh_to_r"], out=dgx[:, :H])
+        dh_in = torch.addmm(drh * factors["r"], dgx[:, :2 * H], rec.w_hh[:2 * H])
+        if rec.h_mask is not None:
+            dh_in = dh_in * rec.h_mask
+        return dh_in.addcmul_(dh, z), None  # and through z ⊙ h_prev
 
-    def hidden_param_grads(self, dGH, H_prev, dH, saved, rec):
+    def hidden_param_grads(self, dG, dGH, dGH_raw, H_in, C_prev, dH, saved, factors, rec):
         if self.reset_after:
-            return super().hidden_param_grads(dGH, H_prev, dH, saved, rec)
-        H = H_prev.shape[-1]
-        dG2 = dGH.flatten(0, 1)  # (T*B, 3H)
-        RH = saved[2].flatten(0, 1)  # (T*B, H): r ⊙ h_prev
-        # the r and z rows multiply h_{t-1}; the n rows multiply r ⊙ h_{t-1}
-        dW_hh = torch.cat([dG2[:, :2 * H].t().mm(H_prev.flatten(0, 1)),
-                           dG2[:, 2 * H:].t().mm(RH)])
-        db_hh = dG2.sum(0) if rec.b_hh is not None else None
-        return dW_hh, db_hh, None
+            return super().hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
+                                              factors, rec)
+        H = H_in.shape[-1]
+        dG2 = dG.flatten(0, 1)  # (T*B, 3H)
+        RH = saved[2].flatten(0, 1)  # (T*B, H): r ⊙ h_in
+        # the r and z rows multiply h_in; the n rows multiply r ⊙ h_in
+        return {"w_hh": torch.cat([dG2[:, :2 * H].t().mm(H_in.flatten(0, 1)),
+                                   dG2[:, 2 * H:].t().mm(RH)])}
 
     def __repr__(self):
-        return f"GRUStep(reset_after={self.reset_after})"
+        return f"GRUStep(reset_after={self.reset_after}, layer_norm={self.layer_norm})"

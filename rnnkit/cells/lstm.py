@@ -2,71 +2,120 @@
 
 Gate blocks in torch.nn's order i, f, g, o:
 
-    i, f, o = σ(P_i), σ(P_f), σ(P_o),  g = tanh(P_g),  P = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    P = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+    i, f, o = σ(P_i), σ(P_f), σ(P_o),  g = tanh(P_g)
     c_t = f ⊙ c_{t-1} + i ⊙ g
     h_t = o ⊙ tanh(c_t)            (then h_t = W_hr h_t with a projection, Sak et al. 2014)
 
 c_t is a running average that the gates learn to keep or overwrite; because it is
 updated by addition, ∂c_t/∂c_{t-1} = f stays near 1 when the cell chooses to remember,
 and the gradient survives many steps where a vanilla RNN's shrinks geometrically.
+
+Options: ``peephole`` (Gers & Schmidhuber 2000): P_i += w_ci ⊙ c_{t-1},
+P_f += w_cf ⊙ c_{t-1}, P_o += w_co ⊙ c_t with per-unit weights; ``layer_norm`` (Ba et
+al. 2016): P = LN(W_ih x_t) + LN(W_hh h_{t-1}) + b and h_t = o ⊙ tanh(LN(c_t)).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from rnnkit.cells.base import Cell, Recurrent, sigmoid_grad, tanh_grad
+from rnnkit.cells.base import (EPS, Cell, Recurrent, _sum_steps, layer_norm_backward,
+                               layer_norm_stats, sigmoid_grad, tanh_grad)
 
 
 class LSTMStep(Cell):
     num_gates = 4
     has_cell_state = True
-    sums_projections = True
+
+    def __init__(self, *, layer_norm: bool = False, peephole: bool = False):
+        super().__init__(layer_norm=layer_norm)
+        if not isinstance(peephole, bool):
+            raise TypeError(f"peephole must be a bool, got {peephole!r}")
+        self.peephole = peephole
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
-        P = torch.addmm(gx, h_prev, rec.w_hh.t())  # (B, 4H), blocks i, f, g, o
-        H = P.shape[1] // 4
-        # one sigmoid over all four blocks (the g block's is unused) costs less than
-        # three separate calls at the sizes where per-op overhead dominates
-        S = torch.sigmoid(P)
-        i, f, _, o = S.chunk(4, 1)
-        g = torch.tanh(P[:, 2 * H:3 * H])
+        P, gh_raw = self.summed_preactivation(gx, h_prev, rec)  # (B, 4H), blocks i, f, g, o
+        H = c_prev.shape[1]
+        p_if, p_g, p_o = P[:, :2 * H], P[:, 2 * H:3 * H], P[:, 3 * H:]
+        if self.peephole:  # i and f look at c_{t-1}
+            p_if = p_if + rec.w_ch[:2 * H] * c_prev.repeat(1, 2)
+        i, f = torch.sigmoid(p_if).chunk(2, 1)
+        g = torch.tanh(p_g)
         c = torch.addcmul(f * c_prev, i, g)  # f ⊙ c_prev + i ⊙ g
-        tc = torch.tanh(c)
+        if self.peephole:  # o looks at c_t
+            p_o = p_o + rec.w_ch[2 * H:] * c
+        o = torch.sigmoid(p_o)
+        c_out = F.layer_norm(c, (H,), rec.ln_c_weight, rec.ln_c_bias, EPS) \
+            if self.layer_norm else c
+        tc = torch.tanh(c_out)
         u = o * tc  # (B, H)
         h = u if rec.w_hr is None else u.mm(rec.w_hr.t())  # (B, H_out)
-        return h, c, (S, g, tc)
+        saved = (i, f, g, o, tc)
+        if self.peephole or self.layer_norm:
+            saved += (c,)  # the cell's own c_t (zoneout may replace the carried one)
+        if self.layer_norm:
+            saved += (gh_raw,)
+        return h, c, saved
 
-    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev):
-        S, g, tc = saved  # (T, B, 4H), (T, B, H), (T, B, H)
-        i, f, _, o = S.chunk(4, 2)
+    def backward_factors(self, saved, H_prev, C_prev, rec):
+        i, f, g, o, tc = saved[:5]
         # the gradients of P_i, P_f, P_g are dc times these (B, 3, H) per step:
         # c = f ⊙ c_prev + i ⊙ g, then each gate's activation
         dc_to_ifg = torch.stack([g * sigmoid_grad(i), C_prev * sigmoid_grad(f),
                                  i * tanh_grad(g)], dim=2)  # (T, B, 3, H)
-        du_to_o = tc * sigmoid_grad(o)  # h = o ⊙ tanh(c), through o's sigmoid
-        du_to_c = o * tanh_grad(tc)  # h = o ⊙ tanh(c), through the tanh
-        return dc_to_ifg, du_to_o, du_to_c, f.contiguous()
+        du_to_o = tc * sigmoid_grad(o)  # u = o ⊙ tanh(c_out), through o's sigmoid
+        du_to_cout = o * tanh_grad(tc)  # u = o ⊙ tanh(c_out), through the tanh
+        dc_to_cprev = f  # c = f ⊙ c_prev + ...
+        factors = {"dc_to_ifg": dc_to_ifg, "du_to_o": du_to_o}
+        if self.peephole:
+            w_ci, w_cf, w_co = rec.w_ch.chunk(3)
+            # P_i and P_f see c_prev, P_o sees c
+            dc_to_cprev = f + w_ci * dc_to_ifg[:, :, 0] + w_cf * dc_to_ifg[:, :, 1]
+            du_to_c = w_co * du_to_o
+        if self.layer_norm:
+            c = saved[5]
+            factors["xhat_c"], factors["rstd_c"] = layer_norm_stats(c)
+            factors["du_to_cout"] = du_to_cout
+            factors.update(self.recurrent_factors(saved[-1]))
+            if self.peephole:
+                factors["du_to_c"] = du_to_c
+        else:  # c_out is c: both paths from u to c fold into one factor
+            factors["du_to_c"] = du_to_cout + du_to_c if self.peephole else du_to_cout
+        factors["dc_to_cprev"] = dc_to_cprev.contiguous()
+        return factors
 
-    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
-        dc_to_ifg, du_to_o, du_to_c, f = factors
-        B, H = f.shape
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
+        B, H = dh.shape[0], dc.shape[1]
         du = dh if rec.w_hr is None else dh.mm(rec.w_hr)  # through the projection
-        dc = torch.addcmul(dc, du, du_to_c)  # the direct path plus the path through h
-        torch.mul(dc.unsqueeze(1), dc_to_ifg, out=dgx[:, :3 * H].view(B, 3, H))
-        torch.mul(du, du_to_o, out=dgx[:, 3 * H:])
-        dh_prev = dgx.mm(rec.w_hh)  # through W_hh h_{t-1}
-        return dh_prev, dc * f  # through f ⊙ c_prev
+        if self.layer_norm:  # through tanh(LN(c))
+            dc = dc + layer_norm_backward(du * factors["du_to_cout"], factors["xhat_c"],
+                                          factors["rstd_c"], rec.ln_c_weight)
+        if "du_to_c" in factors:  # through tanh(c), and the peephole of o
+            dc = torch.addcmul(dc, du, factors["du_to_c"])
+        torch.mul(dc.unsqueeze(1), factors["dc_to_ifg"], out=dgx[:, :3 * H].view(B, 3, H))
+        torch.mul(du, factors["du_to_o"], out=dgx[:, 3 * H:])
+        dh_prev = self.recurrent_backward(dgh, factors, rec, dgh_raw)
+        return dh_prev, dc * factors["dc_to_cprev"]  # through f ⊙ c_prev (and peepholes)
 
-    def hidden_param_grads(self, dGH, H_prev, dH, saved, rec):
-        dW_hh, db_hh, _ = super().hidden_param_grads(dGH, H_prev, dH, saved, rec)
-        dW_hr = None
-        if rec.w_hr is not None:
-            S, _, tc = saved
-            U = S.chunk(4, 2)[3] * tc  # (T, B, H): u_t = o_t ⊙ tanh(c_t)
-            # dW_hr = Σ_t dh_tᵀ u_t, again one GEMM
-            dW_hr = dH.flatten(0, 1).t().mm(U.flatten(0, 1))
-        return dW_hh, db_hh, dW_hr
+    def hidden_param_grads(self, dG, dGH, dGH_raw, H_in, C_prev, dH, saved, factors, rec):
+        grads = super().hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
+                                           factors, rec)
+        i, f, g, o, tc = saved[:5]
+        dU = dH if rec.w_hr is None else dH.matmul(rec.w_hr)  # (T, B, H)
+        if rec.w_hr is not None:  # dW_hr = Σ_t dh_tᵀ u_t, again one GEMM
+            grads["w_hr"] = dH.flatten(0, 1).t().mm((o * tc).flatten(0, 1))
+        if self.layer_norm:
+            dc_out = dU * factors["du_to_cout"]
+            grads["ln_c_weight"] = _sum_steps(dc_out * factors["xhat_c"])
+            grads["ln_c_bias"] = _sum_steps(dc_out)
+        if self.peephole:  # P_i, P_f saw c_{t-1}; P_o saw the cell's own c_t
+            H = tc.shape[-1]
+            grads["w_ch"] = torch.cat([_sum_steps(dG[..., :H] * C_prev),
+                                       _sum_steps(dG[..., H:2 * H] * C_prev),
+                                       _sum_steps(dG[..., 3 * H:] * saved[5])])
+        return grads
 
     def __repr__(self):
-        return "LSTMStep()"
+        return f"LSTMStep(layer_norm={self.layer_norm}, peephole={self.peephole})"

@@ -3,6 +3,8 @@
 tanh and sigmoid keep h bounded. relu does not: over many steps the same W_hh is applied
 again and again, so h (and the gradient) grows or dies geometrically unless W_hh is near
 the identity (the IRNN of Le et al. 2015).
+
+With ``layer_norm``: h_t = act(LN(W_ih x_t) + LN(W_hh h_{t-1}) + b_ih + b_hh).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ class RNNStep(Cell):
 
     num_gates = 1
     has_cell_state = False
-    sums_projections = True
 
-    def __init__(self, nonlinearity: str = "tanh"):
+    def __init__(self, nonlinearity: str = "tanh", *, layer_norm: bool = False):
+        super().__init__(layer_norm=layer_norm)
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(
                 f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
@@ -30,21 +32,23 @@ class RNNStep(Cell):
             nonlinearity]
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
-        P = torch.addmm(gx, h_prev, rec.w_hh.t())  # (B, H) pre-activation
-        return self._act(P), None, ()
+        P, gh_raw = self.summed_preactivation(gx, h_prev, rec)  # (B, H)
+        h = self._act(P)
+        return h, None, (h,) if gh_raw is None else (h, gh_raw)
 
-    def backward_factors(self, saved, Hs, H_prev, Cs, C_prev):
-        # the activation's derivative, written with its output h
+    def backward_factors(self, saved, H_prev, C_prev, rec):
+        h = saved[0]  # the activation's derivative, written with its output
         if self.nonlinearity == "tanh":
-            return (tanh_grad(Hs),)
-        if self.nonlinearity == "sigmoid":
-            return (sigmoid_grad(Hs),)
-        return ((Hs > 0).to(Hs.dtype),)
+            act_grad = tanh_grad(h)
+        elif self.nonlinearity == "sigmoid":
+            act_grad = sigmoid_grad(h)
+        else:
+            act_grad = (h > 0).to(h.dtype)
+        return {"act_grad": act_grad, **self.recurrent_factors(saved[-1])}
 
-    def step_backward(self, dh, dc, factors, rec, dgx, dgh):
-        (act_grad,) = factors
-        torch.mul(dh, act_grad, out=dgx)  # through the activation
-        return dgx.mm(rec.w_hh), None  # through W_hh h_{t-1}
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
+        torch.mul(dh, factors["act_grad"], out=dgx)  # through the activation
+        return self.recurrent_backward(dgh, factors, rec, dgh_raw), None
 
     def __repr__(self):
-        return f"RNNStep(nonlinearity={self.nonlinearity!r})"
+        return f"RNNStep(nonlinearity={self.nonlinearity!r}, layer_norm={self.layer_norm})"

@@ -1,9 +1,10 @@
 """How a recurrence runs. See DESIGN.md, "engines/".
 
-``reference`` and ``fused`` run one cell over one direction of one layer and share the
-entry point ``run(cell, x, h0, c0, w_ih, b_ih, rec, mask) -> (Hs, Cs)``. ``native``
-hands the whole stack to torch's own kernels, which run layers and directions
-themselves, so its entry point takes the whole stack.
+``reference`` and ``fused`` run one cell over one direction of one layer, from the
+input projection of every step, and share the entry point
+``run(cell, gx, h0, c0, rec, carry_h, carry_c) -> (Hs, Cs)``. ``native`` hands the whole
+stack to torch's own kernels, which run layers and directions themselves, so its entry
+point takes the whole stack.
 """
 
 from rnnkit.engines import fused, native, reference

@@ -1,40 +1,36 @@
 """The fused engine: BPTT written by hand in one torch.autograd.Function.
 
-Forward: one GEMM projects every step's input; the loop then runs the cell's step
-without autograd and keeps only what the backward pass needs.
-Backward, per step in reverse: the cell's hand-written derivative turns the gradient
-reaching (h_t, c_t) into the pre-activation gradient dP_t and dh_{t-1} (one GEMM with
-W_hh). The weight gradients dW_ih, dW_hh, the biases and dX are then single GEMMs over
-all T*B rows, which keeps the loop short and lets the GEMMs run at full size.
+The input projection of every step is one GEMM before the loop (done by the layer, with
+autograd, whose backward is again one GEMM for dW_ih and one for dX). The Function runs
+the recurrence: forward, the cell's step without autograd, keeping only what the
+backward pass needs; backward, per step in reverse, the cell's hand-written derivative
+turns the gradient reaching (h_t, c_t) into the pre-activation gradient dP_t and
+dh_{t-1} (one GEMM with W_hh). The recurrent weights' gradients are then single GEMMs
+over all T*B rows, which keeps the loop short and lets the GEMMs run at full size.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Cell, Recurrent
 
 
-def run(cell: Cell, x, h0, c0, w_ih, b_ih, rec: Recurrent, mask=None):
+def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     """Same contract as :func:`rnnkit.engines.reference.run`."""
-    out = _FusedRecurrence.apply(cell, mask, x, h0, c0, w_ih, b_ih, *rec)
+    out = _FusedRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
     return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
 
 
-def _forward_loop(cell, mask, x, h0, c0, w_ih, b_ih, rec, keep):
+def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
     """Run the recurrence; with ``keep`` also return what the backward pass needs."""
-    gx = F.linear(x, w_ih, cell.input_bias(b_ih, rec.b_hh))  # (T, B, G*H)
     hs, cs, saved = [], [], []
     h, c = h0, c0
-    for t in range(x.shape[0]):
+    for t in range(gx.shape[0]):
         h_new, c_new, s = cell.step(gx[t], h, c, rec)
-        if mask is not None:  # past its length a sample keeps its state
-            h_new = torch.where(mask[t], h_new, h)
-            if c_new is not None:
-                c_new = torch.where(mask[t], c_new, c)
-        h, c = h_new, c_new
+        h = h_new if carry_h is None else torch.lerp(h_new, h, carry_h[t])
+        c = c_new if carry_c is None else torch.lerp(c_new, c, carry_c[t])
         hs.append(h)
         cs.append(c)
         if keep:
@@ -48,54 +44,59 @@ def _forward_loop(cell, mask, x, h0, c0, w_ih, b_ih, rec, keep):
 
 class _FusedRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell, mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr):
-        rec = Recurrent(w_hh, b_hh, w_hr)
+    def forward(ctx, cell, carry_h, carry_c, gx, h0, c0, *rec):
+        rec = Recurrent(*rec)
         keep = any(ctx.needs_input_grad)
-        Hs, Cs, saved = _forward_loop(cell, mask, x, h0, c0, w_ih, b_ih, rec, keep)
+        Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep)
         if keep:
-            ctx.cell, ctx.num_saved = cell, len(saved)
-            ctx.save_for_backward(mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr, Hs, Cs, *saved)
+            ctx.cell = cell
+            ctx.save_for_backward(carry_h, carry_c, h0, c0, Hs, Cs, *rec, *saved)
         return (Hs, Cs) if Cs is not None else (Hs,)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dHs, dCs=None):
         cell = ctx.cell
-        mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr, Hs, Cs, *saved = ctx.saved_tensors
-        rec = Recurrent(w_hh, b_hh, w_hr)
-        T, B, I = x.shape
+        carry_h, carry_c, h0, c0, Hs, Cs, *rest = ctx.saved_tensors
+        rec = Recurrent(*rest[:len(Recurrent._fields)])
+        saved = rest[len(Recurrent._fields):]
+        T, B = Hs.shape[:2]
         H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])  # (T, B, H_out): state entering step t
         C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
-        factors = cell.backward_factors(saved, Hs, H_prev, Cs, C_prev)
+        factors = cell.backward_factors(saved, H_prev, C_prev, rec)
+        # past a sample's length, or where zoneout carried a unit, the gradient of h_t
+        # passes straight to h_{t-1}: K of it skips the cell, 1 - K goes through it
+        keep_h = 1 - carry_h if carry_h is not None else None
+        keep_c = 1 - carry_c if carry_c is not None else None
 
-        dG = x.new_empty(T, B, w_ih.shape[0])  # dP of the input projection, all steps
-        dGH = dG if cell.sums_projections else torch.empty_like(dG)
+        G = rec.w_hh.shape[0]
+        dG = Hs.new_empty(T, B, G)  # gradient of the input projection, every step
+        dGH = dG if cell.sums_projections else torch.empty_like(dG)  # of gh as gates see it
+        dGH_raw = torch.empty_like(dG) if cell.layer_norm else dGH  # of W_hh h_in
         dH = torch.empty_like(Hs)  # gradient reaching each step's h through the cell
         dh_next = torch.zeros_like(h0)  # from step t+1 into h_t
         dc_next = torch.zeros_like(c0) if c0 is not None else None
         for t in range(T - 1, -1, -1):
-            dh = torch.add(dHs[t], dh_next, out=dH[t])  # outputs/states at t, and step t+1
+            dh = dHs[t] + dh_next  # from the outputs / states at t, and from step t+1
             dc = dCs[t] + dc_next if Cs is not None else None
-            if mask is not None:
-                # past its length the state was copied: its gradient passes straight on
-                m = mask[t]
-                dh_skip, dh = torch.where(m, 0, dh), torch.where(m, dh, 0)
+            if keep_h is not None:
+                dh_skip, dh = dh * carry_h[t], torch.mul(dh, keep_h[t], out=dH[t])
+            else:
                 dH[t] = dh
-                if dc is not None:
-                    dc_skip, dc = torch.where(m, 0, dc), torch.where(m, dc, 0)
+            if keep_c is not None:
+                dc_skip, dc = dc * carry_c[t], dc * keep_c[t]
             dh_next, dc_next = cell.step_backward(
-                dh, dc, [f[t] for f in factors], rec, dG[t], dGH[t])
-            if mask is not None:
+                dh, dc, {k: v[t] for k, v in factors.items()}, rec, dG[t], dGH[t], dGH_raw[t])
+            if keep_h is not None:
                 dh_next = dh_next + dh_skip
-                if dc is not None:
-                    dc_next = dc_next + dc_skip
+            if keep_c is not None:
+                dc_next = dc_next + dc_skip
 
-        need = ctx.needs_input_grad  # (cell, mask, x, h0, c0, w_ih, b_ih, w_hh, b_hh, w_hr)
-        dG2 = dG.flatten(0, 1)  # (T*B, G*H)
-        dx = dG.matmul(w_ih) if need[2] else None  # dX = dP W_ih
-        dW_ih = dG2.t().mm(x.flatten(0, 1)) if need[5] else None  # Σ_t dP_tᵀ x_t
-        db_ih = dG2.sum(0) if b_ih is not None and need[6] else None
-        dW_hh = db_hh = dW_hr = None
-        if need[7] or need[8] or need[9]:
-            dW_hh, db_hh, dW_hr = cell.hidden_param_grads(dGH, H_prev, dH, saved, rec)
-        return (None, None, dx, dh_next, dc_next, dW_ih, db_ih, dW_hh, db_hh, dW_hr)
+        need = ctx.needs_input_grad[6:]  # the fields of rec
+        grads = {}
+        if any(need):
+            H_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
+            grads = cell.hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
+                                            factors, rec)
+        rec_grads = [grads.get(name) if n else None for name, n in zip(Recurrent._fields, need)]
+        return (None, None, None, dG, dh_next, dc_next, *rec_grads)

@@ -6,31 +6,30 @@ Slow and obviously right; every other engine is tested against it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from rnnkit.cells import Cell, Recurrent
 
 
-def run(cell: Cell, x, h0, c0, w_ih, b_ih, rec: Recurrent, mask=None):
-    """Run ``cell`` over ``x`` in one direction.
+def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
+    """Run ``cell`` over a sequence in one direction.
 
-    Inputs: x (T, B, I) time-major; h0 (B, H_out); c0 (B, H) or None; w_ih (G*H, I);
-    b_ih (G*H,) or None; rec the recurrent parameters; mask (T, B, 1) bool or None,
-    False where step t is past sample b's length (its state is then carried unchanged).
+    Inputs: gx (T, B, G*H) the input projection of every step (``Cell.input_projection``);
+    h0 (B, H_out); c0 (B, H) or None; rec the recurrent side; carry_h (T, B, H_out or 1)
+    and carry_c (T, B, H or 1), or None: the weight K_t with which each unit carries its
+    previous state, h_t = h̃_t + K_t ⊙ (h_{t-1} - h̃_t). K = 1 past a sample's length
+    (its state is then carried unchanged); zoneout draws K ~ Bernoulli(p) in training
+    and uses K = p in evaluation.
 
     Outputs: ``(Hs, Cs)``: every h_t (T, B, H_out) and every c_t (T, B, H), or None for
     cells without a cell state.
     """
-    gx = F.linear(x, w_ih, cell.input_bias(b_ih, rec.b_hh))  # (T, B, G*H)
     h, c = h0, c0
     hs, cs = [], []
-    for t in range(x.shape[0]):
+    for t in range(gx.shape[0]):
         h_new, c_new, _ = cell.step(gx[t], h, c, rec)
-        if mask is not None:  # past its length a sample keeps its state
-            h_new = torch.where(mask[t], h_new, h)
-            if c_new is not None:
-                c_new = torch.where(mask[t], c_new, c)
-        h, c = h_new, c_new
+        # lerp is exact at K = 1: a carried state is copied bit for bit
+        h = h_new if carry_h is None else torch.lerp(h_new, h, carry_h[t])
+        c = c_new if carry_c is None else torch.lerp(c_new, c, carry_c[t])
         hs.append(h)
         cs.append(c)
     return torch.stack(hs), (torch.stack(cs) if cell.has_cell_state else None)
