@@ -19,6 +19,8 @@ def supports(cell: Cell, *, return_states: bool) -> bool:
     """Whether torch's kernels compute exactly what ``cell`` asks for."""
     if return_states:  # they keep only the last c and the last layer's h
         return False
+    if cell.layer_norm or getattr(cell, "peephole", False):
+        return False
     if isinstance(cell, RNNStep):
         return cell.nonlinearity in ("tanh", "relu")
     if isinstance(cell, GRUStep):
