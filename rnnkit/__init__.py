@@ -1,7 +1,9 @@
 """rnnkit: recurrent neural networks with hand-written, fast backpropagation through time."""
 
 from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, States
+from rnnkit.train.tbptt import batchify, detach_state, tbptt_chunks
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "States"]
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "States",
+           "batchify", "detach_state", "tbptt_chunks"]
