@@ -40,12 +40,12 @@ class GRUStep(Cell):
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
         H = h_prev.shape[1]
         if self.reset_after:
-            gh, gh_raw = self.recurrent_projection(h_prev, rec)  # (B, 3H)
+            gh, ln = self.recurrent_projection(h_prev, rec)  # (B, 3H)
             rz = torch.sigmoid(gx[:, :2 * H] + gh[:, :2 * H])
             r, z = rz.chunk(2, 1)
             ghn = gh[:, 2 * H:]
             n = torch.tanh(torch.addcmul(gx[:, 2 * H:], r, ghn))
-            saved = (rz, n, ghn) if gh_raw is None else (rz, n, ghn, gh_raw)
+            saved = (rz, n, ghn, *(ln or ()))
         else:
             h_in = self.recurrent_input(h_prev, rec)
             rz = torch.sigmoid(torch.addmm(gx[:, :2 * H], h_in, rec.w_hh[:2 * H].t()))
@@ -68,7 +68,7 @@ class GRUStep(Cell):
             # the gradients of gx and of gh are dh times these (B, 3, H) per step
             return {"dh_to_gx": torch.stack([dh_to_r, dh_to_z, dh_to_n], dim=2),
                     "dh_to_gh": torch.stack([dh_to_r, dh_to_z, dh_to_n * r], dim=2),
-                    "z": z.contiguous(), **self.recurrent_factors(saved[-1])}
+                    "z": z.contiguous(), **self.recurrent_factors(saved[3:])}
         # n = tanh(gx_n + W_hn (r ⊙ h_in)): P_r through r ⊙ h_in, then σ
         h_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
         return {"dh_to_zn": torch.stack([dh_to_z, dh_to_n], dim=2),  # (T, B, 2, H)

@@ -19,10 +19,9 @@ al. 2016): P = LN(W_ih x_t) + LN(W_hh h_{t-1}) + b and h_t = o ⊙ tanh(LN(c_t))
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from rnnkit.cells.base import (EPS, Cell, Recurrent, _sum_steps, layer_norm_backward,
-                               layer_norm_stats, sigmoid_grad, tanh_grad)
+from rnnkit.cells.base import (Cell, Recurrent, _sum_steps, layer_norm, layer_norm_backward,
+                               layer_norm_param_grads, sigmoid_grad, tanh_grad)
 
 
 class LSTMStep(Cell):
@@ -36,7 +35,7 @@ class LSTMStep(Cell):
         self.peephole = peephole
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
-        P, gh_raw = self.summed_preactivation(gx, h_prev, rec)  # (B, 4H), blocks i, f, g, o
+        P, ln_h = self.summed_preactivation(gx, h_prev, rec)  # (B, 4H), blocks i, f, g, o
         H = c_prev.shape[1]
         p_if, p_g, p_o = P[:, :2 * H], P[:, 2 * H:3 * H], P[:, 3 * H:]
         if self.peephole:  # i and f look at c_{t-1}
@@ -47,16 +46,18 @@ class LSTMStep(Cell):
         if self.peephole:  # o looks at c_t
             p_o = p_o + rec.w_ch[2 * H:] * c
         o = torch.sigmoid(p_o)
-        c_out = F.layer_norm(c, (H,), rec.ln_c_weight, rec.ln_c_bias, EPS) \
-            if self.layer_norm else c
+        c_out, *ln_c = layer_norm(c, rec.ln_c_weight, rec.ln_c_bias) \
+            if self.layer_norm else (c,)
         tc = torch.tanh(c_out)
         u = o * tc  # (B, H)
         h = u if rec.w_hr is None else u.mm(rec.w_hr.t())  # (B, H_out)
+        # saved: i, f, g, o, tanh(c_out) [, the cell's own c_t (zoneout may replace the
+        # carried one)] [, c_t's mean and 1/σ, W_hh h_in with its mean and 1/σ]
         saved = (i, f, g, o, tc)
         if self.peephole or self.layer_norm:
-            saved += (c,)  # the cell's own c_t (zoneout may replace the carried one)
+            saved += (c,)
         if self.layer_norm:
-            saved += (gh_raw,)
+            saved += (*ln_c, *ln_h)
         return h, c, saved
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
@@ -75,10 +76,9 @@ class LSTMStep(Cell):
             dc_to_cprev = f + w_ci * dc_to_ifg[:, :, 0] + w_cf * dc_to_ifg[:, :, 1]
             du_to_c = w_co * du_to_o
         if self.layer_norm:
-            c = saved[5]
-            factors["xhat_c"], factors["rstd_c"] = layer_norm_stats(c)
+            factors["c"], factors["mean_c"], factors["rstd_c"] = saved[5:8]
             factors["du_to_cout"] = du_to_cout
-            factors.update(self.recurrent_factors(saved[-1]))
+            factors.update(self.recurrent_factors(saved[8:]))
             if self.peephole:
                 factors["du_to_c"] = du_to_c
         else:  # c_out is c: both paths from u to c fold into one factor
@@ -90,8 +90,8 @@ class LSTMStep(Cell):
         B, H = dh.shape[0], dc.shape[1]
         du = dh if rec.w_hr is None else dh.mm(rec.w_hr)  # through the projection
         if self.layer_norm:  # through tanh(LN(c))
-            dc = dc + layer_norm_backward(du * factors["du_to_cout"], factors["xhat_c"],
-                                          factors["rstd_c"], rec.ln_c_weight)
+            dc = dc + layer_norm_backward(du * factors["du_to_cout"], factors["c"],
+                                          factors["mean_c"], factors["rstd_c"], rec.ln_c_weight)
         if "du_to_c" in factors:  # through tanh(c), and the peephole of o
             dc = torch.addcmul(dc, du, factors["du_to_c"])
         torch.mul(dc.unsqueeze(1), factors["dc_to_ifg"], out=dgx[:, :3 * H].view(B, 3, H))
@@ -107,9 +107,9 @@ class LSTMStep(Cell):
         if rec.w_hr is not None:  # dW_hr = Σ_t dh_tᵀ u_t, again one GEMM
             grads["w_hr"] = dH.flatten(0, 1).t().mm((o * tc).flatten(0, 1))
         if self.layer_norm:
-            dc_out = dU * factors["du_to_cout"]
-            grads["ln_c_weight"] = _sum_steps(dc_out * factors["xhat_c"])
-            grads["ln_c_bias"] = _sum_steps(dc_out)
+            grads["ln_c_weight"], grads["ln_c_bias"] = layer_norm_param_grads(
+                dU * factors["du_to_cout"], factors["c"], factors["mean_c"], factors["rstd_c"],
+                rec.ln_c_weight, rec.ln_c_bias)
         if self.peephole:  # P_i, P_f saw c_{t-1}; P_o saw the cell's own c_t
             H = tc.shape[-1]
             grads["w_ch"] = torch.cat([_sum_steps(dG[..., :H] * C_prev),

@@ -32,9 +32,9 @@ class RNNStep(Cell):
             nonlinearity]
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
-        P, gh_raw = self.summed_preactivation(gx, h_prev, rec)  # (B, H)
+        P, ln = self.summed_preactivation(gx, h_prev, rec)  # (B, H)
         h = self._act(P)
-        return h, None, (h,) if gh_raw is None else (h, gh_raw)
+        return h, None, (h, *(ln or ()))
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
         h = saved[0]  # the activation's derivative, written with its output
@@ -44,7 +44,7 @@ class RNNStep(Cell):
             act_grad = sigmoid_grad(h)
         else:
             act_grad = (h > 0).to(h.dtype)
-        return {"act_grad": act_grad, **self.recurrent_factors(saved[-1])}
+        return {"act_grad": act_grad, **self.recurrent_factors(saved[1:])}
 
     def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
         torch.mul(dh, factors["act_grad"], out=dgx)  # through the activation
