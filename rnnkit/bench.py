@@ -1,0 +1,337 @@
+"""The benchmark behind ``rnnkit bench``: rnnkit's engines against torch.nn, in one run.
+
+For each cell and size it times forward only (inference, no grad) and forward+backward
+for torch.nn (where it has the cell; the variants are compared with the plain torch.nn
+cell of their family) and for each of rnnkit's engines. Contenders run alternately,
+rep after rep, in a rotating order, after warm-up; each contender's time is the median
+of its reps, and each ratio to torch.nn is the median of the per-rep ratios, so both
+sides of every ratio saw the same machine state. The peak memory of one
+forward+backward is measured apart from the timings. Streaming inference (one step at
+a time at batch 1, as when generating text) compares rnnkit's cells with torch.nn's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import rnnkit
+from rnnkit.engines import BACKENDS
+
+#: the cells the benchmark knows: (rnnkit class, options, torch.nn class to compare with)
+CELLS: dict[str, tuple[type, dict, type]] = {
+    "rnn": (rnnkit.RNN, {}, torch.nn.RNN),
+    "lstm": (rnnkit.LSTM, {}, torch.nn.LSTM),
+    "gru": (rnnkit.GRU, {}, torch.nn.GRU),
+    "lstm-layer-norm": (rnnkit.LSTM, {"layer_norm": True}, torch.nn.LSTM),
+    "lstm-zoneout": (rnnkit.LSTM, {"zoneout": 0.1}, torch.nn.LSTM),
+    "lstm-peephole": (rnnkit.LSTM, {"peephole": True}, torch.nn.LSTM),
+    "gru-layer-norm": (rnnkit.GRU, {"layer_norm": True}, torch.nn.GRU),
+}
+STREAM_CELLS = {
+    "rnn": (rnnkit.RNNCell, torch.nn.RNNCell),
+    "lstm": (rnnkit.LSTMCell, torch.nn.LSTMCell),
+    "gru": (rnnkit.GRUCell, torch.nn.GRUCell),
+}
+#: (T, B, I, H): the grid of the benchmark issue
+DEFAULT_SIZES = [(100, 32, 256, 256), (200, 8, 32, 64), (100, 64, 512, 512), (50, 1, 64, 64),
+                 (1000, 16, 64, 128)]
+MODES = ("forward", "forward+backward")
+
+
+@dataclass
+class BenchConfig:
+    """What to benchmark and how."""
+
+    #: cell names from CELLS
+    cells: list[str] = field(default_factory=lambda: list(CELLS))
+    #: sizes as (T, B, I, H): sequence length, batch, input size, hidden size
+    sizes: list[tuple[int, int, int, int]] = field(default_factory=lambda: list(DEFAULT_SIZES))
+    #: rnnkit engines to time (those that cannot run a cell are skipped for it)
+    engines: list[str] = field(default_factory=lambda: [b for b in BACKENDS if b != "auto"])
+    #: "cpu" or "cuda"
+    device: str = "cpu"
+    #: "float32", "float64" or "bfloat16"
+    dtype: str = "float32"
+    #: torch CPU threads (None leaves torch's default)
+    threads: int | None = None
+    #: timed repetitions per contender (the median is reported)
+    repeats: int = 5
+    #: untimed runs per contender before timing
+    warmup: int = 2
+    #: also time streaming inference, one step at a time at batch 1
+    streaming: bool = True
+    #: hidden size (and input size) of the streaming test
+    stream_hidden: int = 512
+    #: steps of the streaming test
+    stream_steps: int = 200
+
+    def __post_init__(self):
+        unknown = [c for c in self.cells if c not in CELLS]
+        if unknown:
+            raise ValueError(f"cells must be among {list(CELLS)}, got {unknown}")
+        bad = [e for e in self.engines if e not in BACKENDS or e == "auto"]
+        if bad:
+            raise ValueError(f"engines must be among {[b for b in BACKENDS if b != 'auto']}, got {bad}")
+        for size in self.sizes:
+            if len(size) != 4 or not all(isinstance(n, int) and n > 0 for n in size):
+                raise ValueError(f"each size must be four positive ints (T, B, I, H), got {size!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no CUDA device")
+        if self.dtype not in ("float32", "float64", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float64 or bfloat16, got {self.dtype!r}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn: Callable[[], None], device: str) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _peak_bytes(fn: Callable[[], None], device: str) -> int | None:
+    """Peak bytes allocated by ``fn`` above what was allocated before it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    # On the CPU the profiler records every allocation and free with its size.
+    try:
+        from torch.profiler import ProfilerActivity, profile
+        with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU],
+                                      profile_memory=True) as prof:
+            fn()
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+        current = peak = 0
+        for e in sorted(events, key=lambda e: e.start_ns()):
+            current += e.nbytes()
+            peak = max(peak, current)
+        return peak
+    except Exception:  # the profiler's internals differ between torch versions
+        return None
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2: some builds of the profiler's native library log each
+    start and stop there, which would bury the benchmark's own output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _workloads(model, x: torch.Tensor, kwargs: dict):
+    """(forward-only, forward+backward) closures for one contender."""
+    def forward():
+        with torch.no_grad():
+            model(x, **kwargs)
+
+    def forward_backward():
+        out, _ = model(x, **kwargs)
+        out.sum().backward()
+        for p in model.parameters():
+            p.grad = None
+        x.grad = None
+
+    return {"forward": forward, "forward+backward": forward_backward}
+
+
+def _contenders(name: str, size, config: BenchConfig):
+    """{contender name: model, kwargs} for one cell and size, all with the same weights."""
+    cls, options, torch_cls = CELLS[name]
+    T, B, I, H = size
+    factory = {"device": config.device, "dtype": getattr(torch, config.dtype)}
+    ours = cls(I, H, **options, **factory)
+    theirs = torch_cls(I, H, **factory)
+    theirs.load_state_dict({k: v for k, v in ours.state_dict().items()
+                            if k in theirs.state_dict()})
+    out = {"torch.nn": (theirs, {})}
+    for engine in config.engines:
+        try:
+            ours.resolve_backend(engine)
+        except ValueError:  # e.g. native for a variant torch's kernels lack
+            continue
+        out[f"rnnkit {engine}"] = (ours, {"backend": engine})
+    return out
+
+
+def _machine(config: BenchConfig) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": config.device}
+    if config.device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cudnn"] = torch.backends.cudnn.version()
+        # TF32 changes both speed and precision: record what each side was allowed
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return info
+
+
+def run(config: BenchConfig | None = None, *, progress: Callable[[str], None] | None = None) -> dict:
+    """Run the benchmark; returns a JSON-ready dict (machine, config, results)."""
+    config = config or BenchConfig()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(0)
+    results = []
+    for name in config.cells:
+        for size in config.sizes:
+            if progress:
+                progress(f"{name} {size}")
+            results.extend(_bench_one(name, size, config))
+    streaming = _bench_streaming(config) if config.streaming else []
+    return {"machine": _machine(config), "config": asdict(config), "results": results,
+            "streaming": streaming,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _bench_one(name: str, size, config: BenchConfig) -> list[dict]:
+    T, B, I, H = size
+    contenders = _contenders(name, size, config)
+    x = torch.randn(T, B, I, device=config.device, dtype=getattr(torch, config.dtype),
+                    requires_grad=True)
+    rows = []
+    for mode in MODES:
+        for model, _ in contenders.values():  # inference in eval mode, training in train
+            model.train(mode == "forward+backward")
+        work = {c: _workloads(m, x, kw)[mode] for c, (m, kw) in contenders.items()}
+        for fn in work.values():
+            for _ in range(config.warmup):
+                fn()
+        names = list(work)
+        times = {c: [] for c in names}
+        for rep in range(config.repeats):
+            shift = rep % len(names)  # rotate who goes first
+            for c in names[shift:] + names[:shift]:
+                times[c].append(_timed(work[c], config.device))
+        for c in names:
+            ratios = [t / ref for t, ref in zip(times[c], times["torch.nn"])]
+            row = {"cell": name, "size": list(size), "mode": mode, "contender": c,
+                   "seconds": statistics.median(times[c]),
+                   "ratio_to_torch_nn": statistics.median(ratios)}
+            if mode == "forward+backward":
+                row["peak_bytes"] = _peak_bytes(work[c], config.device)
+            rows.append(row)
+    return rows
+
+
+def _bench_streaming(config: BenchConfig) -> list[dict]:
+    """One step at a time at batch 1 without grad, as when generating token by token."""
+    H, steps = config.stream_hidden, config.stream_steps
+    factory = {"device": config.device, "dtype": getattr(torch, config.dtype)}
+    rows = []
+    for name in [c for c in STREAM_CELLS if c in {n.split("-")[0] for n in config.cells}]:
+        ours_cls, theirs_cls = STREAM_CELLS[name]
+        ours, theirs = ours_cls(H, H, **factory), theirs_cls(H, H, **factory)
+        theirs.load_state_dict(ours.state_dict())
+        xs = torch.randn(steps, 1, H, **factory)
+
+        def loop(cell):
+            def fn():
+                with torch.no_grad():
+                    state = None
+                    for t in range(steps):
+                        state = cell(xs[t], state)
+            return fn
+
+        work = {"torch.nn": loop(theirs), "rnnkit": loop(ours)}
+        for fn in work.values():
+            for _ in range(config.warmup):
+                fn()
+        times = {c: [] for c in work}
+        for rep in range(config.repeats):
+            for c in (list(work) if rep % 2 == 0 else list(work)[::-1]):
+                times[c].append(_timed(work[c], config.device))
+        for c in work:
+            ratios = [t / ref for t, ref in zip(times[c], times["torch.nn"])]
+            rows.append({"cell": name, "hidden": H, "contender": c,
+                         "us_per_step": statistics.median(times[c]) / steps * 1e6,
+                         "ratio_to_torch_nn": statistics.median(ratios)})
+    return rows
+
+
+def _fmt_size(size) -> str:
+    return "(" + ", ".join(map(str, size)) + ")"
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables: one row per cell, size and contender."""
+    m = report["machine"]
+    lines = [f"rnnkit bench, {report['date']}: torch {m['torch']}, {m['device']}"
+             + (f" ({m['gpu']})" if "gpu" in m else f", {m['threads']} threads")
+             + f", {report['config']['dtype']}, median of {report['config']['repeats']} runs;"
+             " ratio = time / torch.nn's time in the same run (lower is better).", "",
+             "| cell | (T, B, I, H) | contender | forward ms | ratio | fwd+bwd ms | ratio | peak MB fwd+bwd |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    rows: dict[tuple, dict] = {}
+    for r in report["results"]:
+        key = (r["cell"], tuple(r["size"]), r["contender"])
+        rows.setdefault(key, {})[r["mode"]] = r
+    for (cell, size, contender), modes in rows.items():
+        f, fb = modes.get("forward"), modes.get("forward+backward")
+        peak = fb.get("peak_bytes") if fb else None
+        lines.append(
+            f"| {cell} | {_fmt_size(size)} | {contender} | "
+            f"{f['seconds'] * 1e3:.2f} | {f['ratio_to_torch_nn']:.2f} | "
+            f"{fb['seconds'] * 1e3:.2f} | {fb['ratio_to_torch_nn']:.2f} | "
+            f"{'' if peak is None else f'{peak / 2**20:.1f}'} |")
+    if report.get("streaming"):
+        s0 = report["streaming"][0]
+        lines += ["", f"Streaming inference, batch 1, hidden {s0['hidden']}, one step per call:", "",
+                  "| cell | contender | µs per step | ratio |", "|---|---|---:|---:|"]
+        for s in report["streaming"]:
+            lines.append(f"| {s['cell']} | {s['contender']} | {s['us_per_step']:.1f} | "
+                         f"{s['ratio_to_torch_nn']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def save(report: dict, folder: str | Path) -> tuple[Path, Path]:
+    """Write the report as JSON and markdown into ``folder``; returns both paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    m = report["machine"]
+    stamp = report["date"].replace(":", "").replace("-", "")[:13]
+    where = m["device"] if m["device"] != "cpu" else f"cpu{m['threads']}t"
+    stem = folder / f"{stamp}-{where}"
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    write_json(report, json_path)
+    md_path.write_text(markdown(report))
+    return json_path, md_path
+
+
+def write_json(report: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=1) + "\n")
