@@ -1,7 +1,8 @@
 """rnnkit: recurrent neural networks with hand-written, fast backpropagation through time."""
 
 from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, States
-from rnnkit.train.tbptt import batchify, detach_state, tbptt_chunks
+from rnnkit.data.streams import batchify
+from rnnkit.train.tbptt import detach_state, tbptt_chunks
 
 __version__ = "0.1.0"
 

@@ -15,8 +15,8 @@ seeds' "propagate the error only a few steps back"), and memory stays O(k).
     ...     loss.backward()                             # through at most 50 steps
 
 Row b of every chunk continues row b of the previous one, so each sample's carried
-state stays with it. For text, :func:`batchify` first lays one long token stream out as
-B contiguous streams.
+state stays with it. For text, :func:`rnnkit.data.batchify` first lays one long token
+stream out as B contiguous streams.
 """
 
 from __future__ import annotations
@@ -42,24 +42,6 @@ def detach_state(state):
         return {key: detach_state(value) for key, value in state.items()}
     raise TypeError(f"state must hold tensors in tuples, lists or dicts, got "
                     f"{type(state).__name__}")
-
-
-def batchify(stream: Tensor, batch_size: int) -> Tensor:
-    """Lay a 1-D stream out as ``batch_size`` contiguous streams, time-major (T, B).
-
-    Column b is the b-th consecutive slice of the stream, so consecutive chunks of a
-    column are consecutive text. The last ``len(stream) % batch_size`` items are dropped.
-    """
-    if not isinstance(stream, Tensor) or stream.dim() != 1:
-        raise ValueError(f"stream must be a 1-D tensor, got "
-                         f"{tuple(stream.shape) if isinstance(stream, Tensor) else type(stream).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    T = stream.shape[0] // batch_size
-    if T < 2:
-        raise ValueError(f"stream of {stream.shape[0]} items is too short for "
-                         f"batch_size={batch_size}: each column needs at least 2")
-    return stream[:T * batch_size].view(batch_size, T).t().contiguous()  # (T, B)
 
 
 def tbptt_chunks(inputs: Tensor, k: int, targets: Tensor | None = None, *,

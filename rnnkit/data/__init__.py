@@ -1,0 +1,5 @@
+"""Datasets and batching."""
+
+from rnnkit.data.streams import batchify
+
+__all__ = ["batchify"]
