@@ -1,0 +1,112 @@
+"""Many-to-many over time series: a window of a multivariate series in, the next
+``horizon`` values out, with the input and target scaling kept in the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.models.base import ConfigurableModel, RecurrentConfig, check_inputs, check_streaming
+
+MODES = ("direct", "autoregressive")
+
+
+@dataclass
+class ForecasterConfig:
+    """A Forecaster: series width, horizon, how it forecasts, the recurrent layer."""
+
+    #: features per step of the input series
+    input_size: int = 1
+    #: steps to forecast
+    horizon: int = 1
+    #: features forecast: the first output_size features of the input (None: all)
+    output_size: int | None = None
+    #: "direct" (one head emits every future step at once) or "autoregressive" (one step
+    #: at a time, each forecast fed back as the next input; needs output_size = input_size)
+    mode: str = "direct"
+    rnn: RecurrentConfig = field(default_factory=RecurrentConfig)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.output_size is None:
+            self.output_size = self.input_size
+        if not 1 <= self.output_size <= self.input_size:
+            raise ValueError(f"output_size must be in [1, input_size={self.input_size}], "
+                             f"got {self.output_size}")
+        if self.mode == "autoregressive" and self.output_size != self.input_size:
+            raise ValueError("mode='autoregressive' feeds forecasts back as inputs: it needs "
+                             f"output_size == input_size, got {self.output_size} and {self.input_size}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if self.rnn.bidirectional and self.mode == "autoregressive":
+            raise ValueError("mode='autoregressive' steps forward in time: rnn.bidirectional must be False")
+
+
+class Forecaster(ConfigurableModel):
+    """Series window (B, T, input_size) -> forecast (B, horizon, output_size).
+
+    Inputs and outputs are in the series' own units: the model standardises with the
+    per-feature mean and standard deviation set by :meth:`fit_scaler` (from the training
+    split only), which are buffers and so travel in its state_dict. :meth:`loss`
+    compares in standardised units, so features of different scales weigh alike.
+    """
+
+    config_class = ForecasterConfig
+
+    def __init__(self, config: ForecasterConfig):
+        super().__init__()
+        self.config = config
+        self.rnn = config.rnn.make_layer(config.input_size)
+        out = config.output_size * (config.horizon if config.mode == "direct" else 1)
+        self.head = nn.Linear(config.rnn.output_size, out)
+        self.register_buffer("mean", torch.zeros(config.input_size))
+        self.register_buffer("std", torch.ones(config.input_size))
+
+    def fit_scaler(self, train_values: Tensor):
+        """Set the scaling from training values (N, input_size) or (B, T, input_size)."""
+        v = train_values.reshape(-1, self.config.input_size).to(self.mean)
+        self.mean.copy_(v.mean(0))
+        self.std.copy_(v.std(0).clamp_min(1e-8))  # a constant feature: do not divide by 0
+        return self
+
+    def _scale(self, x: Tensor, n: int) -> Tensor:
+        return (x - self.mean[:n]) / self.std[:n]
+
+    def _unscale(self, y: Tensor) -> Tensor:
+        n = self.config.output_size
+        return y * self.std[:n] + self.mean[:n]
+
+    def forward(self, x: Tensor, *, scaled_output: bool = False) -> Tensor:
+        """Forecast the next ``horizon`` steps after each window of ``x``."""
+        check_inputs(x, None, tokens=False)
+        if x.shape[-1] != self.config.input_size:
+            raise ValueError(f"x must have {self.config.input_size} features, got {x.shape[-1]}")
+        c = self.config
+        out, state = self.rnn(self._scale(x, c.input_size))  # (B, T, D*H)
+        if c.mode == "direct":
+            y = self.head(out[:, -1]).view(x.shape[0], c.horizon, c.output_size)
+        else:
+            preds, y_t = [], self.head(out[:, -1])  # (B, F): the next step
+            for _ in range(c.horizon):
+                preds.append(y_t)
+                if len(preds) < c.horizon:
+                    out, state = self.rnn(y_t.unsqueeze(1), state)
+                    y_t = self.head(out[:, 0])
+            y = torch.stack(preds, 1)
+        return y if scaled_output else self._unscale(y)
+
+    def loss(self, x: Tensor, target: Tensor) -> Tensor:
+        """Mean squared error in standardised units; target (B, horizon, output_size)."""
+        return F.mse_loss(self(x, scaled_output=True), self._scale(target, self.config.output_size))
+
+    def step(self, x_t: Tensor, state=None):
+        """Read one step (B, input_size); return the forecast of the next step
+        (B, output_size) in the series' units and the new state."""
+        check_streaming(self.config.rnn, "Forecaster")
+        out, state = self.rnn(self._scale(x_t, self.config.input_size).unsqueeze(1), state)
+        y = self.head(out[:, 0])[:, :self.config.output_size]  # direct: the first future step
+        return self._unscale(y), state

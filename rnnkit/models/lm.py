@@ -1,0 +1,144 @@
+"""One-to-many: a language model that continues a prompt, optionally conditioned on a
+feature vector (the captioning set-up: a vector in, a sequence out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.models.base import ConfigurableModel, RecurrentConfig, check_inputs, check_streaming
+
+
+@dataclass
+class LanguageModelConfig:
+    """A LanguageModel: vocabulary, embedding, the recurrent layer, conditioning."""
+
+    #: tokens in the vocabulary (characters or words)
+    vocab_size: int = 256
+    #: embedding width
+    embedding_size: int = 128
+    #: share the embedding matrix with the output layer (Press & Wolf 2017); needs
+    #: embedding_size == rnn.hidden_size
+    tie_embeddings: bool = False
+    #: dropout on embeddings and on the layer's output, in training
+    embedding_dropout: float = 0.0
+    #: size of a feature vector that sets the initial state (None: no conditioning)
+    condition_size: int | None = None
+    rnn: RecurrentConfig = field(default_factory=RecurrentConfig)
+
+    def __post_init__(self):
+        if self.rnn.bidirectional:
+            raise ValueError("a LanguageModel reads left to right: rnn.bidirectional must be False")
+        if self.tie_embeddings and self.embedding_size != self.rnn.hidden_size:
+            raise ValueError(f"tie_embeddings needs embedding_size == rnn.hidden_size, got "
+                             f"{self.embedding_size} and {self.rnn.hidden_size}")
+
+
+class LanguageModel(ConfigurableModel):
+    """Next-token prediction over a vocabulary.
+
+    ``forward(tokens (B, T), state=None, *, features=None) -> (logits (B, T, V), state)``;
+    ``step(token (B,), state) -> (logits (B, V), state)``; ``generate(prompt, ...)``.
+    With ``condition_size``, ``features`` (B, condition_size) set the initial state
+    through a learned map (tanh), as in image captioning.
+    """
+
+    config_class = LanguageModelConfig
+
+    def __init__(self, config: LanguageModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.rnn = config.rnn.make_layer(config.embedding_size)
+        self.head = nn.Linear(config.rnn.hidden_size, config.vocab_size)
+        if config.tie_embeddings:
+            self.head.weight = self.embedding.weight
+        if config.condition_size:
+            n_states = 2 if config.rnn.cell == "lstm" else 1
+            self.condition = nn.Linear(config.condition_size,
+                                       n_states * config.rnn.num_layers * config.rnn.hidden_size)
+
+    def initial_state(self, features: Tensor):
+        """The state that ``features`` (B, condition_size) set: h (and c) per layer."""
+        if not self.config.condition_size:
+            raise ValueError("features given, but the model has no condition_size")
+        if features.dim() != 2 or features.shape[1] != self.config.condition_size:
+            raise ValueError(f"features must be (batch, {self.config.condition_size}), "
+                             f"got {tuple(features.shape)}")
+        L, H = self.config.rnn.num_layers, self.config.rnn.hidden_size
+        s = torch.tanh(self.condition(features)).view(features.shape[0], -1, L, H)
+        s = s.permute(1, 2, 0, 3).contiguous()  # (states, L, B, H)
+        return (s[0], s[1]) if self.config.rnn.cell == "lstm" else s[0]
+
+    def forward(self, tokens: Tensor, state=None, *, features: Tensor | None = None,
+                lengths=None):
+        lengths = check_inputs(tokens, lengths, tokens=True, name="tokens")
+        if features is not None:
+            if state is not None:
+                raise ValueError("give state or features, not both: features set the initial state")
+            state = self.initial_state(features)
+        out, state = self.rnn(self.dropout(self.embedding(tokens)), state, lengths=lengths)
+        return self.head(self.dropout(out)), state
+
+    def step(self, token: Tensor, state=None, *, features: Tensor | None = None):
+        """One token per sample (B,) -> (logits (B, V), state)."""
+        check_streaming(self.config.rnn, "LanguageModel")
+        logits, state = self(token.unsqueeze(1), state, features=features)
+        return logits[:, 0], state
+
+    @torch.no_grad()
+    def generate(self, prompt, max_new_tokens: int, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                 features: Tensor | None = None, eos_id: int | None = None) -> list[int]:
+        """Continue ``prompt`` (token ids) by sampling ``max_new_tokens`` tokens.
+
+        ``temperature`` 0 picks the most likely token; ``top_k`` keeps the k most likely;
+        ``top_p`` keeps the smallest set whose probability reaches p (nucleus sampling);
+        ``seed`` makes the draw repeatable; ``features`` (condition_size,) condition it;
+        generation stops early after ``eos_id``. Returns the new tokens only.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        device = self.head.weight.device
+        prompt = torch.as_tensor(list(prompt), dtype=torch.long, device=device)
+        if prompt.numel() == 0:
+            raise ValueError("prompt must hold at least one token")
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed if seed is not None else torch.seed())
+        feats = None if features is None else features.reshape(1, -1).to(device)
+        logits, state = self(prompt.unsqueeze(0), features=feats)  # read the prompt at once
+        logits, new = logits[:, -1], []
+        for _ in range(max_new_tokens):
+            token = sample(logits[0], temperature=temperature, top_k=top_k, top_p=top_p,
+                           generator=gen)
+            new.append(token)
+            if token == eos_id:
+                break
+            logits, state = self.step(torch.tensor([token], device=device), state)
+        return new
+
+
+def sample(logits: Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, generator: torch.Generator | None = None) -> int:
+    """One token from (V,) logits with temperature, top-k and nucleus filtering."""
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens before it already reach p (keep at least one)
+        drop = probs.cumsum(-1) - probs >= top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator))
