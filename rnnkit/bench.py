@@ -213,7 +213,7 @@ def run(config: BenchConfig | None = None, *, progress: Callable[[str], None] | 
             if progress:
                 progress(f"{name} {size}")
             results.extend(_bench_one(name, size, config))
-    streaming = _bench_streaming(config) if config.streaming else []
+    streaming = _bench_streaming(config) + _bench_generation(config) if config.streaming else []
     return {"machine": _machine(config), "config": asdict(config), "results": results,
             "streaming": streaming,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -284,6 +284,47 @@ def _bench_streaming(config: BenchConfig) -> list[dict]:
     return rows
 
 
+def _bench_generation(config: BenchConfig) -> list[dict]:
+    """LanguageModel.generate against a plain torch.nn.LSTM step loop that samples the
+    same way: time per generated token at batch 1 (one layer)."""
+    from rnnkit.models import LanguageModel, LanguageModelConfig, RecurrentConfig, sample
+
+    H, steps, V = config.stream_hidden, config.stream_steps, 256
+    device = config.device
+    lm = LanguageModel(LanguageModelConfig(vocab_size=V, embedding_size=H,
+                                           rnn=RecurrentConfig("lstm", H))).to(device).eval()
+    embedding, head = lm.embedding, lm.head
+    lstm = torch.nn.LSTM(H, H, batch_first=True).to(device)
+    lstm.load_state_dict(lm.rnn.state_dict())
+
+    def ours():
+        lm.generate([1, 2, 3], steps, seed=0, top_k=40)
+
+    @torch.no_grad()
+    def theirs():  # what a user would write by hand with torch.nn
+        gen = torch.Generator(device=device)
+        gen.manual_seed(0)
+        out, state = lstm(embedding(torch.tensor([[1, 2, 3]], device=device)))
+        logits = head(out[:, -1])
+        for _ in range(steps):
+            token = sample(logits[0], top_k=40, generator=gen)
+            out, state = lstm(embedding(torch.tensor([[token]], device=device)), state)
+            logits = head(out[:, 0])
+
+    work = {"torch.nn": theirs, "rnnkit": ours}
+    for fn in work.values():
+        for _ in range(config.warmup):
+            fn()
+    times = {c: [] for c in work}
+    for rep in range(config.repeats):
+        for c in (list(work) if rep % 2 == 0 else list(work)[::-1]):
+            times[c].append(_timed(work[c], config.device))
+    return [{"cell": "lm-generate", "hidden": H, "contender": c,
+             "us_per_step": statistics.median(times[c]) / steps * 1e6,
+             "ratio_to_torch_nn": statistics.median(
+                 [t / ref for t, ref in zip(times[c], times["torch.nn"])])} for c in work]
+
+
 def _fmt_size(size) -> str:
     return "(" + ", ".join(map(str, size)) + ")"
 
@@ -311,7 +352,8 @@ def markdown(report: dict) -> str:
             f"{'' if peak is None else f'{peak / 2**20:.1f}'} |")
     if report.get("streaming"):
         s0 = report["streaming"][0]
-        lines += ["", f"Streaming inference, batch 1, hidden {s0['hidden']}, one step per call:", "",
+        lines += ["", f"Streaming inference, batch 1, hidden {s0['hidden']}, one step per call "
+                  "(lm-generate: LanguageModel.generate, top-k sampling, per token):", "",
                   "| cell | contender | µs per step | ratio |", "|---|---|---:|---:|"]
         for s in report["streaming"]:
             lines.append(f"| {s['cell']} | {s['contender']} | {s['us_per_step']:.1f} | "

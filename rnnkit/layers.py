@@ -605,11 +605,19 @@ class GRU(_RecurrentLayer):
 class _CellModule(nn.RNNCellBase):
     """One step, torch.nn.RNNCell / LSTMCell / GRUCell compatible, on rnnkit's cell math."""
 
+    #: the cell backends: torch's fused one-step kernel, or the cell's Python step
+    BACKENDS = ("auto", "native", "reference")
+
     def __init__(self, cell: cells.Cell, input_size, hidden_size, bias, device, dtype,
-                 init="default", forget_bias=None):
+                 init="default", forget_bias=None, backend="auto"):
         super().__init__(input_size, hidden_size, bias, num_chunks=cell.num_gates,
                          device=device, dtype=dtype)
         self.cell = cell
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        if backend == "native" and not native.supports(cell, return_states=False):
+            raise ValueError(f"backend='native' cannot run {cell!r}: torch's kernels lack it")
+        self.backend = backend
         _check_init(init, forget_bias, cell, bias)
         self.init, self.forget_bias = init, forget_bias
         _Variants.register(self, cell, "", hidden_size, {"device": self.weight_ih.device,
@@ -651,29 +659,42 @@ class _CellModule(nn.RNNCellBase):
             state = [s.unsqueeze(0) if unbatched else s for s in state]
         b_ih = self.bias_ih if self.bias else None
         b_hh = self.bias_hh if self.bias else None
+        if self.backend != "reference" and native.supports(self.cell, return_states=False):
+            # torch's fused one-step kernel: two GEMMs and one pointwise pass
+            out = native.cell_step(self.cell, x, state, self.weight_ih, self.weight_hh,
+                                   b_ih, b_hh)
+            h, c = out if self.cell.has_cell_state else (out, None)
+        else:
+            h, c = self._python_step(x, state, b_ih, b_hh)
+        if unbatched:
+            h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
+        return (h, c) if self.cell.has_cell_state else h
+
+    def _python_step(self, x, state, b_ih, b_hh):
+        """The cell's own step: the single definition of its math, and every variant."""
         v = _Variants.lookup(self, "")
         rec = Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
                         ln_hh_weight=v["ln_hh_weight"], ln_hh_bias=v["ln_hh_bias"],
                         ln_c_weight=v["ln_c_weight"], ln_c_bias=v["ln_c_bias"], w_ch=v["w_ch"])
         gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, *v["ln_ih"])
         h, c, _ = self.cell.step(gx, state[0], state[1] if len(state) > 1 else None, rec)
-        if unbatched:
-            h, c = h.squeeze(0), (c.squeeze(0) if c is not None else None)
-        return (h, c) if self.cell.has_cell_state else h
+        return h, c
 
 
 class RNNCell(_CellModule):
     """One Elman step, torch.nn.RNNCell compatible; ``nonlinearity`` also takes 'sigmoid'.
 
-    Keyword-only: ``layer_norm``, ``init`` as for :class:`RNN`.
+    Keyword-only: ``layer_norm``, ``init`` as for :class:`RNN`; ``backend``: ``"auto"``
+    (torch's fused one-step kernel when it computes this cell, else the Python step),
+    ``"native"`` or ``"reference"`` (the cell's Python step). The same for all cells.
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h' of hx's shape.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  nonlinearity: str = "tanh", device=None, dtype=None, *,
-                 layer_norm: bool = False, init: str = "default"):
+                 layer_norm: bool = False, init: str = "default", backend: str = "auto"):
         super().__init__(cells.RNNStep(nonlinearity, layer_norm=layer_norm), input_size,
-                         hidden_size, bias, device, dtype, init)
+                         hidden_size, bias, device, dtype, init, backend=backend)
         self.nonlinearity = nonlinearity
 
 
@@ -686,9 +707,10 @@ class LSTMCell(_CellModule):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, layer_norm: bool = False, peephole: bool = False,
-                 forget_bias: float | None = None, init: str = "default"):
+                 forget_bias: float | None = None, init: str = "default",
+                 backend: str = "auto"):
         super().__init__(cells.LSTMStep(layer_norm=layer_norm, peephole=peephole), input_size,
-                         hidden_size, bias, device, dtype, init, forget_bias)
+                         hidden_size, bias, device, dtype, init, forget_bias, backend)
 
 
 class GRUCell(_CellModule):
@@ -700,7 +722,7 @@ class GRUCell(_CellModule):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, reset_after: bool = True, layer_norm: bool = False,
-                 init: str = "default"):
+                 init: str = "default", backend: str = "auto"):
         super().__init__(cells.GRUStep(reset_after, layer_norm=layer_norm), input_size,
-                         hidden_size, bias, device, dtype, init)
+                         hidden_size, bias, device, dtype, init, backend=backend)
         self.reset_after = reset_after

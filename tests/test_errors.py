@@ -114,3 +114,10 @@ def test_cell_errors():
 def test_proj_size_only_for_lstm():
     with pytest.raises(TypeError):
         rnnkit.GRU(3, 4, proj_size=2)
+
+
+def test_cell_backend():
+    with pytest.raises(ValueError, match=r"backend must be one of .*'fused'"):
+        rnnkit.GRUCell(3, 4, backend="fused")
+    with pytest.raises(ValueError, match=r"backend='native' cannot run .*layer_norm=True"):
+        rnnkit.LSTMCell(3, 4, layer_norm=True, backend="native")

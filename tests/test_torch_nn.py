@@ -122,9 +122,10 @@ CELLS = {
 @pytest.mark.parametrize("kind", CELLS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batched", [True, False])
-def test_cell_matches_torch_nn(kind, bias, batched, device):
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_cell_matches_torch_nn(kind, bias, batched, backend, device):
     ours_cls, theirs_cls, extra = CELLS[kind]
-    ours = ours_cls(5, 6, bias=bias, **extra, device=device)
+    ours = ours_cls(5, 6, bias=bias, **extra, device=device, backend=backend)
     theirs = theirs_cls(5, 6, bias=bias, **extra, device=device)
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     theirs.load_state_dict(ours.state_dict())

@@ -69,3 +69,16 @@ def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, train
     c_n = result[2] if cell.has_cell_state else None
     return output, h_n, c_n
 
+
+
+def cell_step(cell: Cell, x, state, w_ih, w_hh, b_ih, b_hh):
+    """One step with torch's fused cell kernels (those torch.nn.*Cell call).
+
+    x (B, I); state [h] or [h, c], each (B, H). Returns h, or (h, c) for the LSTM.
+    """
+    if isinstance(cell, LSTMStep):
+        return _VF.lstm_cell(x, tuple(state), w_ih, w_hh, b_ih, b_hh)
+    if isinstance(cell, GRUStep):
+        return _VF.gru_cell(x, state[0], w_ih, w_hh, b_ih, b_hh)
+    kernel = _VF.rnn_tanh_cell if cell.nonlinearity == "tanh" else _VF.rnn_relu_cell
+    return kernel(x, state[0], w_ih, w_hh, b_ih, b_hh)
