@@ -46,7 +46,9 @@ def test_bench_streaming_rows():
                                engines=["fused"], stream_hidden=8, stream_steps=3)
     report = bench.run(config)
     assert [(s["cell"], s["contender"]) for s in report["streaming"]] == [
-        ("gru", "torch.nn"), ("gru", "rnnkit")]
+        ("gru", "torch.nn"), ("gru", "rnnkit"), ("lm-generate", "torch.nn"),
+        ("lm-generate", "rnnkit")]
+    assert all(s["us_per_step"] > 0 for s in report["streaming"])
     assert "Streaming inference" in bench.markdown(report)
 
 
