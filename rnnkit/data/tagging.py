@@ -1,0 +1,120 @@
+"""Sequence tagging: CoNLL-style files and a generated toy part-of-speech task."""
+
+from __future__ import annotations
+
+import torch
+
+from rnnkit.data._checks import check_int, check_path, read_utf8
+
+__all__ = ["read_conll", "synthetic_tagging", "TAGS"]
+
+
+def read_conll(path) -> list[tuple[list[str], list[str]]]:
+    """Read tagged sentences from a CoNLL-style file.
+
+    One ``token<TAB>tag`` per line (or two whitespace-separated columns when the line
+    has no tab), a blank line between sentences. ``-DOCSTART-`` lines (CoNLL-2003
+    document markers) are skipped.
+
+    Returns:
+        a list of ``(tokens, tags)``, one per sentence, the two lists of equal length.
+
+    Raises:
+        ValueError: a line does not have exactly two columns (naming the file and the
+            1-based line number), the file is not UTF-8, or it holds no sentences.
+    """
+    path = check_path("path", path)
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        fields = [f.strip() for f in fields]
+        if len(fields) != 2 or not all(fields):
+            raise ValueError(f"{path}, line {number}: expected two columns, token and tag "
+                             f"(tab- or space-separated), got {line!r:.80}")
+        if fields[0] == "-DOCSTART-":
+            continue
+        tokens.append(fields[0])
+        tags.append(fields[1])
+    if tokens:
+        sentences.append((tokens, tags))
+    if not sentences:
+        raise ValueError(f"CoNLL file {path} holds no sentences")
+    return sentences
+
+
+#: The tags of :func:`synthetic_tagging`.
+TAGS = ("DET", "ADJ", "NOUN", "VERB", "PREP", "ADV", "PUNCT")
+
+_DETERMINERS = ("the", "a", "every", "this")
+_ADJECTIVES = ("big", "small", "red", "old", "quick", "lazy")
+_PREPOSITIONS = ("near", "with", "behind")
+_ADVERBS = ("slowly", "often", "today")
+# Words that are a noun or a verb depending on where they stand: the tagger has to
+# look at the context, a per-token lookup cannot tag them.
+_AMBIGUOUS = ("run", "watch", "fly", "park", "book")
+_NOUNS = ("dog", "cat", "child", "teacher", "garden") + _AMBIGUOUS
+_VERBS = ("see", "like", "chase", "find") + _AMBIGUOUS
+
+
+def synthetic_tagging(n: int, *, seed: int = 0,
+                      max_adjectives: int = 2) -> list[tuple[list[str], list[str]]]:
+    """Sentences of a toy grammar with their part-of-speech tags.
+
+    Grammar (``[...]`` optional, ``ADJ*`` 0 .. max_adjectives)::
+
+        S  -> NP VERB [NP [PREP NP]] [ADV] "."
+        NP -> DET ADJ* NOUN
+
+    The tags follow deterministically from the tokens and their context: determiners,
+    adjectives, prepositions and adverbs are unambiguous words, and the ambiguous words
+    (run, watch, fly, park, book) are NOUN where a noun phrase ends and VERB right after
+    the subject. So a tagger can reach 100% accuracy, but only by using context.
+
+    Args:
+        n: number of sentences.
+        seed: seed of the generator.
+        max_adjectives: most adjectives per noun phrase.
+
+    Returns:
+        ``n`` pairs ``(tokens, tags)``, tags from :data:`TAGS`.
+    """
+    check_int("n", n)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("max_adjectives", max_adjectives, minimum=0)
+    g = torch.Generator().manual_seed(seed)
+
+    def pick(words):
+        return words[int(torch.randint(0, len(words), (1,), generator=g))]
+
+    def chance() -> bool:
+        return bool(torch.randint(0, 2, (1,), generator=g))
+
+    def noun_phrase(out):
+        out.append((pick(_DETERMINERS), "DET"))
+        for _ in range(int(torch.randint(0, max_adjectives + 1, (1,), generator=g))):
+            out.append((pick(_ADJECTIVES), "ADJ"))
+        out.append((pick(_NOUNS), "NOUN"))
+
+    data = []
+    for _ in range(n):
+        words: list[tuple[str, str]] = []
+        noun_phrase(words)
+        words.append((pick(_VERBS), "VERB"))
+        if chance():
+            noun_phrase(words)
+            if chance():
+                words.append((pick(_PREPOSITIONS), "PREP"))
+                noun_phrase(words)
+        if chance():
+            words.append((pick(_ADVERBS), "ADV"))
+        words.append((".", "PUNCT"))
+        data.append(([w for w, _ in words], [t for _, t in words]))
+    return data
