@@ -194,3 +194,17 @@ def test_bad_inputs():
     f = Forecaster(ForecasterConfig(input_size=2))
     with pytest.raises(ValueError, match="x must have 2 features, got 3"):
         f(torch.randn(1, 5, 3))
+
+
+def test_models_take_keyword_settings():
+    m = SequenceClassifier(num_classes=3, vocab_size=V, cell="gru", hidden_size=16,
+                           num_layers=2, layer_norm=True, zoneout=0.1)
+    assert m.config.rnn == RecurrentConfig("gru", 16, 2, options={"layer_norm": True, "zoneout": 0.1})
+    assert m.rnn.cell.layer_norm and m.rnn.zoneout == (0.1, 0.0)
+    tagger = SequenceTagger(num_tags=3, input_size=2, hidden_size=8)
+    assert tagger.config.rnn.bidirectional and tagger.config.rnn.cell == "lstm"  # its defaults
+    assert Seq2Seq(cell="rnn", attention=None).config.rnn.cell == "rnn"
+    with pytest.raises(TypeError, match="a config or keyword arguments, not both"):
+        SequenceTagger(TaggerConfig(), num_tags=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'layer_nrom'"):
+        LanguageModel(vocab_size=V, layer_nrom=True)

@@ -66,11 +66,41 @@ def initial_state(config: RecurrentConfig, batch: int, like: Tensor):
     return (h, torch.zeros_like(h)) if config.cell == "lstm" else h
 
 
+_LAYER_FIELDS = ("cell", "hidden_size", "num_layers", "dropout", "bidirectional")
+
+
 class ConfigurableModel(nn.Module):
     """A model built from one dataclass ``config``: checkpoints keep ``to_config()``
-    (plain, JSON-able) and rebuild the model with ``from_config()``."""
+    (plain, JSON-able) and rebuild the model with ``from_config()``.
+
+    A model takes its config, or the same settings as keyword arguments: the config's
+    own fields, the layer's (``cell``, ``hidden_size``, ``num_layers``, ``dropout``,
+    ``bidirectional``), and any other keyword as an option of rnnkit's layer
+    (``layer_norm=True``, ``zoneout=0.1``...)::
+
+        SequenceClassifier(num_classes=3, vocab_size=100, cell="gru", hidden_size=64,
+                           layer_norm=True)
+    """
 
     config_class: type
+
+    @classmethod
+    def make_config(cls, config=None, **kwargs):
+        """The config from a config object or from keyword arguments (see the class doc)."""
+        if config is not None:
+            if kwargs:
+                raise TypeError(f"give {cls.__name__} a config or keyword arguments, not both "
+                                f"(got config and {sorted(kwargs)})")
+            if not isinstance(config, cls.config_class):
+                raise TypeError(f"config must be a {cls.config_class.__name__}, got "
+                                f"{type(config).__name__}")
+            return config
+        fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in fields and k != "rnn"}
+        rnn = kwargs.pop("rnn", None) or fields["rnn"].default_factory()
+        layer = {k: kwargs.pop(k) for k in _LAYER_FIELDS if k in kwargs}
+        rnn = dataclasses.replace(rnn, **layer, options={**rnn.options, **kwargs})
+        return cls.config_class(**own, rnn=rnn)
 
     def to_config(self) -> dict:
         return {"model": type(self).__name__, **dataclasses.asdict(self.config)}

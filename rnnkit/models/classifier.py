@@ -57,9 +57,9 @@ class SequenceClassifier(ConfigurableModel):
 
     config_class = ClassifierConfig
 
-    def __init__(self, config: ClassifierConfig):
+    def __init__(self, config: ClassifierConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config
+        self.config = config = self.make_config(config, **kwargs)
         self.inputs = TokensOrFeatures(config.vocab_size, config.input_size,
                                        config.embedding_size)
         self.rnn = config.rnn.make_layer(self.inputs.size)

@@ -57,9 +57,9 @@ class Forecaster(ConfigurableModel):
 
     config_class = ForecasterConfig
 
-    def __init__(self, config: ForecasterConfig):
+    def __init__(self, config: ForecasterConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config
+        self.config = config = self.make_config(config, **kwargs)
         self.rnn = config.rnn.make_layer(config.input_size)
         out = config.output_size * (config.horizon if config.mode == "direct" else 1)
         self.head = nn.Linear(config.rnn.output_size, out)

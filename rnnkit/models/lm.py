@@ -48,9 +48,9 @@ class LanguageModel(ConfigurableModel):
 
     config_class = LanguageModelConfig
 
-    def __init__(self, config: LanguageModelConfig):
+    def __init__(self, config: LanguageModelConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config
+        self.config = config = self.make_config(config, **kwargs)
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_size)
         self.dropout = nn.Dropout(config.embedding_dropout)
         self.rnn = config.rnn.make_layer(config.embedding_size)

@@ -53,9 +53,9 @@ class Seq2Seq(ConfigurableModel):
 
     config_class = Seq2SeqConfig
 
-    def __init__(self, config: Seq2SeqConfig):
+    def __init__(self, config: Seq2SeqConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config
+        self.config = config = self.make_config(config, **kwargs)
         c, r = config, config.rnn
         H, H_enc = r.hidden_size, r.output_size
         self.src_embedding = nn.Embedding(c.src_vocab_size, c.embedding_size, padding_idx=c.pad_id)

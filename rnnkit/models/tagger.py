@@ -46,9 +46,9 @@ class SequenceTagger(ConfigurableModel):
 
     config_class = TaggerConfig
 
-    def __init__(self, config: TaggerConfig):
+    def __init__(self, config: TaggerConfig | None = None, **kwargs):
         super().__init__()
-        self.config = config
+        self.config = config = self.make_config(config, **kwargs)
         self.inputs = TokensOrFeatures(config.vocab_size, config.input_size,
                                        config.embedding_size)
         self.rnn = config.rnn.make_layer(self.inputs.size)
