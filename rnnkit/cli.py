@@ -67,5 +67,208 @@ def bench(
             typer.echo(f"wrote {path}", err=True)
 
 
+def _fail(message: str):
+    """A one-line error naming what was wrong, instead of a traceback."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _parse_option(text: str):
+    """KEY=VALUE with VALUE read as TOML (1.0, true, "x"), else as a plain string."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"an --option is KEY=VALUE, got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip().replace("-", "_"), value
+
+
+@app.command()
+def train(
+    task: str = typer.Argument(..., help="lm, classify, tag, translate, forecast, digits, adding or copy."),
+    data: Optional[str] = typer.Option(None, help="Your data: a text file or folder (lm), a TSV "
+                                       "file (classify: label<TAB>text; translate: source<TAB>target), "
+                                       "a CoNLL file (tag), a CSV file or a statsmodels series name "
+                                       "(forecast). Default: the task's built-in data."),
+    config: Optional[Path] = typer.Option(None, help="A TOML file of these options (names with "
+                                          "underscores); flags given on the command line win."),
+    out: Path = typer.Option(None, help="Folder for checkpoints, metrics.csv and curves.png "
+                             "(default runs/TASK)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru (default lstm)."),
+    hidden_size: Optional[int] = typer.Option(None, help="Hidden size (default: the task's)."),
+    num_layers: Optional[int] = typer.Option(None, help="Stacked layers (default 1)."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout between layers (default 0)."),
+    bidirectional: Optional[bool] = typer.Option(None, help="Read both ways where the task allows it."),
+    layer_norm: Optional[bool] = typer.Option(None, help="Layer-normalised cell."),
+    zoneout: Optional[float] = typer.Option(None, help="Zoneout probability."),
+    recurrent_dropout: Optional[float] = typer.Option(None, help="Variational dropout on h_{t-1}."),
+    option: Optional[list[str]] = typer.Option(None, help="Any other layer option as KEY=VALUE, "
+                                               "e.g. --option peephole=true --option forget_bias=1.0; repeatable."),
+    batch_size: Optional[int] = typer.Option(None, help="Sequences per batch (default 32)."),
+    seq_len: Optional[int] = typer.Option(None, help="TBPTT chunk (lm), T (adding, copy), input window (forecast)."),
+    horizon: Optional[int] = typer.Option(None, help="Forecast horizon (forecast, default 12)."),
+    level: Optional[str] = typer.Option(None, help="char or word (lm, default char)."),
+    digits_mode: Optional[str] = typer.Option(None, help="rows, pixels or permuted (digits)."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps (default 1000)."),
+    max_time: Optional[float] = typer.Option(None, help="Stop after this many seconds (resumable)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default 3e-3)."),
+    schedule: Optional[str] = typer.Option(None, help="cosine, plateau or constant (default cosine)."),
+    clip_grad_norm: Optional[float] = typer.Option(None, help="Gradient-norm clipping (default 1.0)."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate and checkpoint every N steps (default 200)."),
+    patience: Optional[int] = typer.Option(None, help="Early stopping after N evaluations without improvement."),
+    bf16: Optional[bool] = typer.Option(None, help="bfloat16 autocast."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    progress: bool = typer.Option(True, help="Show a live progress bar."),
+):
+    """Train a model for TASK on its built-in data or yours, with checkpoints and plots."""
+    import dataclasses
+    import tomllib
+
+    import torch
+
+    from rnnkit.train import api
+    from rnnkit.train.tasks import TASKS, TaskOptions
+    from rnnkit.train.trainer import TrainConfig
+
+    if task not in TASKS:
+        _fail(f"TASK must be one of {', '.join(sorted(TASKS))}; got {task!r}")
+    settings = {}
+    if config is not None:
+        try:
+            settings = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            _fail(f"--config {config}: {e}")
+    flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
+                 dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
+                 seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
+                 max_steps=max_steps, max_time=max_time, lr=lr, schedule=schedule,
+                 clip_grad_norm=clip_grad_norm, eval_every=eval_every, patience=patience,
+                 bf16=bf16, seed=seed, device=device)
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    layer = dict(settings.pop("layer_options", {}))
+    for key, value in (("layer_norm", layer_norm), ("zoneout", zoneout),
+                       ("recurrent_dropout", recurrent_dropout)):
+        if value is not None:
+            layer[key] = value
+    try:
+        layer.update(dict(_parse_option(o) for o in option or []))
+    except typer.BadParameter as e:
+        _fail(str(e))
+    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(settings) - task_fields - train_fields
+    if unknown:
+        _fail(f"unknown setting(s) {sorted(unknown)} in --config")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        options = TaskOptions(**{k: v for k, v in settings.items() if k in task_fields},
+                              layer_options=layer)
+        train_config = TrainConfig(**{k: v for k, v in settings.items() if k in train_fields},
+                                   progress=progress)
+        summary = api.train(task, options, train_config, out or Path("runs") / task, resume=resume)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
+        _fail(str(e))
+    typer.echo(f"\n{summary['stop_reason']} after {summary['steps']} steps "
+               f"({summary['seconds']:.0f} s); best validation {summary['metric']}: {summary['best']:.4g}")
+    for text in summary.get("samples", []):
+        typer.echo("\n--- sample ---\n" + text)
+    typer.echo("\ncheckpoints: " + ", ".join(summary["checkpoints"]))
+    if summary["curves"]:
+        typer.echo(f"curves: {summary['curves']}")
+    typer.echo(f"metrics: {Path(summary['out_dir']) / 'metrics.csv'}")
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Argument(..., help="A language-model checkpoint (runs/lm/best.pt)."),
+    prompt: str = typer.Option("The ", help="Text to continue."),
+    length: int = typer.Option(300, help="Tokens to generate."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature; 0 picks the most likely token."),
+    top_k: Optional[int] = typer.Option(None, help="Sample among the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, help="Nucleus sampling: the smallest set reaching p."),
+    seed: Optional[int] = typer.Option(None, help="Seed for a repeatable sample."),
+):
+    """Generate text from a language-model checkpoint."""
+    from rnnkit.train import api
+    try:
+        typer.echo(api.generate_text(checkpoint, prompt, length=length, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train."),
+    data: Optional[str] = typer.Option(None, help="Evaluate on this data instead of the task's own."),
+):
+    """Evaluate a checkpoint on its task's validation data (or on --data)."""
+    from rnnkit.train import api
+    try:
+        metrics = api.evaluate(checkpoint, data)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    for key, value in metrics.items():
+        typer.echo(f"{key}: {value:.6g}")
+
+
+@app.command()
+def info(checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train.")):
+    """Describe a checkpoint: model, configuration, size, task and metrics."""
+    import json
+
+    from rnnkit.train import api
+    try:
+        typer.echo(json.dumps(api.describe(checkpoint), indent=1, default=str))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A classify, tag or forecast checkpoint."),
+    text: Optional[list[str]] = typer.Argument(None, help="Texts to classify or tag."),
+    file: Optional[Path] = typer.Option(None, help="A file with one text per line."),
+    data: Optional[str] = typer.Option(None, help="forecast: the series (CSV or bundled name) "
+                                       "whose next horizon to forecast; default the training series."),
+):
+    """Label texts (classify, tag), or forecast the next horizon of a series (forecast)."""
+    import json
+
+    from rnnkit.train import api
+    texts = list(text or [])
+    if file is not None:
+        try:
+            texts += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"--file {file}: {e}")
+    try:
+        result = api.predict(checkpoint, texts or None, data=data)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(result, indent=1))
+
+
+@app.command()
+def translate(
+    checkpoint: Path = typer.Argument(..., help="A translate checkpoint."),
+    text: str = typer.Argument(..., help="The source sentence."),
+    beam_size: int = typer.Option(1, help="Beam search width (1: greedy)."),
+):
+    """Map a source sentence with a translate (seq2seq) checkpoint."""
+    from rnnkit.train import api
+    try:
+        typer.echo(api.translate(checkpoint, text, beam_size=beam_size))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
 if __name__ == "__main__":
     app()

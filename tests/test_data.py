@@ -559,3 +559,24 @@ def test_data_imports_only_itself_from_rnnkit():
             for name in names:
                 assert name.split(".")[0] != "rnnkit" or name.startswith("rnnkit.data"), \
                     f"{file.name} imports {name}"
+
+
+def test_sentiment_sentences_labels_follow_the_last_clause():
+    from rnnkit.data import sentiment_sentences
+
+    pairs = sentiment_sentences(300, seed=1)
+    assert pairs == sentiment_sentences(300, seed=1)
+    positive = {"good", "great", "wonderful", "fine", "excellent", "lovely", "pleasant", "superb"}
+    for text, label in pairs:
+        last = text.split(" , but ")[-1].split()
+        polarity = last[-1] in positive
+        assert label == int(polarity != ("not" in last))
+    assert any(" , but " in t for t, _ in pairs) and 0.3 < sum(l for _, l in pairs) / 300 < 0.7
+
+
+def test_vocabulary_from_token_lists_keeps_tokens_whole():
+    from rnnkit.data import Vocabulary
+
+    v = Vocabulary.from_token_lists([["don't", "stop"], ["stop", "U.S."]])
+    assert v.tokens[4] == "stop" and v.lookup(["don't", "U.S.", "new"]) == [
+        v.tokens.index("don't"), v.tokens.index("U.S."), 1]

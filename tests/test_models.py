@@ -170,7 +170,7 @@ def test_configs_round_trip():
     (lambda: RecurrentConfig(hidden_size=0), r"hidden_size must be a positive int, got 0"),
     (lambda: ClassifierConfig(pooling="sum", vocab_size=3), r"pooling must be one of"),
     (lambda: SequenceClassifier(ClassifierConfig(vocab_size=3, input_size=2)), r"exactly one of vocab_size"),
-    (lambda: ClassifierConfig(num_classes=1), r"num_classes must be an int >= 2"),
+    (lambda: ClassifierConfig(num_classes=0), r"num_classes must be a positive int, got 0"),
     (lambda: LanguageModelConfig(rnn=RecurrentConfig(bidirectional=True)), r"bidirectional must be False"),
     (lambda: LanguageModelConfig(tie_embeddings=True, embedding_size=8), r"tie_embeddings needs"),
     (lambda: ForecasterConfig(input_size=2, output_size=1, mode="autoregressive"), r"output_size == input_size"),

@@ -5,7 +5,7 @@ scikit-learn or statsmodels)."""
 from rnnkit.data.digits import DigitSequences, digit_sequences
 from rnnkit.data.pairs import DATE_FORMS, date_pairs, read_pairs
 from rnnkit.data.streams import batchify
-from rnnkit.data.synthetic import adding_problem, copy_memory, reversal
+from rnnkit.data.synthetic import adding_problem, copy_memory, reversal, sentiment_sentences
 from rnnkit.data.tagging import TAGS, read_conll, synthetic_tagging
 from rnnkit.data.text import (Vocabulary, default_corpus, length_buckets, lm_batches,
                               pad_batch, read_text, tokenize)
@@ -15,7 +15,7 @@ from rnnkit.data.timeseries import (BUNDLED, Scaler, Splits, load_bundled, read_
 __all__ = [
     "batchify",
     # synthetic
-    "adding_problem", "copy_memory", "reversal",
+    "adding_problem", "copy_memory", "reversal", "sentiment_sentences",
     # text
     "Vocabulary", "tokenize", "read_text", "default_corpus", "lm_batches", "pad_batch",
     "length_buckets",

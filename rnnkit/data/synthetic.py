@@ -128,3 +128,40 @@ def reversal(n: int, *, min_length: int = 3, max_length: int = 8, n_symbols: int
         seq = torch.randint(1, n_symbols + 1, (length,), generator=g).tolist()
         pairs.append((seq, seq[::-1]))
     return pairs
+
+
+_POSITIVE = ("good", "great", "wonderful", "fine", "excellent", "lovely", "pleasant", "superb")
+_NEGATIVE = ("bad", "awful", "terrible", "poor", "dreadful", "boring", "weak", "dull")
+_NOUNS = ("film", "plot", "acting", "music", "ending", "cast", "script", "story", "camera work")
+_ADVERBS = ("", "really ", "very ", "quite ", "truly ", "rather ")
+
+
+def sentiment_sentences(n: int, *, seed: int = 0) -> list[tuple[str, int]]:
+    """Short generated reviews and their sentiment (1 positive, 0 negative).
+
+    "the plot was not really good , but the music was awful" : a review has one or two
+    clauses; a clause's polarity comes from its adjective, flipped by "not"; the label
+    is the polarity of the LAST clause, after "but". So a classifier must read the
+    whole sentence and handle negation, not count words.
+    """
+    check_int("n", n)
+    g = _generator(seed)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
+    def clause():
+        positive = bool(torch.randint(2, (1,), generator=g))
+        negated = bool(torch.randint(2, (1,), generator=g))
+        adjective = pick(_POSITIVE if positive else _NEGATIVE)
+        text = f"the {pick(_NOUNS)} was {'not ' if negated else ''}{pick(_ADVERBS)}{adjective}"
+        return text, int(positive != negated)
+
+    out = []
+    for _ in range(n):
+        text, label = clause()
+        if bool(torch.randint(2, (1,), generator=g)):
+            second, label = clause()
+            text = f"{text} , but {second}"
+        out.append((text, label))
+    return out

@@ -117,6 +117,20 @@ class Vocabulary:
             kept = kept[:max_size - len(SPECIAL_TOKENS)]
         return cls(level=level, tokens=[*SPECIAL_TOKENS, *kept])
 
+    @classmethod
+    def from_token_lists(cls, sequences, *, level: str = "word") -> "Vocabulary":
+        """A vocabulary of tokens that are already split (e.g. the tokens of a CoNLL
+        file), by decreasing frequency; no tokenizer runs over them."""
+        counts: Counter[str] = Counter(t for seq in sequences for t in seq)
+        for special in SPECIAL_TOKENS:
+            counts.pop(special, None)
+        kept = sorted(counts, key=lambda t: (-counts[t], t))
+        return cls(level=level, tokens=[*SPECIAL_TOKENS, *kept])
+
+    def lookup(self, tokens: Sequence[str]) -> list[int]:
+        """The ids of already-split tokens; unknown ones become ``<unk>`` (1)."""
+        return [self._ids.get(token, 1) for token in tokens]
+
     # -- ids
 
     @property

@@ -18,7 +18,8 @@ POOLINGS = ("last", "mean", "max", "attention")
 class ClassifierConfig:
     """A SequenceClassifier: inputs, classes, pooling over time, the recurrent layer."""
 
-    #: number of classes
+    #: number of classes; 1 gives a single score per sequence (regression, e.g. the
+    #: adding problem)
     num_classes: int = 2
     #: token vocabulary size (token ids in), or None for feature vectors in
     vocab_size: int | None = None
@@ -36,8 +37,8 @@ class ClassifierConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
-                or self.num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {self.num_classes!r}")
+                or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {self.num_classes!r}")
 
 
 class SequenceClassifier(ConfigurableModel):

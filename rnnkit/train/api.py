@@ -1,0 +1,147 @@
+"""What the rnnkit command does, as plain functions: train a task, and use a checkpoint
+(sample, evaluate, predict, translate, describe). The CLI only parses and prints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from rnnkit import data as D
+from rnnkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from rnnkit.train.tasks import TASKS, TaskOptions
+from rnnkit.train.trainer import TrainConfig, Trainer
+
+#: prompts for the samples printed after training a language model on the built-in corpus
+DEFAULT_PROMPTS = ("The ", "A function ", "If the ")
+
+
+def train(task: str, options: TaskOptions | None = None, config: TrainConfig | None = None,
+          out_dir: str | Path = "runs/run", *, resume: bool = False, samples: int = 3) -> dict:
+    """Train ``task`` (a name in TASKS) into ``out_dir``; returns the Trainer's summary,
+    plus generated ``samples`` for a language model."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    options, config = options or TaskOptions(), config or TrainConfig()
+    trainer = Trainer(TASKS[task](options), config, out_dir, resume=resume)
+    summary = trainer.fit()
+    summary["checkpoints"] = [str(p) for p in sorted(Path(out_dir).glob("*.pt"))]
+    if task == "lm" and samples:
+        best = Path(out_dir) / "best.pt"
+        path = best if best.is_file() else Path(out_dir) / "last.pt"
+        summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i)
+                              for i, prompt in enumerate(DEFAULT_PROMPTS[:samples])]
+    return summary
+
+
+def load(path: str | Path):
+    """(model, checkpoint payload) from a checkpoint file."""
+    payload = load_checkpoint(path)
+    return model_from_checkpoint(payload), payload
+
+
+def _task(payload: dict, data: str | None = None):
+    """The checkpoint's task rebuilt with its options and vocabularies (data replaced)."""
+    entry = payload["task"]
+    options = TaskOptions(**entry["options"])
+    if data is not None:
+        options = dataclasses.replace(options, data=data)
+    return TASKS[entry["name"]](options, saved=entry)
+
+
+def _require(payload: dict, *tasks: str):
+    name = payload["task"]["name"]
+    if name not in tasks:
+        raise ValueError(f"this checkpoint is a {name!r} model; this needs a "
+                         f"{' or '.join(repr(t) for t in tasks)} checkpoint")
+
+
+def generate_text(path: str | Path, prompt: str, *, length: int = 200,
+                  temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, seed: int | None = None) -> str:
+    """Continue ``prompt`` with a language-model checkpoint; returns prompt + new text."""
+    model, payload = load(path)
+    _require(payload, "lm")
+    vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
+    ids = vocab.encode(prompt)
+    if not ids:
+        raise ValueError("prompt must hold at least one token")
+    new = model.generate(ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                         seed=seed)
+    joiner = "" if vocab.level == "char" else " "
+    return prompt + joiner + vocab.decode(new, skip_special=True)
+
+
+def evaluate(path: str | Path, data: str | None = None) -> dict:
+    """The task's validation metrics for a checkpoint, on its data or on ``data``."""
+    model, payload = load(path)
+    task = _task(payload, data)
+    with torch.no_grad():
+        return task.evaluate(model)
+
+
+def describe(path: str | Path) -> dict:
+    """What a checkpoint holds: model, size, task, training progress and metrics."""
+    payload = load_checkpoint(path)
+    model = model_from_checkpoint(payload)
+    return {"model": payload["model_class"], "config": payload["model_config"],
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "task": payload["task"]["name"], "task_options": payload["task"]["options"],
+            "step": payload["step"], "best": payload["best"],
+            "last_metrics": payload["history"][-1] if payload["history"] else None,
+            "train_config": payload["train_config"]}
+
+
+def predict(path: str | Path, texts: list[str] | None = None, *, data: str | None = None):
+    """Classify or tag ``texts``; or forecast the horizon after a series' end."""
+    model, payload = load(path)
+    name = payload["task"]["name"]
+    if name in ("classify", "tag"):
+        if not texts:
+            raise ValueError(f"predict with a {name!r} checkpoint needs texts to label")
+        vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
+        if name == "classify":
+            labels = payload["task"]["labels"]
+            x, lengths = D.pad_batch([vocab.encode(t) or [vocab.unk_id] for t in texts])
+            with torch.no_grad():
+                probs = model(x, lengths).softmax(-1)
+            return [{"text": t, "label": labels[int(p.argmax())], "probability": float(p.max())}
+                    for t, p in zip(texts, probs)]
+        tags = payload["task"]["tags"]
+        out = []
+        for text in texts:
+            tokens = text.split()
+            with torch.no_grad():
+                pred = model(torch.tensor([vocab.lookup(tokens)])).argmax(-1)[0]
+            out.append({"tokens": tokens, "tags": [tags[int(i)] for i in pred]})
+        return out
+    if name == "forecast":
+        options = TaskOptions(**payload["task"]["options"])
+        source = data or options.data
+        if source in D.BUNDLED or source is None:
+            values, index, _ = D.load_bundled(source or "sunspots")
+        else:
+            values, index, _ = D.read_csv_series(source, payload["task"]["columns"])
+        window = payload["task"]["window"]
+        with torch.no_grad():
+            forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
+        return {"after": str(index[-1]), "columns": payload["task"]["columns"],
+                "forecast": forecast.tolist()}
+    raise ValueError(f"predict works with 'classify', 'tag' and 'forecast' checkpoints, "
+                     f"not {name!r} (use sample for 'lm', translate for 'translate')")
+
+
+def translate(path: str | Path, text: str, *, beam_size: int = 1) -> str:
+    """Map ``text`` with a translate checkpoint (greedy, or beam search with beam_size > 1)."""
+    model, payload = load(path)
+    _require(payload, "translate")
+    src_vocab = D.Vocabulary.from_dict(payload["task"]["src_vocab"])
+    tgt_vocab = D.Vocabulary.from_dict(payload["task"]["tgt_vocab"])
+    src = torch.tensor([src_vocab.encode(text) or [src_vocab.unk_id]])
+    max_length = 4 * src.shape[1] + 10
+    if beam_size > 1:
+        tokens = model.beam_search(src, beam_size=beam_size, max_length=max_length)[0]
+    else:
+        tokens = model.greedy(src, max_length=max_length)[0][0]
+    return tgt_vocab.decode(tokens, skip_special=True)

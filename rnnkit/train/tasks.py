@@ -1,0 +1,444 @@
+"""The tasks ``rnnkit train`` knows: data, model and metric for each, with defaults that
+run on built-in data with no arguments.
+
+A task gives the Trainer: ``build_model()``; ``train_batch(step)``, which depends only
+on the seed and the step (so a resumed run sees the same batches); ``loss(model,
+batch, state) -> (loss, state)`` where ``state`` is carried between steps (the
+language model's TBPTT state); ``evaluate(model) -> metrics``; ``extra()``, what a
+checkpoint must keep to use the model again (vocabularies, scalers); ``units(batch)``
+for the throughput shown while training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from rnnkit import data as D
+from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
+                           SequenceTagger)
+
+
+@dataclass
+class TaskOptions:
+    """What ``rnnkit train TASK`` may set besides the training loop itself."""
+
+    #: the user's data (file or folder); None: the task's built-in data
+    data: str | None = None
+    #: "rnn", "lstm" or "gru"
+    cell: str = "lstm"
+    #: hidden size (None: the task's default)
+    hidden_size: int | None = None
+    #: stacked layers
+    num_layers: int = 1
+    #: dropout between layers
+    dropout: float = 0.0
+    #: bidirectional layer where the task allows it (None: the task's default)
+    bidirectional: bool | None = None
+    #: rnnkit layer options: layer_norm, zoneout, recurrent_dropout, ...
+    layer_options: dict = field(default_factory=dict)
+    #: sequences per batch
+    batch_size: int = 32
+    #: sequence length: TBPTT chunk (lm), T (adding, copy), input window (forecast)
+    seq_len: int | None = None
+    #: forecast horizon (forecast)
+    horizon: int = 12
+    #: "char" or "word" (lm)
+    level: str = "char"
+    #: digits as "rows", "pixels" or "permuted"
+    digits_mode: str = "rows"
+    #: CSV columns to forecast (forecast; None: every numeric column)
+    columns: list[str] | None = None
+    #: seed of the data splits and batches
+    seed: int = 0
+
+    def rnn_kwargs(self, hidden: int, bidirectional: bool = False) -> dict:
+        return {"cell": self.cell, "hidden_size": self.hidden_size or hidden,
+                "num_layers": self.num_layers, "dropout": self.dropout,
+                "bidirectional": bidirectional if self.bidirectional is None else self.bidirectional,
+                **self.layer_options}
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """The batch of a step depends on the seed and the step only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _sample_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
+    return torch.randint(0, n, (batch,), generator=_step_generator(seed, step))
+
+
+class Task:
+    name = ""
+    metric = "loss"
+    higher_is_better = False
+    unit_name = "samples"
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        self.options = options
+        self.saved = saved or {}  # a checkpoint's task entry: reuse its vocabularies
+
+    def _vocab(self, key: str, build):
+        """The checkpoint's vocabulary when there is one (ids must not move), else a new one."""
+        if key in self.saved:
+            return D.Vocabulary.from_dict(self.saved[key])
+        return build()
+
+    def units(self, batch) -> int:
+        return self.options.batch_size
+
+    def extra(self) -> dict:
+        return {}
+
+
+class LanguageModelling(Task):
+    """Character- (or word-) level language model on a text; built-in: the pydoc topic
+    texts. Trained with truncated BPTT over contiguous streams; metric: validation loss
+    in nats per token (bits per character shown too)."""
+
+    name, unit_name = "lm", "tokens"
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        text = D.read_text(options.data) if options.data else D.default_corpus()
+        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([text], level=options.level))
+        ids = torch.tensor(self.vocab.encode(text), dtype=torch.long)
+        n_val = max(len(ids) // 20, 2 * (options.seq_len or 100) + 2)
+        self.k = options.seq_len or 100
+        self.train_stream = D.batchify(ids[:-n_val], options.batch_size)  # (T, B)
+        self.val_stream = D.batchify(ids[-n_val:], min(options.batch_size, 8))
+        self.n_chunks = (self.train_stream.shape[0] - 1) // self.k
+
+    def build_model(self):
+        o = self.options
+        return LanguageModel(vocab_size=len(self.vocab), embedding_size=64,
+                             embedding_dropout=0.1, **o.rnn_kwargs(256))
+
+    def train_batch(self, step):
+        i = step % self.n_chunks  # contiguous chunks; the stream wraps around
+        s = self.train_stream[i * self.k:(i + 1) * self.k + 1].t()  # (B, k + 1)
+        return i, s[:, :-1], s[:, 1:]
+
+    def loss(self, model, batch, state):
+        i, x, y = batch
+        logits, state = model(x, None if i == 0 else state)  # a fresh start at the wrap
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten()), state
+
+    def units(self, batch):
+        return batch[1].numel()
+
+    def evaluate(self, model):
+        total, count, state = 0.0, 0, None
+        stream = self.val_stream
+        for start in range(0, stream.shape[0] - 1, self.k):
+            s = stream[start:start + self.k + 1].t()
+            logits, state = model(s[:, :-1], state)
+            total += F.cross_entropy(logits.flatten(0, 1), s[:, 1:].flatten(), reduction="sum").item()
+            count += s[:, 1:].numel()
+        loss = total / count
+        return {"loss": loss, "bits_per_token": loss / math.log(2)}
+
+    def extra(self):
+        return {"vocab": self.vocab.to_dict()}
+
+
+class _Split:
+    """Indices of a shuffled train/val split of n items."""
+
+    def __init__(self, n: int, seed: int, val_fraction: float = 0.15):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        n_val = max(1, int(n * val_fraction))
+        self.val, self.train = order[:n_val], order[n_val:]
+
+
+class Classification(Task):
+    """Text classification from a TSV file (label<TAB>text per line); built-in:
+    generated reviews whose sentiment depends on negation and on "but". Metric:
+    validation accuracy."""
+
+    name, metric, higher_is_better = "classify", "accuracy", True
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        if options.data:
+            pairs = [(text, label) for label, text in D.read_pairs(options.data)]
+        else:
+            pairs = [(t, str(label)) for t, label in D.sentiment_sentences(4000, seed=options.seed)]
+        self.labels = self.saved.get("labels") or sorted({label for _, label in pairs})
+        unknown = {label for _, label in pairs} - set(self.labels)
+        if unknown:
+            raise ValueError(f"data has labels the model does not know: {sorted(unknown)}")
+        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([t for t, _ in pairs],
+                                                                     level="word"))
+        self.x = [self.vocab.encode(t) for t, _ in pairs]
+        self.y = torch.tensor([self.labels.index(label) for _, label in pairs])
+        self.split = _Split(len(pairs), options.seed)
+
+    def build_model(self):
+        return SequenceClassifier(num_classes=max(2, len(self.labels)),
+                                  vocab_size=len(self.vocab), embedding_size=64,
+                                  **self.options.rnn_kwargs(64))
+
+    def _batch(self, idx):
+        x, lengths = D.pad_batch([self.x[i] for i in idx])
+        return x, lengths, self.y[idx]
+
+    def train_batch(self, step):
+        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
+        return self._batch([self.split.train[i] for i in pick])
+
+    def loss(self, model, batch, state):
+        x, lengths, y = batch
+        return F.cross_entropy(model(x, lengths), y), None
+
+    def evaluate(self, model):
+        x, lengths, y = self._batch(self.split.val)
+        logits = model(x, lengths)
+        return {"loss": F.cross_entropy(logits, y).item(),
+                "accuracy": (logits.argmax(-1) == y).float().mean().item()}
+
+    def extra(self):
+        return {"vocab": self.vocab.to_dict(), "labels": self.labels}
+
+
+class Tagging(Task):
+    """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
+    word's tag depends on its context. Metric: validation token accuracy."""
+
+    name, metric, higher_is_better = "tag", "accuracy", True
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        sentences = D.read_conll(options.data) if options.data else \
+            D.synthetic_tagging(3000, seed=options.seed)
+        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.from_token_lists(
+            t for t, _ in sentences))
+        self.tags = self.saved.get("tags") or sorted({tag for _, tags in sentences for tag in tags})
+        unknown = {tag for _, tags in sentences for tag in tags} - set(self.tags)
+        if unknown:
+            raise ValueError(f"data has tags the model does not know: {sorted(unknown)}")
+        self.x = [self.vocab.lookup(tokens) for tokens, _ in sentences]
+        self.y = [[self.tags.index(t) for t in tags] for _, tags in sentences]
+        self.split = _Split(len(sentences), options.seed)
+
+    def build_model(self):
+        return SequenceTagger(num_tags=len(self.tags), vocab_size=len(self.vocab),
+                              embedding_size=64, **self.options.rnn_kwargs(64, bidirectional=True))
+
+    def _batch(self, idx):
+        x, lengths = D.pad_batch([self.x[i] for i in idx])
+        y = torch.full_like(x, -100)  # ignored by the loss past each length
+        for row, i in enumerate(idx):
+            y[row, :len(self.y[i])] = torch.tensor(self.y[i])
+        return x, lengths, y
+
+    def train_batch(self, step):
+        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
+        return self._batch([self.split.train[i] for i in pick])
+
+    def loss(self, model, batch, state):
+        x, lengths, y = batch
+        return F.cross_entropy(model(x, lengths).flatten(0, 1), y.flatten(), ignore_index=-100), None
+
+    def evaluate(self, model):
+        x, lengths, y = self._batch(self.split.val)
+        logits = model(x, lengths)
+        real = y != -100
+        return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100).item(),
+                "accuracy": (logits.argmax(-1)[real] == y[real]).float().mean().item()}
+
+    def extra(self):
+        return {"vocab": self.vocab.to_dict(), "tags": self.tags}
+
+
+class Translation(Task):
+    """Sequence to sequence from a TSV file of pairs (source<TAB>target), character
+    level; built-in: dates in words and several numeric forms to ISO dates. Metric:
+    exact match of greedy decoding on validation pairs."""
+
+    name, metric, higher_is_better = "translate", "exact_match", True
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        pairs = D.read_pairs(options.data) if options.data else D.date_pairs(6000, seed=options.seed)
+        self.src_vocab = self._vocab("src_vocab", lambda: D.Vocabulary.build(
+            [s for s, _ in pairs], level="char"))
+        self.tgt_vocab = self._vocab("tgt_vocab", lambda: D.Vocabulary.build(
+            [t for _, t in pairs], level="char"))
+        self.src = [self.src_vocab.encode(s) for s, _ in pairs]
+        self.tgt = [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for _, t in pairs]
+        self.split = _Split(len(pairs), options.seed, val_fraction=0.05)
+        self.max_length = max(len(t) for t in self.tgt) + 5
+
+    def build_model(self):
+        return Seq2Seq(src_vocab_size=len(self.src_vocab), tgt_vocab_size=len(self.tgt_vocab),
+                       embedding_size=32, attention="bahdanau",
+                       pad_id=self.tgt_vocab.pad_id, bos_id=self.tgt_vocab.bos_id,
+                       eos_id=self.tgt_vocab.eos_id,
+                       **self.options.rnn_kwargs(128, bidirectional=True))
+
+    def _batch(self, idx):
+        src, lengths = D.pad_batch([self.src[i] for i in idx])
+        tgt, _ = D.pad_batch([self.tgt[i] for i in idx])
+        return src, lengths, tgt
+
+    def train_batch(self, step):
+        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
+        return self._batch([self.split.train[i] for i in pick])
+
+    def loss(self, model, batch, state):
+        src, lengths, tgt = batch
+        logits, _ = model(src, tgt[:, :-1], lengths)
+        return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(),
+                               ignore_index=self.tgt_vocab.pad_id), None
+
+    def evaluate(self, model):
+        idx = self.split.val[:300]
+        src, lengths, tgt = self._batch(idx)
+        loss, _ = self.loss(model, (src, lengths, tgt), None)
+        decoded, _ = model.greedy(src, lengths, max_length=self.max_length)
+        exact = sum(d == self.tgt[i][1:-1] for d, i in zip(decoded, idx)) / len(idx)
+        return {"loss": loss.item(), "exact_match": exact}
+
+    def extra(self):
+        return {"src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict()}
+
+
+class Forecasting(Task):
+    """Forecast the next ``horizon`` steps of a series from a CSV file (``--columns``)
+    or a series statsmodels bundles (built-in: yearly sunspots). Splits in time order;
+    the scaler is fitted on the training part. Metric: validation MSE in standardised
+    units."""
+
+    name = "forecast"
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        if options.data in D.BUNDLED or options.data is None:
+            values, _, self.columns = D.load_bundled(options.data or "sunspots")
+        else:
+            values, _, self.columns = D.read_csv_series(options.data, options.columns)
+        self.splits = D.time_split(values)
+        self.window = options.seq_len or 48
+        self.train_x, self.train_y = D.windows(self.splits.train, self.window, options.horizon)
+        # validation windows may start in the training part but predict only validation
+        # values: no future value reaches training, and the first val steps are used
+        ctx = torch.cat([self.splits.train[-self.window:], self.splits.val])
+        self.val_x, self.val_y = D.windows(ctx, self.window, options.horizon)
+
+    def build_model(self):
+        model = Forecaster(input_size=self.splits.train.shape[1], horizon=self.options.horizon,
+                           **self.options.rnn_kwargs(64))
+        return model.fit_scaler(self.splits.train)
+
+    def train_batch(self, step):
+        pick = _sample_indices(len(self.train_x), self.options.batch_size, self.options.seed, step)
+        return self.train_x[pick], self.train_y[pick]
+
+    def loss(self, model, batch, state):
+        return model.loss(*batch), None
+
+    def evaluate(self, model):
+        return {"loss": model.loss(self.val_x, self.val_y).item()}
+
+    def extra(self):
+        return {"columns": self.columns, "window": self.window}
+
+
+class Digits(Task):
+    """scikit-learn's handwritten digits as sequences: rows (8 steps of 8), pixels (64
+    steps of 1) or permuted pixels. Metric: validation accuracy."""
+
+    name, metric, higher_is_better = "digits", "accuracy", True
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        self.d = D.digit_sequences(options.digits_mode, split_seed=options.seed)
+
+    def build_model(self):
+        return SequenceClassifier(num_classes=10, input_size=self.d.n_features,
+                                  **self.options.rnn_kwargs(64))
+
+    def train_batch(self, step):
+        pick = _sample_indices(len(self.d.y_train), self.options.batch_size, self.options.seed, step)
+        return self.d.x_train[pick], self.d.y_train[pick]
+
+    def loss(self, model, batch, state):
+        x, y = batch
+        return F.cross_entropy(model(x), y), None
+
+    def evaluate(self, model):
+        logits = model(self.d.x_val)
+        return {"loss": F.cross_entropy(logits, self.d.y_val).item(),
+                "accuracy": (logits.argmax(-1) == self.d.y_val).float().mean().item()}
+
+    def extra(self):
+        return {"digits_mode": self.d.mode}
+
+
+class Adding(Task):
+    """The adding problem (Hochreiter & Schmidhuber 1997) at length ``seq_len`` (default
+    100): remember two marked values across the sequence and add them. Predicting the
+    mean scores an MSE of about 0.167. Metric: validation MSE."""
+
+    name = "adding"
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        self.T = options.seq_len or 100
+        self.val = D.adding_problem(1000, self.T, seed=options.seed + 10_000)
+
+    def build_model(self):
+        return SequenceClassifier(num_classes=1, input_size=2, **self.options.rnn_kwargs(64))
+
+    def train_batch(self, step):
+        return D.adding_problem(self.options.batch_size, self.T,
+                                seed=self.options.seed * 1_000_003 + step)
+
+    def loss(self, model, batch, state):
+        x, y = batch
+        return F.mse_loss(model(x).squeeze(-1), y), None
+
+    def evaluate(self, model):
+        x, y = self.val
+        return {"loss": F.mse_loss(model(x).squeeze(-1), y).item()}
+
+
+class Copying(Task):
+    """The copy-memory task: recall 10 symbols after ``seq_len`` (default 50) blank
+    steps. Metric: validation accuracy on the recalled symbols (chance: 1/8)."""
+
+    name, metric, higher_is_better = "copy", "accuracy", True
+    n_symbols, length = 8, 10
+
+    def __init__(self, options: TaskOptions, saved: dict | None = None):
+        super().__init__(options, saved)
+        self.delay = options.seq_len or 50
+        self.val = D.copy_memory(500, self.delay, n_symbols=self.n_symbols, length=self.length,
+                                 seed=options.seed + 10_000)
+
+    def build_model(self):
+        return SequenceTagger(num_tags=self.n_symbols + 2, vocab_size=self.n_symbols + 2,
+                              embedding_size=16, **self.options.rnn_kwargs(128, bidirectional=False))
+
+    def train_batch(self, step):
+        return D.copy_memory(self.options.batch_size, self.delay, n_symbols=self.n_symbols,
+                             length=self.length, seed=self.options.seed * 1_000_003 + step)
+
+    def loss(self, model, batch, state):
+        x, y = batch
+        return F.cross_entropy(model(x).flatten(0, 1), y.flatten()), None
+
+    def evaluate(self, model):
+        x, y = self.val
+        logits = model(x)
+        recall = slice(-self.length, None)
+        return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten()).item(),
+                "accuracy": (logits[:, recall].argmax(-1) == y[:, recall]).float().mean().item()}
+
+
+TASKS = {t.name: t for t in (LanguageModelling, Classification, Tagging, Translation,
+                             Forecasting, Digits, Adding, Copying)}

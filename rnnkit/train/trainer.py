@@ -1,0 +1,368 @@
+"""The Trainer: one loop for every task model.
+
+A task (see :mod:`rnnkit.train.tasks`) supplies the model, a deterministic batch for
+each step, the loss and the evaluation; the Trainer owns the optimiser, the schedule,
+clipping, mixed precision, evaluation, early stopping, checkpoints, resuming, logging
+and plots. Because batch k depends only on the seed and k, and the checkpoint holds
+the RNG states, an interrupted run resumed from its last checkpoint ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.tbptt import detach_state
+
+SCHEDULES = ("cosine", "plateau", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Every field has a default; the CLI's options are these fields."""
+
+    #: optimiser steps in all
+    max_steps: int = 1000
+    #: stop after this many seconds of training (None: no limit); the run can resume
+    max_time: float | None = None
+    #: AdamW's peak learning rate
+    lr: float = 3e-3
+    #: AdamW's decoupled weight decay
+    weight_decay: float = 0.01
+    #: "cosine" (warm-up, then cosine decay to 10%), "plateau" (halve when the
+    #: validation metric stalls) or "constant" (after warm-up)
+    schedule: str = "cosine"
+    #: steps of linear warm-up
+    warmup_steps: int = 50
+    #: clip the gradient norm to this (None: off); on by default because a recurrence
+    #: can produce rare, huge gradients (the exploding-gradient problem)
+    clip_grad_norm: float | None = 1.0
+    #: evaluate (and checkpoint) every this many steps
+    eval_every: int = 200
+    #: stop after this many evaluations without improvement (None: never)
+    patience: int | None = None
+    #: run forward passes under bfloat16 autocast
+    bf16: bool = False
+    #: seed of the weights, the batches and dropout
+    seed: int = 0
+    #: write a CSV line (and refresh the progress bar's numbers) every this many steps
+    log_every: int = 20
+    #: show a live progress bar (else print a line per evaluation)
+    progress: bool = True
+    #: "cpu" or "cuda"
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("max_steps", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
+            raise ValueError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"max_time must be > 0 or None, got {self.max_time}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+
+def _seed_everything(seed: int):
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train ``task``'s model into ``out_dir`` (``last.pt``, ``best.pt``, ``metrics.csv``,
+    ``curves.png``). With ``resume=True`` it continues from ``out_dir/last.pt``."""
+
+    def __init__(self, task, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+                 on_step: Callable[[int], None] | None = None):
+        self.task, self.config, self.out_dir = task, config, Path(out_dir)
+        self.on_step = on_step  # called after every step (tests use it to interrupt)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        _seed_everything(config.seed)
+        self.model = task.build_model().to(config.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.step, self.history, self.best, self.bad_evals = 0, [], None, 0
+        self.train_state = None  # what a task carries between steps (TBPTT's state)
+        last = self.out_dir / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise FileNotFoundError(f"resume: no checkpoint to resume from at {last}")
+            self._restore(load_checkpoint(last))
+        elif last.is_file():
+            raise FileExistsError(f"{self.out_dir} already holds a run (last.pt): pass "
+                                  "resume=True (--resume) to continue it, or choose another --out")
+
+    # -- schedule --------------------------------------------------------------------
+
+    def _make_scheduler(self):
+        c = self.config
+        if c.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max" if self.task.higher_is_better else "min",
+                factor=0.5, patience=1)
+
+        def factor(step: int) -> float:
+            if step < c.warmup_steps:
+                return (step + 1) / c.warmup_steps
+            if c.schedule == "constant":
+                return 1.0
+            progress = (step - c.warmup_steps) / max(1, c.max_steps - c.warmup_steps)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def _payload(self) -> dict:
+        return {
+            "model_class": type(self.model).__name__,
+            "model_config": self.model.to_config(),
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "task": {"name": self.task.name, "options": dataclasses.asdict(self.task.options),
+                     **self.task.extra()},
+            "train_config": dataclasses.asdict(self.config),
+            "step": self.step, "history": self.history, "best": self.best,
+            "bad_evals": self.bad_evals,
+            "train_state": detach_state(self.train_state),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        }
+
+    def _restore(self, payload: dict):
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        self.scheduler.load_state_dict(payload["scheduler_state"])
+        self.step, self.history = payload["step"], payload["history"]
+        self.best, self.bad_evals = payload["best"], payload["bad_evals"]
+        state = payload["train_state"]
+        self.train_state = None if state is None else _to_device(state, self.config.device)
+        torch.set_rng_state(payload["rng"]["torch"])
+        random.setstate(payload["rng"]["python"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        return save_checkpoint(self._payload(), self.out_dir / name)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train until max_steps, max_time or early stopping; returns a summary."""
+        c, task = self.config, self.task
+        start_time, start_step = time.perf_counter(), self.step
+        log = _CsvLog(self.out_dir / "metrics.csv")
+        tensorboard = _tensorboard(self.out_dir)
+        units, window_start = 0, time.perf_counter()
+        stop_reason = "max_steps"
+        with _Progress(c.progress, c.max_steps, self.step, task.metric) as bar:
+            while self.step < c.max_steps:
+                self.model.train()
+                batch = task.train_batch(self.step)
+                with torch.autocast(c.device, dtype=torch.bfloat16, enabled=c.bf16):
+                    loss, self.train_state = task.loss(self.model, batch, self.train_state)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
+                self.optimizer.step()
+                if c.schedule != "plateau":
+                    self.scheduler.step()
+                self.train_state = detach_state(self.train_state)  # truncate BPTT here
+                self.step += 1
+                units += task.units(batch)
+                if self.step % c.log_every == 0 or self.step == c.max_steps:
+                    now = time.perf_counter()
+                    speed = units / max(now - window_start, 1e-9)
+                    units, window_start = 0, now
+                    row = {"step": self.step, "split": "train", "loss": loss.item(),
+                           "lr": self.optimizer.param_groups[0]["lr"],
+                           f"{task.unit_name}_per_s": speed}
+                    log.write(row)
+                    _tb_write(tensorboard, row)
+                    bar.update(self.step, loss=row["loss"], speed=speed, unit=task.unit_name)
+                if self.on_step is not None:
+                    self.on_step(self.step)
+                if self.step % c.eval_every == 0 or self.step == c.max_steps:
+                    if self._evaluate(log, tensorboard, bar):
+                        stop_reason = "early_stopping"
+                        break
+                if c.max_time is not None and time.perf_counter() - start_time > c.max_time:
+                    stop_reason = "max_time"
+                    break
+        self.save("last.pt")
+        log.close()
+        if tensorboard is not None:
+            tensorboard.close()
+        train_rows = [r for r in log.rows if r.get("split") == "train"]
+        curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows)
+        return {"steps": self.step, "trained_steps": self.step - start_step,
+                "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
+                "best": self.best, "metric": task.metric, "history": self.history,
+                "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
+
+    def _evaluate(self, log, tensorboard, bar) -> bool:
+        """Evaluate, keep the best checkpoint and the last; True when patience runs out."""
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate(self.model)
+        entry = {"step": self.step, **metrics}
+        self.history.append(entry)
+        log.write({"step": self.step, "split": "val", **metrics})
+        _tb_write(tensorboard, {"step": self.step, **{f"val_{k}": v for k, v in metrics.items()}})
+        value = metrics[self.task.metric]
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        improved = self.best is None or (value > self.best if self.task.higher_is_better
+                                         else value < self.best)
+        if improved:
+            self.best, self.bad_evals = value, 0
+        else:
+            self.bad_evals += 1
+        bar.evaluated(self.step, metrics, self.task.metric)
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        return self.config.patience is not None and self.bad_evals >= self.config.patience
+
+
+def _to_device(state, device):
+    if isinstance(state, torch.Tensor):
+        return state.to(device)
+    if isinstance(state, (tuple, list)):
+        return type(state)(_to_device(s, device) for s in state)
+    return state
+
+
+class _CsvLog:
+    """metrics.csv: one row per log or evaluation; columns grow as new metrics appear."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = []
+        if path.is_file():  # resuming: keep what the run logged before
+            with open(path, newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def write(self, row: dict):
+        self.rows.append(row)
+        if len(self.rows) % 10 == 0:
+            self._flush()
+
+    def _flush(self):
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def close(self):
+        self._flush()
+
+
+def _tensorboard(out_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def _tb_write(writer, row: dict):
+    if writer is None:
+        return
+    for key, value in row.items():
+        if key not in ("step", "split") and isinstance(value, (int, float)):
+            writer.add_scalar(f"{row.get('split', 'val')}/{key}", value, row["step"])
+
+
+class _Progress:
+    """A rich progress bar with loss, task metric, throughput and ETA; plain lines
+    when disabled (and in logs)."""
+
+    def __init__(self, enabled: bool, total: int, start: int, metric: str):
+        self.enabled, self.total, self.metric = enabled, total, metric
+        self.progress = None
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+            self.progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
+                TimeRemainingColumn())
+            self.bar = self.progress.add_task("train", total=total, completed=start, info="")
+        self.info = {}
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def update(self, step, *, loss, speed, unit):
+        self.info.update(loss=f"loss {loss:.3f}", speed=f"{speed:,.0f} {unit}/s")
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
+
+    def evaluated(self, step, metrics, metric):
+        self.info["val"] = f"val {metric} {metrics[metric]:.4g}"
+        line = f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
+            self.progress.console.print(line)
+        else:
+            print(line, flush=True)
+
+
+def plot_curves(history: list[dict], path: Path, metric: str, train_rows: list | None = None):
+    """A PNG of the training and validation loss, and the task metric, over steps
+    (None without matplotlib or history)."""
+    if not history:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    steps = [h["step"] for h in history]
+    keys = ["loss"] + ([metric] if metric != "loss" else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5))
+    for ax, key in zip(list(axes) if len(keys) > 1 else [axes], keys):
+        if key == "loss" and train_rows:
+            ax.plot([int(r["step"]) for r in train_rows], [float(r["loss"]) for r in train_rows],
+                    alpha=0.6, label="train")
+        ax.plot(steps, [h[key] for h in history], marker="o", label="validation")
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
