@@ -113,6 +113,10 @@ def train(
     horizon: Optional[int] = typer.Option(None, help="Forecast horizon (forecast, default 12)."),
     level: Optional[str] = typer.Option(None, help="char or word (lm, default char)."),
     digits_mode: Optional[str] = typer.Option(None, help="rows, pixels or permuted (digits)."),
+    columns: Optional[str] = typer.Option(None, help="Comma-separated CSV columns to forecast "
+                                          "(forecast; default every numeric column)."),
+    index_column: Optional[str] = typer.Option(None, help="The CSV's date or index column "
+                                               "(forecast), not a feature."),
     max_steps: Optional[int] = typer.Option(None, help="Optimiser steps (default 1000)."),
     max_time: Optional[float] = typer.Option(None, help="Stop after this many seconds (resumable)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default 3e-3)."),
@@ -147,6 +151,7 @@ def train(
     flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
                  seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
+                 columns=columns.split(",") if columns else None, index_column=index_column,
                  max_steps=max_steps, max_time=max_time, lr=lr, schedule=schedule,
                  clip_grad_norm=clip_grad_norm, eval_every=eval_every, patience=patience,
                  bf16=bf16, seed=seed, device=device)
@@ -268,6 +273,56 @@ def translate(
         typer.echo(api.translate(checkpoint, text, beam_size=beam_size))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+
+
+@app.command()
+def gradflow(
+    length: int = typer.Option(100, "--T", help="Sequence length of the adding problem."),
+    cells: str = typer.Option("rnn,lstm,gru", help="Comma-separated cells to compare."),
+    hidden_size: int = typer.Option(64, help="Hidden size of every cell."),
+    train_steps: int = typer.Option(200, help="Training steps after the measurement at "
+                                    "initialisation (0: initialisation only)."),
+    forget_bias: Optional[float] = typer.Option(1.0, help="The LSTM's initial forget bias "
+                                                "(Jozefowicz et al. 2015); pass --forget-bias "
+                                                "0 for torch.nn's default, whose forget gate "
+                                                "starts at 0.5 and halves the gradient each step."),
+    seed: int = typer.Option(0, help="Seed of the weights and the data."),
+    out: Path = typer.Option(Path("runs/gradflow"), help="Folder for gradflow.png and gradflow.json."),
+):
+    """Measure ‖dL/dh_t‖ for every step t of RNN, LSTM and GRU on the adding problem:
+    the vanishing gradient of the vanilla RNN, and gate saturation of the gated cells."""
+    import json
+
+    from rnnkit.diagnostics import format_table, gradient_flow_experiment, plot_gradient_flow
+    try:
+        result = gradient_flow_experiment(length, cells=cells.split(","), hidden_size=hidden_size,
+                                          train_steps=train_steps, seed=seed,
+                                          forget_bias=forget_bias or None)
+    except ValueError as e:
+        _fail(str(e))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gradflow.json").write_text(json.dumps(result, indent=1))
+    png = plot_gradient_flow(result, out / "gradflow.png")
+    typer.echo(format_table(result))
+    typer.echo(f"plot: {png}\ndata: {out / 'gradflow.json'}")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train."),
+    format: str = typer.Option("onnx", help="Export format (onnx)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default: the checkpoint's path "
+                                       "with .onnx)."),
+):
+    """Export a checkpoint's model to ONNX and check it against onnxruntime."""
+    from rnnkit.train import api
+    if format != "onnx":
+        _fail(f"--format must be 'onnx', got {format!r}")
+    try:
+        path, diff = api.export(checkpoint, out)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {path}; max abs difference against onnxruntime: {diff:.2e}")
 
 
 if __name__ == "__main__":

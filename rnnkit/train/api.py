@@ -122,7 +122,8 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
         if source in D.BUNDLED or source is None:
             values, index, _ = D.load_bundled(source or "sunspots")
         else:
-            values, index, _ = D.read_csv_series(source, payload["task"]["columns"])
+            values, index, _ = D.read_csv_series(source, payload["task"]["columns"],
+                                                 options.index_column)
         window = payload["task"]["window"]
         with torch.no_grad():
             forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
@@ -145,3 +146,34 @@ def translate(path: str | Path, text: str, *, beam_size: int = 1) -> str:
     else:
         tokens = model.greedy(src, max_length=max_length)[0][0]
     return tgt_vocab.decode(tokens, skip_special=True)
+
+
+def example_inputs(model, payload: dict) -> tuple:
+    """A small batch of the inputs a checkpoint's model takes, for export and checks."""
+    from rnnkit import models
+
+    g = torch.Generator().manual_seed(0)
+    c = model.config
+    if isinstance(model, models.Seq2Seq):
+        return (torch.randint(4, c.src_vocab_size, (2, 12), generator=g),
+                torch.randint(4, c.tgt_vocab_size, (2, 8), generator=g))
+    if isinstance(model, models.LanguageModel):
+        return (torch.randint(4, c.vocab_size, (2, 16), generator=g),)
+    if isinstance(model, models.Forecaster):
+        window = payload["task"].get("window", 24)
+        return (torch.randn(2, window, c.input_size, generator=g) * model.std + model.mean,)
+    if c.vocab_size is not None:  # classifier or tagger on tokens
+        return (torch.randint(4, c.vocab_size, (2, 10), generator=g),)
+    return (torch.randn(2, 10, c.input_size, generator=g),)
+
+
+def export(path: str | Path, out: str | Path | None = None) -> tuple[Path, float]:
+    """Export a checkpoint's model to ONNX next to it (or at ``out``) and check the file
+    against onnxruntime; returns the file and the max abs difference."""
+    from rnnkit.export import check_onnx, export_onnx
+
+    model, payload = load(path)
+    inputs = example_inputs(model, payload)
+    out = Path(out) if out is not None else Path(path).with_suffix(".onnx")
+    export_onnx(model, out, inputs)
+    return out, check_onnx(out, model, inputs)

@@ -50,8 +50,10 @@ class TaskOptions:
     level: str = "char"
     #: digits as "rows", "pixels" or "permuted"
     digits_mode: str = "rows"
-    #: CSV columns to forecast (forecast; None: every numeric column)
+    #: CSV columns to forecast (forecast; None: every numeric column but the index)
     columns: list[str] | None = None
+    #: the CSV's date or index column (forecast), left out of the features
+    index_column: str | None = None
     #: seed of the data splits and batches
     seed: int = 0
 
@@ -320,7 +322,8 @@ class Forecasting(Task):
         if options.data in D.BUNDLED or options.data is None:
             values, _, self.columns = D.load_bundled(options.data or "sunspots")
         else:
-            values, _, self.columns = D.read_csv_series(options.data, options.columns)
+            values, _, self.columns = D.read_csv_series(options.data, options.columns,
+                                                        options.index_column)
         self.splits = D.time_split(values)
         self.window = options.seq_len or 48
         self.train_x, self.train_y = D.windows(self.splits.train, self.window, options.horizon)
