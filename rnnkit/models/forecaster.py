@@ -99,9 +99,13 @@ class Forecaster(ConfigurableModel):
             y = torch.stack(preds, 1)
         return y if scaled_output else self._unscale(y)
 
+    def scale_targets(self, target: Tensor) -> Tensor:
+        """Targets (B, horizon, output_size) in the standardised units of the outputs."""
+        return self._scale(target, self.config.output_size)
+
     def loss(self, x: Tensor, target: Tensor) -> Tensor:
         """Mean squared error in standardised units; target (B, horizon, output_size)."""
-        return F.mse_loss(self(x, scaled_output=True), self._scale(target, self.config.output_size))
+        return F.mse_loss(self(x, scaled_output=True), self.scale_targets(target))
 
     def step(self, x_t: Tensor, state=None):
         """Read one step (B, input_size); return the forecast of the next step

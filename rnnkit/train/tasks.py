@@ -12,6 +12,7 @@ for the throughput shown while training.
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +96,10 @@ class Task:
     def extra(self) -> dict:
         return {}
 
+    def shard(self, rank: int, world: int):
+        """Data-parallel training: rank ``rank`` of ``world`` draws its own batches."""
+        self.options = dataclasses.replace(self.options, seed=self.options.seed + 7919 * rank)
+
 
 class LanguageModelling(Task):
     """Character- (or word-) level language model on a text; built-in: the pydoc topic
@@ -118,6 +123,10 @@ class LanguageModelling(Task):
         o = self.options
         return LanguageModel(vocab_size=len(self.vocab), embedding_size=64,
                              embedding_dropout=0.1, **o.rnn_kwargs(256))
+
+    def shard(self, rank: int, world: int):
+        # every rank keeps whole streams (columns), so TBPTT's carried state stays valid
+        self.train_stream = self.train_stream[:, rank::world]
 
     def train_batch(self, step):
         i = step % self.n_chunks  # contiguous chunks; the stream wraps around
@@ -342,7 +351,9 @@ class Forecasting(Task):
         return self.train_x[pick], self.train_y[pick]
 
     def loss(self, model, batch, state):
-        return model.loss(*batch), None
+        x, y = batch  # through forward, so that a DDP wrapper sees the call
+        core = getattr(model, "module", model)
+        return F.mse_loss(model(x, scaled_output=True), core.scale_targets(y)), None
 
     def evaluate(self, model):
         return {"loss": model.loss(self.val_x, self.val_y).item()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -88,6 +89,28 @@ def _seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
+def _distributed(device: str) -> tuple[int, int]:
+    """(rank, world size): under torchrun (WORLD_SIZE > 1) join the process group,
+    gloo on CPU and nccl on GPU; else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """Rank 0's decision, for every rank (so that none waits for a step that never comes)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 class Trainer:
     """Train ``task``'s model into ``out_dir`` (``last.pt``, ``best.pt``, ``metrics.csv``,
     ``curves.png``). With ``resume=True`` it continues from ``out_dir/last.pt``."""
@@ -96,9 +119,23 @@ class Trainer:
                  on_step: Callable[[int], None] | None = None):
         self.task, self.config, self.out_dir = task, config, Path(out_dir)
         self.on_step = on_step  # called after every step (tests use it to interrupt)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        _seed_everything(config.seed)
-        self.model = task.build_model().to(config.device)
+        self.rank, self.world = _distributed(config.device)
+        device = config.device
+        if device == "cuda" and self.world > 1:  # one GPU per process
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
+            torch.cuda.set_device(device)
+        self.device = device
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        _seed_everything(config.seed)  # the same initial weights on every rank
+        self.model = task.build_model().to(device)
+        self.net = self.model  # what the training step calls: DDP-wrapped when distributed
+        if self.world > 1:
+            task.shard(self.rank, self.world)  # each rank its own part of the data
+            from torch.nn.parallel import DistributedDataParallel
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[torch.cuda.current_device()] if device != "cpu" else None,
+                find_unused_parameters=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()
@@ -157,11 +194,13 @@ class Trainer:
         self.step, self.history = payload["step"], payload["history"]
         self.best, self.bad_evals = payload["best"], payload["bad_evals"]
         state = payload["train_state"]
-        self.train_state = None if state is None else _to_device(state, self.config.device)
+        self.train_state = None if state is None else _to_device(state, self.device)
         torch.set_rng_state(payload["rng"]["torch"])
         random.setstate(payload["rng"]["python"])
 
-    def save(self, name: str = "last.pt") -> Path:
+    def save(self, name: str = "last.pt") -> Path | None:
+        if self.rank != 0:  # one writer: the ranks hold the same weights
+            return None
         return save_checkpoint(self._payload(), self.out_dir / name)
 
     # -- the loop ------------------------------------------------------------------------
@@ -169,17 +208,20 @@ class Trainer:
     def fit(self) -> dict:
         """Train until max_steps, max_time or early stopping; returns a summary."""
         c, task = self.config, self.task
+        lead = self.rank == 0  # only rank 0 logs, evaluates and writes
         start_time, start_step = time.perf_counter(), self.step
-        log = _CsvLog(self.out_dir / "metrics.csv")
-        tensorboard = _tensorboard(self.out_dir)
+        log = _CsvLog(self.out_dir / "metrics.csv") if lead else _NoLog()
+        tensorboard = _tensorboard(self.out_dir) if lead else None
         units, window_start = 0, time.perf_counter()
         stop_reason = "max_steps"
-        with _Progress(c.progress, c.max_steps, self.step, task.metric) as bar:
+        with _Progress(c.progress and lead, c.max_steps, self.step, task.metric,
+                       quiet=not lead) as bar:
             while self.step < c.max_steps:
                 self.model.train()
-                batch = task.train_batch(self.step)
-                with torch.autocast(c.device, dtype=torch.bfloat16, enabled=c.bf16):
-                    loss, self.train_state = task.loss(self.model, batch, self.train_state)
+                batch = _to_device(task.train_batch(self.step), self.device)
+                with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
+                                    enabled=c.bf16):
+                    loss, self.train_state = task.loss(self.net, batch, self.train_state)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if c.clip_grad_norm is not None:
@@ -203,10 +245,12 @@ class Trainer:
                 if self.on_step is not None:
                     self.on_step(self.step)
                 if self.step % c.eval_every == 0 or self.step == c.max_steps:
-                    if self._evaluate(log, tensorboard, bar):
+                    stop = self._evaluate(log, tensorboard, bar) if lead else False
+                    if _agree(stop, self.world):
                         stop_reason = "early_stopping"
                         break
-                if c.max_time is not None and time.perf_counter() - start_time > c.max_time:
+                if c.max_time is not None and _agree(
+                        time.perf_counter() - start_time > c.max_time, self.world):
                     stop_reason = "max_time"
                     break
         self.save("last.pt")
@@ -214,7 +258,8 @@ class Trainer:
         if tensorboard is not None:
             tensorboard.close()
         train_rows = [r for r in log.rows if r.get("split") == "train"]
-        curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows)
+        curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows) \
+            if lead else None
         return {"steps": self.step, "trained_steps": self.step - start_step,
                 "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
                 "best": self.best, "metric": task.metric, "history": self.history,
@@ -245,12 +290,25 @@ class Trainer:
         return self.config.patience is not None and self.bad_evals >= self.config.patience
 
 
-def _to_device(state, device):
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, (tuple, list)):
-        return type(state)(_to_device(s, device) for s in state)
-    return state
+def _to_device(obj, device):
+    """Tensors, possibly nested in tuples and lists, moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    return obj
+
+
+class _NoLog:
+    """The log of a rank that does not write one."""
+
+    rows: list = []
+
+    def write(self, row):
+        pass
+
+    def close(self):
+        pass
 
 
 class _CsvLog:
@@ -302,8 +360,9 @@ class _Progress:
     """A rich progress bar with loss, task metric, throughput and ETA; plain lines
     when disabled (and in logs)."""
 
-    def __init__(self, enabled: bool, total: int, start: int, metric: str):
-        self.enabled, self.total, self.metric = enabled, total, metric
+    def __init__(self, enabled: bool, total: int, start: int, metric: str, *,
+                 quiet: bool = False):
+        self.enabled, self.total, self.metric, self.quiet = enabled, total, metric, quiet
         self.progress = None
         if enabled:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -335,7 +394,7 @@ class _Progress:
         if self.progress is not None:
             self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
             self.progress.console.print(line)
-        else:
+        elif not self.quiet:
             print(line, flush=True)
 
 
