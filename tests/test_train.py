@@ -166,3 +166,30 @@ def test_loading_never_runs_pickled_code(tmp_path):
 def test_bad_train_config(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         TrainConfig(**kwargs)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
+    """One NaN batch is skipped without touching the weights; a run that keeps producing
+    NaN stops with a clear error and its last checkpoint intact."""
+    from rnnkit.train.trainer import MAX_BAD_STEPS, NumericalError
+
+    class Poisoned(_Stalling):
+        def __init__(self, bad_steps):
+            super().__init__()
+            self.bad = bad_steps
+
+        def train_batch(self, step):
+            x, y = super().train_batch(step)
+            return (x * float("nan"), y) if step in self.bad else (x, y)
+
+    config = TrainConfig(max_steps=6, eval_every=2, progress=False)
+    trainer = Trainer(Poisoned({3}), config, tmp_path / "once")
+    trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert ",skipped," in (tmp_path / "once" / "metrics.csv").read_text()
+    trainer = Trainer(Poisoned(set(range(2, 100))), TrainConfig(max_steps=50, eval_every=2,
+                                                                progress=False), tmp_path / "always")
+    with pytest.raises(NumericalError, match=f"not finite for {MAX_BAD_STEPS} steps.*intact"):
+        trainer.fit()
+    assert all(torch.isfinite(p).all() for p in load_checkpoint(
+        tmp_path / "always" / "last.pt")["model_state"].values())

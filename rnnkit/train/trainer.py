@@ -26,6 +26,12 @@ from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 from rnnkit.train.tbptt import detach_state
 
 SCHEDULES = ("cosine", "plateau", "constant")
+#: consecutive steps with a non-finite loss or gradient before a run gives up
+MAX_BAD_STEPS = 5
+
+
+class NumericalError(FloatingPointError):
+    """Training produced NaN or infinite values step after step."""
 
 
 @dataclass
@@ -140,6 +146,7 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()
         self.step, self.history, self.best, self.bad_evals = 0, [], None, 0
+        self.bad_steps = 0  # consecutive steps skipped for non-finite values
         self.train_state = None  # what a task carries between steps (TBPTT's state)
         last = self.out_dir / "last.pt"
         if resume:
@@ -224,9 +231,14 @@ class Trainer:
                     loss, self.train_state = task.loss(self.net, batch, self.train_state)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if c.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
-                self.optimizer.step()
+                norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.parameters(), c.clip_grad_norm or float("inf"))
+                if _agree(not (torch.isfinite(loss) and torch.isfinite(norm)), self.world):
+                    # a NaN or inf step would poison the weights: skip its update
+                    self._skip_bad_step(loss, norm, log)
+                else:
+                    self.bad_steps = 0
+                    self.optimizer.step()
                 if c.schedule != "plateau":
                     self.scheduler.step()
                 self.train_state = detach_state(self.train_state)  # truncate BPTT here
@@ -264,6 +276,19 @@ class Trainer:
                 "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
                 "best": self.best, "metric": task.metric, "history": self.history,
                 "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
+
+    def _skip_bad_step(self, loss, norm, log):
+        self.bad_steps += 1
+        log.write({"step": self.step + 1, "split": "skipped", "loss": loss.item(),
+                   "grad_norm": norm.item()})
+        if self.bad_steps >= MAX_BAD_STEPS:
+            last = self.out_dir / "last.pt"
+            kept = f"the last checkpoint ({last}) is intact" if last.is_file() else \
+                "no checkpoint had been written yet"
+            raise NumericalError(
+                f"training diverged: loss {loss.item()} and gradient norm {norm.item()} were "
+                f"not finite for {self.bad_steps} steps in a row (up to step {self.step + 1}); "
+                f"{kept}. Lower --lr, keep gradient clipping on, or drop --bf16.")
 
     def _evaluate(self, log, tensorboard, bar) -> bool:
         """Evaluate, keep the best checkpoint and the last; True when patience runs out."""
