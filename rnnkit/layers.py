@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import cells
 from rnnkit.cells import Recurrent
-from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, native
+from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, compiled, native
 
 
 class States(NamedTuple):
@@ -213,6 +213,9 @@ class _RecurrentLayer(nn.RNNBase):
             why = "return_states=True" if return_states else self._variant_summary()
             raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
                              f"use backend='fused' or 'auto'")
+        if name == "fused-compiled" and not compiled.supports_cell(self.cell):
+            raise ValueError(f"backend='fused-compiled' cannot run {self.cell!r}: the C++ "
+                             f"loop lacks it; use backend='fused' (Python where needed)")
         return name
 
     def _variant_summary(self) -> str:
@@ -377,8 +380,8 @@ class _RecurrentLayer(nn.RNNBase):
             K = x.new_full((1, 1, 1), p).expand(T, B, 1)
         return K if valid is None else torch.where(valid, K, 1.0)
 
-    def _run_stack(self, engine, x, h0, c0, lengths):
-        """Run layers and directions on a one-direction engine (reference or fused)."""
+    def _run_stack(self, run, x, h0, c0, lengths):
+        """Run layers and directions with a one-direction engine's ``run``."""
         T, B = x.shape[0], x.shape[1]
         valid = rev = None
         if lengths is not None:
@@ -401,8 +404,8 @@ class _RecurrentLayer(nn.RNNBase):
                 carry_h = self._carry(zoneout_h, H_out, valid, x)
                 carry_c = self._carry(zoneout_c, self.hidden_size, valid, x) \
                     if self.cell.has_cell_state else None
-                Hs, Cs = engine.run(self.cell, gx, h0[k], c0[k] if c0 is not None else None,
-                                    rec, carry_h, carry_c)
+                Hs, Cs = run(self.cell, gx, h0[k], c0[k] if c0 is not None else None,
+                             rec, carry_h, carry_c)
                 # the last step processed holds the final state (it is carried past
                 # each sample's length)
                 h_last.append(Hs[-1])
@@ -476,8 +479,9 @@ _LAYER_DOC = """
             gate block){identity}. Default "default".
         backend: ``"auto"`` (torch's native kernels when they compute exactly this
             configuration, else ``"fused"``), ``"native"``, ``"fused"`` (hand-written
-            BPTT) or ``"reference"`` (autograd through a Python loop). Can be overridden
-            per call.
+            BPTT: compiled C++ where it applies, else Python), ``"fused-compiled"``,
+            ``"fused-python"`` or ``"reference"`` (autograd through a Python loop). Can
+            be overridden per call.
 
     Inputs: ``input, hx=None, *, lengths=None, return_states=False, backend=None``
         input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.

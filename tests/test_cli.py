@@ -29,21 +29,24 @@ def test_bench_tiny_run(tmp_path):
     assert report["machine"]["torch"] and report["machine"]["threads"] == 1
     rows = report["results"]
     contenders = {(r["cell"], r["contender"]) for r in rows}
-    # native cannot run the layer-norm GRU: it is skipped there, present for the LSTM
+    # native and the compiled loop cannot run the layer-norm GRU: they are skipped
+    # there, present for the LSTM
     assert ("lstm", "rnnkit native") in contenders
+    assert ("lstm", "rnnkit fused-compiled") in contenders
     assert ("gru-layer-norm", "rnnkit native") not in contenders
-    assert ("gru-layer-norm", "rnnkit fused") in contenders
+    assert ("gru-layer-norm", "rnnkit fused-compiled") not in contenders
+    assert ("gru-layer-norm", "rnnkit fused-python") in contenders
     for r in rows:
         assert r["seconds"] > 0 and r["ratio_to_torch_nn"] > 0
         if r["contender"] == "torch.nn":
             assert r["ratio_to_torch_nn"] == 1.0
-    assert "| lstm | (5, 2, 3, 4) | rnnkit fused |" in result.output
+    assert "| lstm | (5, 2, 3, 4) | rnnkit fused-python |" in result.output
     assert sorted(p.suffix for p in (tmp_path / "results").iterdir()) == [".json", ".md"]
 
 
 def test_bench_streaming_rows():
     config = bench.BenchConfig(cells=["gru"], sizes=[(3, 2, 3, 4)], repeats=1, warmup=0,
-                               engines=["fused"], stream_hidden=8, stream_steps=3)
+                               engines=["fused-python"], stream_hidden=8, stream_steps=3)
     report = bench.run(config)
     assert [(s["cell"], s["contender"]) for s in report["streaming"]] == [
         ("gru", "torch.nn"), ("gru", "rnnkit"), ("lm-generate", "torch.nn"),

@@ -2,7 +2,9 @@
 
 import os
 import socket
+import time
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -35,8 +37,19 @@ def _worker(rank, world, port, out_dir):
     torch.distributed.destroy_process_group()
 
 
+def _run_two(args, deadline=240.0):
+    """Start two workers; fail (never hang) if they have not finished by the deadline."""
+    context = mp.start_processes(_worker, args=args, nprocs=2, join=False, start_method="spawn")
+    end = time.monotonic() + deadline
+    while not context.join(timeout=5):
+        if time.monotonic() > end:
+            for p in context.processes:
+                p.kill()
+            pytest.fail(f"the two training processes did not finish within {deadline:.0f} s")
+
+
 def test_two_processes_keep_identical_weights(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    _run_two((2, _free_port(), str(tmp_path)))
     for task in ("adding", "forecast"):
         a, b = (torch.load(tmp_path / f"{task}-ddp{r}.pt") for r in (0, 1))
         for k in a:

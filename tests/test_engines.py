@@ -19,16 +19,34 @@ T, B = 7, 4
 ])
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("with_state", [False, True])
-def test_fused_matches_reference(kind, config, with_lengths, with_state, device):
+@pytest.mark.parametrize("fused", ["fused", "fused-python"])
+def test_fused_matches_reference(kind, config, with_lengths, with_state, fused, device):
     m = make(kind, device=device, **config)
     shape = (B, T, m.input_size) if m.batch_first else (T, B, m.input_size)
     x = torch.randn(shape, device=device)
     hx = initial_state(m, B, device=device) if with_state else None
     kw = {"lengths": torch.tensor([7, 3, 1, 5])} if with_lengths else {}
     ref = forward_backward(m, x, hx, backend="reference", **kw)
-    fus = forward_backward(m, x, hx, backend="fused", **kw)
+    fus = forward_backward(m, x, hx, backend=fused, **kw)
     assert_all_close(fus[0], ref[0])
     assert_all_close(fus[1], ref[1])
+
+
+def test_fused_uses_the_compiled_engine_where_it_applies(monkeypatch):
+    from rnnkit.engines import compiled
+
+    if not compiled.available():
+        pytest.skip("the compiled engine could not be built here")
+    calls = []
+    real = compiled.run
+    monkeypatch.setattr(compiled, "run", lambda *a: calls.append(1) or real(*a))
+    make("gru", backend="fused")(torch.randn(T, B, 5))
+    assert calls  # the plain GRU ran compiled
+    calls.clear()
+    make("gru_cho", backend="fused")(torch.randn(T, B, 5))
+    assert not calls  # the original GRU form did not (the Python engine ran it)
+    with pytest.raises(ValueError, match="backend='fused-compiled' cannot run"):
+        make("gru_cho")(torch.randn(T, B, 5), backend="fused-compiled")
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)

@@ -128,7 +128,8 @@ LAYERS = {
     dict(num_layers=2, bidirectional=True, batch_first=True),
 ])
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_fused_matches_reference_in_training(name, config, with_lengths, device):
+@pytest.mark.parametrize("fused", ["fused", "fused-python"])
+def test_fused_matches_reference_in_training(name, config, with_lengths, fused, device):
     cls, options = LAYERS[name]
     m = cls(5, 6, **options, **config, device=device).train()
     shape = (4, 7, 5) if m.batch_first else (7, 4, 5)
@@ -138,7 +139,7 @@ def test_fused_matches_reference_in_training(name, config, with_lengths, device)
     torch.manual_seed(11)
     ref = forward_backward(m, x, hx, backend="reference", return_states=True, **kw)
     torch.manual_seed(11)
-    fus = forward_backward(m, x, hx, backend="fused", return_states=True, **kw)
+    fus = forward_backward(m, x, hx, backend=fused, return_states=True, **kw)
     assert_all_close(fus[0], ref[0])
     assert_all_close(fus[1], ref[1])
 

@@ -18,7 +18,20 @@ from rnnkit.cells import Cell, Recurrent
 
 
 def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
-    """Same contract as :func:`rnnkit.engines.reference.run`."""
+    """Same contract as :func:`rnnkit.engines.reference.run`: the compiled
+    implementation where it computes this configuration and is built (it is built on
+    first use), else the Python one below."""
+    from rnnkit.engines import compiled
+
+    # supports() first: it is free, while available() may start the one-time build
+    if compiled.supports(cell, rec, gx) and compiled.available():
+        return compiled.run(cell, gx, h0, c0, rec, carry_h, carry_c)
+    return run_python(cell, gx, h0, c0, rec, carry_h, carry_c)
+
+
+def run_python(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
+    """The Python implementation: readable, every variant, the fallback. The carries and
+    the recurrent-dropout mask are constants: no gradient flows to them."""
     out = _FusedRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
     return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
 

@@ -139,9 +139,11 @@ class Trainer:
         if self.world > 1:
             task.shard(self.rank, self.world)  # each rank its own part of the data
             from torch.nn.parallel import DistributedDataParallel
+            # the models' only buffers are fixed statistics (the forecaster's scaler),
+            # equal on every rank: no need to broadcast them at every step
             self.net = DistributedDataParallel(
                 self.model, device_ids=[torch.cuda.current_device()] if device != "cpu" else None,
-                find_unused_parameters=True)
+                find_unused_parameters=True, broadcast_buffers=False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()

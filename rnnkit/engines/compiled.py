@@ -1,0 +1,206 @@
+"""The compiled implementation of the fused engine (CPU, float32 and float64).
+
+Same math and same contract as :mod:`rnnkit.engines.fused`, with its two time loops in
+C++ (``csrc/fused.cpp``): per step of the forward pass one GEMM (W_hh h_in) and one
+pointwise pass over the B x H units that computes every gate, the carry lerp and the
+recurrent-dropout mask at once; per step of the backward pass one pointwise pass that
+turns the gradient reaching (h_t, c_t) into dP_t, and one GEMM (dP_t W_hh). The weight
+gradients are single GEMMs over all T*B rows after the loop, as in the Python engine.
+Why: at small sizes the Python engine's time goes to dispatching a dozen tiny ATen ops
+per step; here a step costs about what its GEMM costs.
+
+The C++ is compiled on first use with ``torch.utils.cpp_extension.load`` (about a
+minute, once per machine and torch version; cached under ``TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``). If that fails, :func:`available` returns False after one
+warning and callers use the Python engine.
+
+Computed here (:func:`supports`): ``RNNStep`` (tanh, relu, sigmoid), ``LSTMStep``
+without layer norm or peepholes (with or without the projection ``w_hr``) and
+``GRUStep(reset_after=True)`` without layer norm; with any carries (lengths, zoneout) and
+recurrent-dropout mask. As in the Python engine, the carries and the mask are constants:
+no gradient flows to them.
+
+Example::
+
+    from rnnkit.engines import compiled, fused
+    engine = compiled if compiled.available() and compiled.supports(cell, rec, gx) else fused
+    Hs, Cs = engine.run(cell, gx, h0, c0, rec, carry_h, carry_c)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
+
+_SOURCE = Path(__file__).parent / "csrc" / "fused.cpp"
+_lock = threading.Lock()
+_module = None  # the loaded extension
+_tried = False  # whether a build or load was attempted (it is attempted once)
+
+# the cell codes of csrc/fused.cpp (enum CellKind)
+_RNN_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}
+_LSTM, _GRU = 3, 4
+
+
+def _cflags() -> list[str]:
+    flags = ["-O3"]
+    # ATen's vector types (at::vec::Vectorized) use AVX2 and its vectorised exp/tanh
+    # (from the Sleef inside libtorch) only when told to; without these flags they fall
+    # back to scalar loops, and the transcendental functions then cost more than the
+    # GEMM. Enabled only where torch itself found AVX2 on this CPU, so the build stays
+    # valid on the machine it is made on (it is made per machine anyway).
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        flags += ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2",
+                  "-DCPU_CAPABILITY_AVX2"]
+    return flags
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    flags = _cflags()
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
+                 sys.version.encode()):
+        key.update(part)
+    name = f"rnnkit_fused_{key.hexdigest()[:16]}"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "torch_extensions")
+    build_dir = os.path.join(root, name)
+    os.makedirs(build_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(build_dir, name + ".so")):
+        print("rnnkit: compiling the fused engine (once, ~1 min)...", file=sys.stderr,
+              flush=True)
+    return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
+                              build_directory=build_dir, verbose=False)
+
+
+def _load():
+    """The extension module, built on first call; None if it cannot be built."""
+    global _module, _tried
+    if _tried:
+        return _module
+    with _lock:
+        if not _tried:
+            try:
+                _module = _build()
+            except Exception as e:  # no compiler, no ninja, a compile error: fall back
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                warnings.warn(f"rnnkit: the compiled fused engine could not be built "
+                              f"({type(e).__name__}: {first}); using the Python fused "
+                              f"engine instead", RuntimeWarning, stacklevel=3)
+                _module = None
+            _tried = True
+    return _module
+
+
+def available() -> bool:
+    """Whether the compiled engine is built (building it on the first call)."""
+    return _load() is not None
+
+
+def _cell_code(cell: Cell):
+    """The C++ code of ``cell``, or None where the compiled code does not compute it.
+
+    Exact types only: a subclass may change the step, which the C++ would not follow.
+    """
+    if type(cell) is RNNStep and not cell.layer_norm:
+        return _RNN_CODES.get(cell.nonlinearity)
+    if type(cell) is LSTMStep and not cell.layer_norm and not cell.peephole:
+        return _LSTM
+    if type(cell) is GRUStep and cell.reset_after and not cell.layer_norm:
+        return _GRU
+    return None
+
+
+def supports_cell(cell: Cell) -> bool:
+    """Whether the compiled code has this cell (before looking at tensors)."""
+    return _cell_code(cell) is not None
+
+
+def supports(cell: Cell, rec: Recurrent, gx) -> bool:
+    """True when :func:`run` computes this configuration: CPU, float32 or float64, and a
+    cell and recurrent side without the variants the C++ lacks (layer norm, peepholes,
+    GRU reset_after=False)."""
+    if _cell_code(cell) is None:
+        return False
+    if not (isinstance(gx, torch.Tensor) and gx.device.type == "cpu"
+            and gx.dtype in (torch.float32, torch.float64) and gx.dim() == 3
+            and gx.shape[0] > 0 and gx.shape[1] > 0):
+        return False
+    # fields the C++ does not read must be absent; b_hh is read only by the GRU (the
+    # other cells fold it into gx) and w_hr only by the LSTM
+    unused = ["ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias", "w_ch"]
+    if not isinstance(cell, GRUStep):
+        unused.append("b_hh")
+    if not isinstance(cell, LSTMStep):
+        unused.append("w_hr")
+    if any(getattr(rec, name) is not None for name in unused):
+        return False
+    present = [t for t in (rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask) if t is not None]
+    return all(t.device.type == "cpu" and t.dtype == gx.dtype for t in present)
+
+
+def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
+    """Same contract as :func:`rnnkit.engines.reference.run`, for configurations where
+    :func:`supports` is True."""
+    if not supports(cell, rec, gx):
+        raise ValueError(f"the compiled fused engine cannot run {cell!r} on "
+                         f"{getattr(gx, 'dtype', type(gx))} {getattr(gx, 'device', '')} "
+                         f"input with these recurrent fields; check supports() first")
+    if _load() is None:
+        raise RuntimeError("the compiled fused engine is not built (see the warning "
+                           "above); check available() first")
+    out = _CompiledRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
+    return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
+
+
+def _carry(K, T, B, dtype):
+    """A carry as the C++ reads it: (T, B, N or 1) with any strides (stride-0 views of
+    an expanded K cost nothing to pass)."""
+    if K is None:
+        return None
+    return K.detach().to(dtype).expand(T, B, K.shape[-1])
+
+
+def _c(t):
+    return t.detach().contiguous() if t is not None else None
+
+
+class _CompiledRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, carry_h, carry_c, gx, h0, c0, *rec):
+        rec = Recurrent(*rec)
+        code = _cell_code(cell)
+        T, B = gx.shape[:2]
+        Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
+        # in inference nothing that only backward needs is stored
+        keep = any(ctx.needs_input_grad)
+        args = (_c(rec.w_hh), _c(rec.b_hh), _c(rec.w_hr), _c(rec.h_mask))
+        Hs, Cs, S, Hin = _load().forward(code, _c(gx), _c(h0), _c(c0), *args, Kh, Kc, keep)
+        if keep:
+            ctx.code = code
+            ctx.save_for_backward(h0, c0, Hs, Cs, S, Hin, *args, Kh, Kc)
+        return (Hs, Cs) if Cs is not None else (Hs,)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dHs, dCs=None):
+        h0, c0, Hs, Cs, S, Hin, w_hh, b_hh, w_hr, h_mask, Kh, Kc = ctx.saved_tensors
+        need = dict(zip(Recurrent._fields, ctx.needs_input_grad[6:]))
+        dG, dh0, dc0, dW_hh, db_hh, dW_hr = _load().backward(
+            ctx.code, dHs.contiguous(), dCs.contiguous() if Cs is not None else None, Hs, Cs,
+            _c(h0), _c(c0), S, Hin, w_hh, b_hh, w_hr, h_mask, Kh, Kc, need["w_hh"],
+            need["b_hh"] and b_hh is not None, need["w_hr"] and w_hr is not None)
+        grads = {"w_hh": dW_hh, "b_hh": db_hh, "w_hr": dW_hr}
+        rec_grads = [grads.get(name) if need[name] else None for name in Recurrent._fields]
+        return (None, None, None, dG, dh0, dc0, *rec_grads)

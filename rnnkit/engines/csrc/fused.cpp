@@ -1,0 +1,639 @@
+// The compiled fused engine: the time loops of rnnkit/engines/fused.py in C++.
+//
+// Why it exists: at small sizes the Python engine spends its time dispatching a dozen
+// tiny ATen ops a step (~3 us each). Here a step is one GEMM and one hand-written
+// pointwise pass over the B x H units that does all gates, the carry lerp and the
+// recurrent-dropout mask in one sweep over memory, in both directions of the pass.
+//
+// The math restates the cells' Python steps (rnnkit/cells/{rnn,lstm,gru}.py), which stay
+// the single source of truth: tests/test_compiled.py checks this file against them,
+// values and every gradient.
+//
+// Layouts (row-major, contiguous unless said otherwise):
+//   gx (T, B, G*H)    input projection; LSTM gate blocks i, f, g, o; GRU r, z, n
+//   Hs (T, B, H_out)  every h_t;  Cs (T, B, H) every c_t (LSTM)
+//   S  (T, B, S*H)    what backward needs, per cell:
+//                       RNN  [act'(P)]                     S = 1
+//                       LSTM [i, f, g, o, tanh(c~)]        S = 5  (c~: the cell's own c_t)
+//                       GRU  [r, z, n, W_hn h_in + b_hn]   S = 4
+//   Hin (T, B, H_out) h_{t-1} * h_mask, the recurrent GEMM's input (only with a mask)
+//   carry (T, B, H_out or 1), any strides: K_t of h_t = lerp(h~_t, h_{t-1}, K_t)
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+#include <vector>
+
+// BLAS from the MKL inside libtorch_cpu, called directly: at::mm costs ~8 us of
+// dispatch and checks per call, which is most of a small step. Weak, so that a torch
+// built without MKL still loads this file and takes the at::mm_out route instead.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+enum CellKind : int64_t { RNN_TANH = 0, RNN_RELU = 1, RNN_SIGMOID = 2, LSTM = 3, GRU = 4 };
+
+// -- GEMM -------------------------------------------------------------------------
+
+template <typename T>
+bool have_blas();
+template <>
+bool have_blas<float>() { return sgemm_ != nullptr; }
+template <>
+bool have_blas<double>() { return dgemm_ != nullptr; }
+
+inline void blas(const char* ta, const char* tb, int m, int n, int k, const float* a, int lda,
+                 const float* b, int ldb, float* c, int ldc) {
+  const float one = 1, zero = 0;
+  sgemm_(ta, tb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc);
+}
+inline void blas(const char* ta, const char* tb, int m, int n, int k, const double* a,
+                 int lda, const double* b, int ldb, double* c, int ldc) {
+  const double one = 1, zero = 0;
+  dgemm_(ta, tb, &m, &n, &k, &one, a, &lda, b, &ldb, &zero, c, &ldc);
+}
+
+// C (M, N) = A (M, K) @ Wᵀ with W (N, K) when w_is_nk, else A @ W with W (K, N).
+template <typename T>
+void matmul(T* C, const T* A, const T* W, int64_t M, int64_t N, int64_t K, bool w_is_nk) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) { std::fill(C, C + M * N, T(0)); return; }
+  if (have_blas<T>() && std::max({M, N, K}) < INT_MAX) {
+    // BLAS is column-major, where a row-major (r, c) matrix reads as its (c, r)
+    // transpose: compute Cᵀ = op(W)ᵀ Aᵀ, which lays C out row-major.
+    if (w_is_nk)
+      blas("T", "N", int(N), int(M), int(K), W, int(K), A, int(K), C, int(N));
+    else
+      blas("N", "N", int(N), int(M), int(K), W, int(N), A, int(K), C, int(N));
+    return;
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, opts);
+  Tensor w = w_is_nk ? at::from_blob(const_cast<T*>(W), {N, K}, opts).t()
+                     : at::from_blob(const_cast<T*>(W), {K, N}, opts);
+  Tensor c = at::from_blob(C, {M, N}, opts);
+  at::mm_out(c, a, w);
+}
+
+// -- pointwise helpers ---------------------------------------------------------------
+
+// tanh and σ. float32: a rational approximation (the odd/even polynomial pair that
+// Eigen and XLA use; max error 3.4e-7 against the exact tanh, checked over [-12, 12]),
+// a few FMAs and one division, cheaper than the 1-ulp Sleef functions behind
+// Vectorized::tanh / exp: the pointwise pass should cost little next to the step's GEMM.
+// σ(x) = (1 + tanh(x / 2)) / 2 reuses it with one more FMA. float64 keeps the exact
+// Sleef functions: it is the precision the gradchecks run in.
+inline Vec<float> tanh_(const Vec<float>& a) {
+  using V = Vec<float>;
+  const V x = at::vec::clamp(a, V(-7.90531110763549805f), V(7.90531110763549805f));
+  const V x2 = x * x;
+  V p = at::vec::fmadd(x2, V(-2.76076847742355e-16f), V(2.00018790482477e-13f));
+  p = at::vec::fmadd(x2, p, V(-8.60467152213735e-11f));
+  p = at::vec::fmadd(x2, p, V(5.12229709037114e-08f));
+  p = at::vec::fmadd(x2, p, V(1.48572235717979e-05f));
+  p = at::vec::fmadd(x2, p, V(6.37261928875436e-04f));
+  p = at::vec::fmadd(x2, p, V(4.89352455891786e-03f));
+  p = x * p;
+  V q = at::vec::fmadd(x2, V(1.19825839466702e-06f), V(1.18534705686654e-04f));
+  q = at::vec::fmadd(x2, q, V(2.26843463243900e-03f));
+  q = at::vec::fmadd(x2, q, V(4.89352518554385e-03f));
+  // near 0 tanh x = x to float precision, and p / q would lose its relative accuracy
+  return V::blendv(p / q, a, a.abs() < V(0.0004f));
+}
+inline Vec<double> tanh_(const Vec<double>& x) { return x.tanh(); }
+
+inline Vec<float> sigmoid(const Vec<float>& x) {
+  const Vec<float> half(0.5f);
+  return at::vec::fmadd(half, tanh_(half * x), half);
+}
+inline Vec<double> sigmoid(const Vec<double>& x) {
+  const Vec<double> one(1.0);
+  return one / (one + x.neg().exp());
+}
+
+// torch.lerp's two-sided form, exact at both ends: w = 0 gives s and w = 1 gives e bit
+// for bit, so a state carried past a sample's length is copied unchanged.
+template <typename T>
+inline Vec<T> lerp(const Vec<T>& s, const Vec<T>& e, const Vec<T>& w) {
+  const Vec<T> one(T(1));
+  const Vec<T> d = e - s;
+  return Vec<T>::blendv(e - d * (one - w), s + w * d, w.abs() < Vec<T>(T(0.5)));
+}
+
+// One (t, b) row of a carry: either one K for every unit (last dim 1, or stride 0 from
+// an expand) or one K per unit.
+template <typename T>
+struct KRow {
+  const T* p;
+  bool per_unit;
+  bool on() const { return p != nullptr; }
+  Vec<T> load(int64_t u, int64_t n) const {
+    return per_unit ? Vec<T>::loadu(p + u, n) : Vec<T>(*p);
+  }
+};
+
+template <typename T>
+struct Carry {
+  Tensor k;  // keeps a contiguous copy alive when one was needed
+  const T* data = nullptr;
+  int64_t st = 0, sb = 0;
+  bool per_unit = false;
+  explicit Carry(const OptTensor& carry) {
+    if (!carry || !carry->defined()) return;
+    k = *carry;
+    TORCH_CHECK(k.dim() == 3, "carry must be (T, B, H or 1), got ", k.sizes());
+    per_unit = k.size(2) != 1 && k.stride(2) != 0;
+    if (per_unit && k.stride(2) != 1) k = k.contiguous();
+    data = k.data_ptr<T>();
+    st = k.stride(0);
+    sb = k.stride(1);
+  }
+  KRow<T> row(int64_t t, int64_t b) const {
+    return {data ? data + t * st + b * sb : nullptr, per_unit};
+  }
+};
+
+// Rows of a step are independent: split them over threads when a step has enough work
+// to pay for waking them (an OpenMP region costs a few microseconds).
+template <typename F>
+void for_rows(int64_t B, int64_t work_per_row, const F& f) {
+  constexpr int64_t kGrainWork = 16384;
+  const int64_t grain = std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_row));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b);
+  });
+}
+
+// -- forward rows ---------------------------------------------------------------------
+// Each writes h_t (and c_t), the saved factors when s != nullptr, and h_t * mask into
+// hin_next when a mask is on (the next step's GEMM input).
+
+template <typename T, int ACT>
+void rnn_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, KRow<T> K,
+                     const T* m, T* h, T* hin_next, T* s) {
+  using V = Vec<T>;
+  const V one(T(1)), zero(T(0));
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    const V p = V::loadu(gx + u, n) + V::loadu(gh + u, n);  // P = gx + W_hh h_in
+    V a, da;  // act(P) and act'(P), written with the output as the Python cell does
+    if constexpr (ACT == RNN_TANH) {
+      a = tanh_(p);
+      da = one - a * a;
+    } else if constexpr (ACT == RNN_RELU) {
+      a = at::vec::maximum(p, zero);
+      da = V::blendv(zero, one, a > zero);
+    } else {
+      a = sigmoid(p);
+      da = a * (one - a);
+    }
+    if (s) da.store(s + u, n);
+    if (K.on()) a = lerp(a, V::loadu(hp + u, n), K.load(u, n));
+    a.store(h + u, n);
+    if (hin_next) (a * V::loadu(m + u, n)).store(hin_next + u, n);
+  }
+}
+
+// LSTM: writes c_t, and h~_t = o * tanh(c~) into `h` (before its carry when there is a
+// projection: the projection GEMM comes first, then finish_h_row).
+template <typename T>
+void lstm_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T* cp,
+                      KRow<T> Kh, KRow<T> Kc, const T* m, T* h, T* c, T* hin_next, T* s,
+                      bool proj) {
+  using V = Vec<T>;
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    // gate blocks i, f, g, o of P = gx + W_hh h_in, (B, 4H)
+    const V i = sigmoid(V::loadu(gx + u, n) + V::loadu(gh + u, n));
+    const V f = sigmoid(V::loadu(gx + H + u, n) + V::loadu(gh + H + u, n));
+    const V g = tanh_(V::loadu(gx + 2 * H + u, n) + V::loadu(gh + 2 * H + u, n));
+    const V o = sigmoid(V::loadu(gx + 3 * H + u, n) + V::loadu(gh + 3 * H + u, n));
+    const V c_prev = V::loadu(cp + u, n);
+    V c_new = f * c_prev + i * g;
+    const V tc = tanh_(c_new);  // h~ sees the cell's own c~, not the carried one
+    V h_new = o * tc;
+    if (s) {
+      i.store(s + u, n);
+      f.store(s + H + u, n);
+      g.store(s + 2 * H + u, n);
+      o.store(s + 3 * H + u, n);
+      tc.store(s + 4 * H + u, n);
+    }
+    if (Kc.on()) c_new = lerp(c_new, c_prev, Kc.load(u, n));
+    c_new.store(c + u, n);
+    if (!proj) {
+      if (Kh.on()) h_new = lerp(h_new, V::loadu(hp + u, n), Kh.load(u, n));
+      h_new.store(h + u, n);
+      if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
+    } else {
+      h_new.store(h + u, n);  // u_t, the projection's input
+    }
+  }
+}
+
+// After the LSTM projection: h_t = lerp(W_hr u_t, h_{t-1}, K) in place, and the mask.
+template <typename T>
+void finish_h_row(int64_t N, T* h, const T* hp, KRow<T> K, const T* m, T* hin_next) {
+  using V = Vec<T>;
+  for (int64_t u = 0; u < N; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), N - u);
+    V h_new = V::loadu(h + u, n);
+    if (K.on()) {
+      h_new = lerp(h_new, V::loadu(hp + u, n), K.load(u, n));
+      h_new.store(h + u, n);
+    }
+    if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
+  }
+}
+
+template <typename T>
+void gru_forward_row(int64_t H, const T* gx, const T* gh, const T* b_hh, const T* hp,
+                     KRow<T> K, const T* m, T* h, T* hin_next, T* s) {
+  using V = Vec<T>;
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    // gh = W_hh h_in + b_hh, blocks r, z, n
+    V ghr = V::loadu(gh + u, n), ghz = V::loadu(gh + H + u, n),
+      ghn = V::loadu(gh + 2 * H + u, n);
+    if (b_hh) {
+      ghr = ghr + V::loadu(b_hh + u, n);
+      ghz = ghz + V::loadu(b_hh + H + u, n);
+      ghn = ghn + V::loadu(b_hh + 2 * H + u, n);
+    }
+    const V r = sigmoid(V::loadu(gx + u, n) + ghr);
+    const V z = sigmoid(V::loadu(gx + H + u, n) + ghz);
+    const V nn = tanh_(V::loadu(gx + 2 * H + u, n) + r * ghn);
+    const V h_prev = V::loadu(hp + u, n);
+    V h_new = nn + z * (h_prev - nn);  // (1 - z) n + z h_prev
+    if (s) {
+      r.store(s + u, n);
+      z.store(s + H + u, n);
+      nn.store(s + 2 * H + u, n);
+      ghn.store(s + 3 * H + u, n);
+    }
+    if (K.on()) h_new = lerp(h_new, h_prev, K.load(u, n));
+    h_new.store(h + u, n);
+    if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
+  }
+}
+
+// -- backward rows --------------------------------------------------------------------
+
+// The gradient reaching h_t: dh = dHs[t] + (dP_{t+1} W_hh) * mask + side, where `side`
+// holds the paths that skip the GEMM (the carried share, GRU's z * h_prev). Splits it by
+// the carry: dhc = (1 - K) dh goes into the cell, side = K dh skips to h_{t-1}.
+template <typename T>
+void split_dh_row(int64_t N, const T* dHs, const T* dhr, const T* m, T* side, bool has_side,
+                  KRow<T> K, T* dhc) {
+  using V = Vec<T>;
+  const V one(T(1)), zero(T(0));
+  for (int64_t u = 0; u < N; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), N - u);
+    V dh = V::loadu(dHs + u, n);
+    dh = dh + (m ? V::loadu(dhr + u, n) * V::loadu(m + u, n) : V::loadu(dhr + u, n));
+    if (has_side) dh = dh + V::loadu(side + u, n);
+    if (K.on()) {
+      const V k = K.load(u, n);
+      (dh * (one - k)).store(dhc + u, n);  // through the cell's h~
+      (dh * k).store(side + u, n);         // straight to h_{t-1}
+    } else {
+      dh.store(dhc + u, n);
+      if (has_side) zero.store(side + u, n);
+    }
+  }
+}
+
+template <typename T>
+void rnn_backward_row(int64_t H, const T* dhc, const T* s, T* dg) {
+  using V = Vec<T>;
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    (V::loadu(dhc + u, n) * V::loadu(s + u, n)).store(dg + u, n);  // through act
+  }
+}
+
+// du: gradient of u = o * tanh(c~) (dhc itself without a projection); dc_next: in, the
+// gradient reaching c_t from step t+1; out, the gradient reaching c_{t-1}.
+template <typename T>
+void lstm_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next, const T* cp,
+                       KRow<T> Kc, const T* s, T* dg) {
+  using V = Vec<T>;
+  const V one(T(1));
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    const V i = V::loadu(s + u, n), f = V::loadu(s + H + u, n), g = V::loadu(s + 2 * H + u, n),
+            o = V::loadu(s + 3 * H + u, n), tc = V::loadu(s + 4 * H + u, n);
+    const V du = V::loadu(du_row + u, n);
+    V dc = V::loadu(dCs + u, n) + V::loadu(dc_next + u, n);
+    V dc_skip(T(0));
+    if (Kc.on()) {  // the carried share of c_t skips the cell
+      const V k = Kc.load(u, n);
+      dc_skip = dc * k;
+      dc = dc * (one - k);
+    }
+    dc = dc + du * o * (one - tc * tc);                       // through h~ = o tanh(c~)
+    (dc * g * i * (one - i)).store(dg + u, n);                // c~ = ... + i g, i = σ(P_i)
+    (dc * V::loadu(cp + u, n) * f * (one - f)).store(dg + H + u, n);  // f c_prev, σ(P_f)
+    (dc * i * (one - g * g)).store(dg + 2 * H + u, n);       // i g, g = tanh(P_g)
+    (du * tc * o * (one - o)).store(dg + 3 * H + u, n);      // o tanh(c~), o = σ(P_o)
+    (dc * f + dc_skip).store(dc_next + u, n);                 // through f c_prev
+  }
+}
+
+// dg: gradient of gx (B, 3H); dgh: of gh = W_hh h_in + b_hh as the gates see it;
+// side += dhc z, the path through z * h_prev that skips the GEMM.
+template <typename T>
+void gru_backward_row(int64_t H, const T* dhc_row, const T* hp, const T* s, T* side, T* dg,
+                      T* dgh) {
+  using V = Vec<T>;
+  const V one(T(1));
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    const V r = V::loadu(s + u, n), z = V::loadu(s + H + u, n), nn = V::loadu(s + 2 * H + u, n),
+            ghn = V::loadu(s + 3 * H + u, n);
+    const V dhc = V::loadu(dhc_row + u, n);
+    const V dpn = dhc * (one - z) * (one - nn * nn);               // (1 - z) n, tanh
+    const V dpz = dhc * (V::loadu(hp + u, n) - nn) * z * (one - z);  // z (h_prev - n), σ
+    const V dpr = dpn * ghn * r * (one - r);                        // r ghn, σ
+    dpr.store(dg + u, n);
+    dpz.store(dg + H + u, n);
+    dpn.store(dg + 2 * H + u, n);
+    dpr.store(dgh + u, n);
+    dpz.store(dgh + H + u, n);
+    (dpn * r).store(dgh + 2 * H + u, n);  // ghn enters n multiplied by r
+    (V::loadu(side + u, n) + dhc * z).store(side + u, n);
+  }
+}
+
+// -- drivers --------------------------------------------------------------------------
+
+int64_t num_gates(int64_t cell) { return cell == LSTM ? 4 : cell == GRU ? 3 : 1; }
+int64_t num_saved(int64_t cell) { return cell == LSTM ? 5 : cell == GRU ? 4 : 1; }
+
+template <typename T>
+const T* ptr_or_null(const OptTensor& t) {
+  return t && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h0,
+                                 const OptTensor& c0, const Tensor& w_hh,
+                                 const OptTensor& b_hh, const OptTensor& w_hr,
+                                 const OptTensor& h_mask, const OptTensor& carry_h,
+                                 const OptTensor& carry_c, bool keep) {
+  const int64_t T_ = gx.size(0), B = gx.size(1), GH = gx.size(2);
+  const int64_t H = GH / num_gates(cell), H_out = h0.size(1);
+  const bool proj = w_hr && w_hr->defined();
+  const bool masked = h_mask && h_mask->defined();
+  const auto opts = gx.options();
+
+  Tensor Hs = at::empty({T_, B, H_out}, opts);
+  Tensor Cs = cell == LSTM ? at::empty({T_, B, H}, opts) : Tensor();
+  Tensor S = keep ? at::empty({T_, B, num_saved(cell) * H}, opts) : Tensor();
+  // the GEMM input h_{t-1} * mask: every step's kept for dW_hh in training, else one
+  Tensor Hin = masked ? at::empty({keep ? T_ : 1, B, H_out}, opts) : Tensor();
+  Tensor gh = at::empty({B, GH}, opts);            // W_hh h_in of this step
+  Tensor U = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c~) before W_hr
+
+  const T* gx_p = gx.data_ptr<T>();
+  const T* h0_p = h0.data_ptr<T>();
+  const T* c0_p = ptr_or_null<T>(c0);
+  const T* w_p = w_hh.data_ptr<T>();
+  const T* b_p = ptr_or_null<T>(b_hh);
+  const T* wr_p = ptr_or_null<T>(w_hr);
+  const T* m_p = ptr_or_null<T>(h_mask);
+  T* Hs_p = Hs.data_ptr<T>();
+  T* Cs_p = Cs.defined() ? Cs.data_ptr<T>() : nullptr;
+  T* S_p = keep ? S.data_ptr<T>() : nullptr;
+  T* Hin_p = masked ? Hin.data_ptr<T>() : nullptr;
+  T* gh_p = gh.data_ptr<T>();
+  T* U_p = proj ? U.data_ptr<T>() : nullptr;
+  const Carry<T> Kh(carry_h), Kc(carry_c);
+  const int64_t SH = num_saved(cell) * H, BH_out = B * H_out;
+
+  if (masked) {  // step 0's GEMM input
+    for (int64_t j = 0; j < BH_out; ++j) Hin_p[j] = h0_p[j] * m_p[j];
+  }
+  for (int64_t t = 0; t < T_; ++t) {
+    const T* hp = t ? Hs_p + (t - 1) * BH_out : h0_p;
+    const T* cp = cell == LSTM ? (t ? Cs_p + (t - 1) * B * H : c0_p) : nullptr;
+    T* hin = masked ? Hin_p + (keep ? t * BH_out : 0) : nullptr;
+    T* hin_next = masked && t + 1 < T_ ? Hin_p + (keep ? (t + 1) * BH_out : 0) : nullptr;
+    matmul<T>(gh_p, masked ? hin : hp, w_p, B, GH, H_out, /*w_is_nk=*/true);  // W_hh h_in
+    const T* gx_t = gx_p + t * B * GH;
+    T* h_t = Hs_p + t * BH_out;
+    T* s_t = keep ? S_p + t * B * SH : nullptr;
+    for_rows(B, GH, [&](int64_t b) {
+      const T* gxr = gx_t + b * GH;
+      const T* ghr = gh_p + b * GH;
+      const T* hpr = hp + b * H_out;
+      const T* mr = m_p ? m_p + b * H_out : nullptr;
+      T* hinr = hin_next ? hin_next + b * H_out : nullptr;
+      T* sr = s_t ? s_t + b * SH : nullptr;
+      switch (cell) {
+        case RNN_TANH:
+          rnn_forward_row<T, RNN_TANH>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
+                                       hinr, sr);
+          break;
+        case RNN_RELU:
+          rnn_forward_row<T, RNN_RELU>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
+                                       hinr, sr);
+          break;
+        case RNN_SIGMOID:
+          rnn_forward_row<T, RNN_SIGMOID>(H, gxr, ghr, hpr, Kh.row(t, b), mr,
+                                          h_t + b * H_out, hinr, sr);
+          break;
+        case LSTM:
+          lstm_forward_row<T>(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b), Kc.row(t, b), mr,
+                              proj ? U_p + b * H : h_t + b * H_out, Cs_p + t * B * H + b * H,
+                              hinr, sr, proj);
+          break;
+        case GRU:
+          gru_forward_row<T>(H, gxr, ghr, b_p, hpr, Kh.row(t, b), mr, h_t + b * H_out, hinr,
+                             sr);
+          break;
+      }
+    });
+    if (proj) {  // h~ = W_hr u, then its carry and mask
+      matmul<T>(h_t, U_p, wr_p, B, H_out, H, /*w_is_nk=*/true);
+      if (Kh.data || hin_next) {
+        for_rows(B, H_out, [&](int64_t b) {
+          finish_h_row<T>(H_out, h_t + b * H_out, hp + b * H_out, Kh.row(t, b),
+                          m_p ? m_p + b * H_out : nullptr,
+                          hin_next ? hin_next + b * H_out : nullptr);
+        });
+      }
+    }
+  }
+  return {Hs, Cs, S, keep ? Hin : Tensor()};
+}
+
+template <typename T>
+std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTensor& dCs,
+                                  const Tensor& Hs, const OptTensor& Cs, const Tensor& h0,
+                                  const OptTensor& c0, const Tensor& S, const OptTensor& Hin,
+                                  const Tensor& w_hh, const OptTensor& b_hh,
+                                  const OptTensor& w_hr, const OptTensor& h_mask,
+                                  const OptTensor& carry_h, const OptTensor& carry_c,
+                                  bool need_w_hh, bool need_b_hh, bool need_w_hr) {
+  const int64_t T_ = Hs.size(0), B = Hs.size(1), H_out = Hs.size(2), GH = w_hh.size(0);
+  const int64_t H = GH / num_gates(cell), SH = num_saved(cell) * H, BH_out = B * H_out;
+  const bool proj = w_hr && w_hr->defined();
+  const bool gru = cell == GRU, lstm = cell == LSTM;
+  const Carry<T> Kh(carry_h), Kc(carry_c);
+  const bool has_side = Kh.data != nullptr || gru;  // paths from h_t that skip the GEMM
+  const auto opts = Hs.options();
+
+  Tensor dG = at::empty({T_, B, GH}, opts);                     // gradient of gx
+  Tensor dGH = gru ? at::empty({T_, B, GH}, opts) : dG;         // of W_hh h_in (+ b_hh)
+  Tensor dhr = at::zeros({B, H_out}, opts);                      // dP_{t+1} W_hh
+  Tensor side = at::zeros({B, H_out}, opts);
+  Tensor dc_next = lstm ? at::zeros({B, H}, opts) : Tensor();
+  // the gradient into the cell's h~: every step's with a projection (for dW_hr)
+  Tensor dHc = at::empty({proj ? T_ : 1, B, H_out}, opts);
+  Tensor dU = proj ? at::empty({B, H}, opts) : Tensor();
+
+  const T* dHs_p = dHs.data_ptr<T>();
+  const T* dCs_p = lstm ? dCs->data_ptr<T>() : nullptr;
+  const T* Hs_p = Hs.data_ptr<T>();
+  const T* Cs_p = lstm ? Cs->data_ptr<T>() : nullptr;
+  const T* h0_p = h0.data_ptr<T>();
+  const T* c0_p = ptr_or_null<T>(c0);
+  const T* S_p = S.data_ptr<T>();
+  const T* w_p = w_hh.data_ptr<T>();
+  const T* wr_p = ptr_or_null<T>(w_hr);
+  const T* m_p = ptr_or_null<T>(h_mask);
+  T* dG_p = dG.data_ptr<T>();
+  T* dGH_p = dGH.data_ptr<T>();
+  T* dhr_p = dhr.data_ptr<T>();
+  T* side_p = side.data_ptr<T>();
+  T* dcn_p = lstm ? dc_next.data_ptr<T>() : nullptr;
+  T* dHc_p = dHc.data_ptr<T>();
+  T* dU_p = proj ? dU.data_ptr<T>() : nullptr;
+
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    const T* hp = t ? Hs_p + (t - 1) * BH_out : h0_p;
+    const T* cp = lstm ? (t ? Cs_p + (t - 1) * B * H : c0_p) : nullptr;
+    const T* dHs_t = dHs_p + t * BH_out;
+    const T* s_t = S_p + t * B * SH;
+    T* dhc_t = dHc_p + (proj ? t * BH_out : 0);
+    T* dg_t = dG_p + t * B * GH;
+    T* dgh_t = dGH_p + t * B * GH;
+    auto split = [&](int64_t b) {
+      split_dh_row<T>(H_out, dHs_t + b * H_out, dhr_p + b * H_out,
+                      m_p ? m_p + b * H_out : nullptr, side_p + b * H_out, has_side,
+                      Kh.row(t, b), dhc_t + b * H_out);
+    };
+    auto cell_rows = [&](int64_t b) {
+      const T* sr = s_t + b * SH;
+      if (lstm) {
+        lstm_backward_row<T>(H, proj ? dU_p + b * H : dhc_t + b * H_out,
+                             dCs_p + t * B * H + b * H, dcn_p + b * H, cp + b * H,
+                             Kc.row(t, b), sr, dg_t + b * GH);
+      } else if (gru) {
+        gru_backward_row<T>(H, dhc_t + b * H_out, hp + b * H_out, sr, side_p + b * H_out,
+                            dg_t + b * GH, dgh_t + b * GH);
+      } else {
+        rnn_backward_row<T>(H, dhc_t + b * H_out, sr, dg_t + b * GH);
+      }
+    };
+    if (proj) {  // dU = dh~ W_hr sits between the split and the cell
+      for_rows(B, H_out, split);
+      matmul<T>(dU_p, dhc_t, wr_p, B, H, H_out, /*w_is_nk=*/false);
+      for_rows(B, GH, cell_rows);
+    } else {
+      for_rows(B, GH + H_out, [&](int64_t b) {
+        split(b);
+        cell_rows(b);
+      });
+    }
+    matmul<T>(dhr_p, dgh_t, w_p, B, H_out, GH, /*w_is_nk=*/false);  // dP_t W_hh
+  }
+
+  // what reaches h0: through the GEMM (times the mask) and around it
+  Tensor dh0 = h_mask && h_mask->defined() ? dhr.mul_(*h_mask) : dhr;
+  if (has_side) dh0.add_(side);
+  Tensor dc0 = lstm ? dc_next : Tensor();
+
+  // weight gradients: single GEMMs over all T*B rows instead of one per step
+  Tensor dW_hh, db_hh, dW_hr;
+  if (need_w_hh) {
+    Tensor dGH2 = dGH.view({T_ * B, GH});
+    if (Hin && Hin->defined()) {
+      dW_hh = dGH2.t().mm(Hin->view({T_ * B, H_out}));
+    } else {  // h_in = [h0, Hs[:-1]], without concatenating them
+      dW_hh = dGH[0].t().mm(h0);
+      if (T_ > 1)
+        dW_hh.addmm_(dGH.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                     Hs.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, H_out}));
+    }
+  }
+  if (need_b_hh) db_hh = dGH.sum({0, 1});
+  if (need_w_hr && proj) {  // dW_hr = Σ_t dh~_tᵀ u_t, u = o * tanh(c~)
+    Tensor S4 = S.view({T_ * B, 5, H});
+    Tensor U = S4.select(1, 3) * S4.select(1, 4);
+    dW_hr = dHc.view({T_ * B, H_out}).t().mm(U);
+  }
+  return {dG, dh0, dc0, dW_hh, db_hh, dW_hr};
+}
+
+void check_cell(int64_t cell) {
+  TORCH_CHECK(cell >= RNN_TANH && cell <= GRU, "rnnkit compiled engine: unknown cell code ",
+              cell);
+}
+
+std::vector<Tensor> forward(int64_t cell, const Tensor& gx, const Tensor& h0,
+                            const OptTensor& c0, const Tensor& w_hh, const OptTensor& b_hh,
+                            const OptTensor& w_hr, const OptTensor& h_mask,
+                            const OptTensor& carry_h, const OptTensor& carry_c, bool keep) {
+  check_cell(cell);
+  std::vector<Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "rnnkit_fused_forward", [&] {
+    out = forward_impl<scalar_t>(cell, gx, h0, c0, w_hh, b_hh, w_hr, h_mask, carry_h,
+                                 carry_c, keep);
+  });
+  return out;
+}
+
+std::vector<Tensor> backward(int64_t cell, const Tensor& dHs, const OptTensor& dCs,
+                             const Tensor& Hs, const OptTensor& Cs, const Tensor& h0,
+                             const OptTensor& c0, const Tensor& S, const OptTensor& Hin,
+                             const Tensor& w_hh, const OptTensor& b_hh, const OptTensor& w_hr,
+                             const OptTensor& h_mask, const OptTensor& carry_h,
+                             const OptTensor& carry_c, bool need_w_hh, bool need_b_hh,
+                             bool need_w_hr) {
+  check_cell(cell);
+  std::vector<Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(Hs.scalar_type(), "rnnkit_fused_backward", [&] {
+    out = backward_impl<scalar_t>(cell, dHs, dCs, Hs, Cs, h0, c0, S, Hin, w_hh, b_hh, w_hr,
+                                  h_mask, carry_h, carry_c, need_w_hh, need_b_hh, need_w_hr);
+  });
+  return out;
+}
+
+bool direct_blas() { return have_blas<float>() && have_blas<double>(); }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "fused recurrence, forward");
+  m.def("backward", &backward, "fused recurrence, backward");
+  m.def("direct_blas", &direct_blas, "whether per-step GEMMs call MKL directly");
+}
