@@ -213,9 +213,13 @@ class _RecurrentLayer(nn.RNNBase):
             why = "return_states=True" if return_states else self._variant_summary()
             raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
                              f"use backend='fused' or 'auto'")
-        if name == "fused-compiled" and not compiled.supports_cell(self.cell):
-            raise ValueError(f"backend='fused-compiled' cannot run {self.cell!r}: the C++ "
-                             f"loop lacks it; use backend='fused' (Python where needed)")
+        if name == "fused-compiled":
+            if not compiled.supports_cell(self.cell):
+                raise ValueError(f"backend='fused-compiled' cannot run {self.cell!r}: the C++ "
+                                 f"loop lacks it; use backend='fused' (Python where needed)")
+            if not compiled.available():
+                raise ValueError("backend='fused-compiled': the compiled engine could not be "
+                                 "built here (see the warning); use backend='fused'")
         return name
 
     def _variant_summary(self) -> str:

@@ -32,6 +32,18 @@ def test_fused_matches_reference(kind, config, with_lengths, with_state, fused, 
     assert_all_close(fus[1], ref[1])
 
 
+def test_without_the_compiled_engine_fused_falls_back(monkeypatch):
+    """No compiler: 'fused' runs the Python engine, 'fused-compiled' is refused by name."""
+    from rnnkit.engines import compiled
+
+    monkeypatch.setattr(compiled, "available", lambda: False)
+    m = make("lstm")
+    x = torch.randn(T, B, 5)
+    torch.testing.assert_close(m(x, backend="fused")[0], m(x, backend="fused-python")[0])
+    with pytest.raises(ValueError, match="could not be built here"):
+        m(x, backend="fused-compiled")
+
+
 def test_fused_uses_the_compiled_engine_where_it_applies(monkeypatch):
     from rnnkit.engines import compiled
 
