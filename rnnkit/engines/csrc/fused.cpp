@@ -585,7 +585,7 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
                      Hs.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, H_out}));
     }
   }
-  if (need_b_hh) db_hh = dGH.sum({0, 1});
+  if (need_b_hh) db_hh = dGH.sum(at::IntArrayRef{0, 1});
   if (need_w_hr && proj) {  // dW_hr = Σ_t dh~_tᵀ u_t, u = o * tanh(c~)
     Tensor S4 = S.view({T_ * B, 5, H});
     Tensor U = S4.select(1, 3) * S4.select(1, 4);
