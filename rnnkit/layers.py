@@ -217,6 +217,9 @@ class _RecurrentLayer(nn.RNNBase):
             if not compiled.supports_cell(self.cell):
                 raise ValueError(f"backend='fused-compiled' cannot run {self.cell!r}: the C++ "
                                  f"loop lacks it; use backend='fused' (Python where needed)")
+            if self.weight_ih_l0.device.type != "cpu":
+                raise ValueError("backend='fused-compiled' runs on the CPU, the parameters are "
+                                 f"on {self.weight_ih_l0.device}; use backend='fused'")
             if not compiled.available():
                 raise ValueError("backend='fused-compiled': the compiled engine could not be "
                                  "built here (see the warning); use backend='fused'")
