@@ -38,8 +38,8 @@ def bench(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     dtype: str = typer.Option("float32", help="float32, float64 or bfloat16."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
-    repeats: int = typer.Option(5, help="Timed runs per contender; the median is reported."),
-    warmup: int = typer.Option(2, help="Untimed runs per contender first."),
+    repeats: int = typer.Option(3, help="Timed runs per contender; the median is reported."),
+    warmup: int = typer.Option(1, help="Untimed runs per contender first."),
     streaming: bool = typer.Option(True, help="Also time one-step streaming inference at batch 1."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the full report here."),
     save_to: Optional[Path] = typer.Option(None, "--save-to", help="Write the report as "
