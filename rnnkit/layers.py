@@ -279,7 +279,8 @@ class _RecurrentLayer(nn.RNNBase):
                 self.cell, x, h0, c0, self._native_weights(), bias=self.bias,
                 num_layers=self.num_layers,
                 dropout=self.dropout, training=self.training,
-                bidirectional=self.bidirectional, lengths=lengths)
+                bidirectional=self.bidirectional, lengths=lengths,
+                projected=self.proj_size > 0)
             states = None
         else:
             output, h_n, c_n, states = self._run_stack(

@@ -37,16 +37,18 @@ def _kernel(cell: Cell):
 
 
 def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, training,
-        bidirectional, lengths=None):
+        bidirectional, lengths=None, projected=False):
     """Run the whole stack with torch's kernels.
 
     Inputs: x (T, B, I) time-major; h0 (L*D, B, H_out); c0 (L*D, B, H) or None;
     flat_weights the module's parameters in torch.nn's order; lengths (B,) int64 on the
-    CPU or None.
+    CPU or None; projected: the LSTM has weight_hr (proj_size > 0).
 
     Outputs: ``(output, h_n, c_n)``: output (T, B, D*H_out), zero past each length;
     h_n (L*D, B, H_out); c_n (L*D, B, H) or None.
     """
+    if x.shape[0] == 1 and lengths is None and not (dropout and training) and not projected:
+        return _one_step(cell, x, h0, c0, flat_weights, bias, num_layers, bidirectional)
     kernel = _kernel(cell)
     hx = (h0, c0) if cell.has_cell_state else h0
     if lengths is None:
@@ -69,6 +71,33 @@ def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, train
     c_n = result[2] if cell.has_cell_state else None
     return output, h_n, c_n
 
+
+
+def _one_step(cell: Cell, x, h0, c0, flat_weights, bias, num_layers, bidirectional):
+    """A single time step through the one-step cell kernels, layer by layer.
+
+    Streaming (generating token by token) calls the stack with T = 1 again and again.
+    torch's sequence kernels set up a whole oneDNN recurrence for that one step, which
+    on the CPU costs several times the step itself; the cell kernels do not.
+    """
+    D = 2 if bidirectional else 1
+    per = 4 if bias else 2  # w_ih, w_hh(, b_ih, b_hh) per layer and direction
+    inp, h_n, c_n = x[0], [], []  # (B, I)
+    for layer in range(num_layers):
+        outs = []
+        for d in range(D):
+            k = layer * D + d
+            w = flat_weights[k * per:(k + 1) * per]
+            b_ih, b_hh = (w[2], w[3]) if bias else (None, None)
+            state = [h0[k], c0[k]] if cell.has_cell_state else [h0[k]]
+            out = cell_step(cell, inp, state, w[0], w[1], b_ih, b_hh)
+            h, c = out if cell.has_cell_state else (out, None)
+            h_n.append(h)
+            c_n.append(c)
+            outs.append(h)
+        inp = outs[0] if D == 1 else torch.cat(outs, dim=-1)  # (B, D*H)
+    return (inp.unsqueeze(0), torch.stack(h_n),
+            torch.stack(c_n) if cell.has_cell_state else None)
 
 
 def cell_step(cell: Cell, x, state, w_ih, w_hh, b_ih, b_hh):

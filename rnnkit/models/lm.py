@@ -114,15 +114,24 @@ class LanguageModel(ConfigurableModel):
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         feats = None if features is None else features.reshape(1, -1).to(device)
-        logits, state = self(prompt.unsqueeze(0), features=feats)  # read the prompt at once
-        logits, new = logits[:, -1], []
-        for _ in range(max_new_tokens):
-            token = sample(logits[0], temperature=temperature, top_k=top_k, top_p=top_p,
-                           generator=gen)
-            new.append(token)
-            if token == eos_id:
-                break
-            logits, state = self.step(torch.tensor([token], device=device), state)
+        was_training = self.training
+        self.eval()  # no dropout while sampling
+        try:
+            logits, state = self(prompt.unsqueeze(0), features=feats)  # the prompt at once
+            logits, new = logits[:, -1], []
+            for _ in range(max_new_tokens):
+                token = sample(logits[0], temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=gen)
+                new.append(token)
+                if token == eos_id:
+                    break
+                # one token: the layer and the head directly, as forward() would in eval
+                # mode, without re-checking an input built right here
+                x = self.embedding(torch.tensor([[token]], device=device))  # (1, 1, E)
+                out, state = self.rnn(x, state)
+                logits = self.head(out[:, 0])  # (1, V)
+        finally:
+            self.train(was_training)
         return new
 
 
