@@ -167,6 +167,32 @@ def _quiet_stderr():
         os.close(saved)
 
 
+def _time_rotating(work: dict[str, Callable[[], None]], config: BenchConfig) -> dict:
+    """Warm every contender up, then time ``config.repeats`` rounds in which the order
+    rotates, so that no contender always runs first (or right after a given other)."""
+    for fn in work.values():
+        for _ in range(config.warmup):
+            fn()
+    names = list(work)
+    times = {c: [] for c in names}
+    for rep in range(config.repeats):
+        shift = rep % len(names)
+        for c in names[shift:] + names[:shift]:
+            times[c].append(_timed(work[c], config.device))
+    return times
+
+
+def _ratio(times: dict, c: str) -> float:
+    """Median over rounds of c's time / torch.nn's time in the same round."""
+    return statistics.median(t / ref for t, ref in zip(times[c], times["torch.nn"]))
+
+
+def _per_step_rows(cell: str, hidden: int, steps: int, times: dict) -> list[dict]:
+    return [{"cell": cell, "hidden": hidden, "contender": c,
+             "us_per_step": statistics.median(times[c]) / steps * 1e6,
+             "ratio_to_torch_nn": _ratio(times, c)} for c in times]
+
+
 def _workloads(model, x: torch.Tensor, kwargs: dict):
     """(forward-only, forward+backward) closures for one contender."""
     def forward():
@@ -245,20 +271,10 @@ def _bench_one(name: str, size, config: BenchConfig) -> list[dict]:
         for model, _ in contenders.values():  # inference in eval mode, training in train
             model.train(mode == "forward+backward")
         work = {c: _workloads(m, x, kw)[mode] for c, (m, kw) in contenders.items()}
-        for fn in work.values():
-            for _ in range(config.warmup):
-                fn()
-        names = list(work)
-        times = {c: [] for c in names}
-        for rep in range(config.repeats):
-            shift = rep % len(names)  # rotate who goes first
-            for c in names[shift:] + names[:shift]:
-                times[c].append(_timed(work[c], config.device))
-        for c in names:
-            ratios = [t / ref for t, ref in zip(times[c], times["torch.nn"])]
+        times = _time_rotating(work, config)
+        for c in work:
             row = {"cell": name, "size": list(size), "mode": mode, "contender": c,
-                   "seconds": statistics.median(times[c]),
-                   "ratio_to_torch_nn": statistics.median(ratios)}
+                   "seconds": statistics.median(times[c]), "ratio_to_torch_nn": _ratio(times, c)}
             if mode == "forward+backward":
                 # the reference engine's tens of thousands of per-step ops made the
                 # profiler itself grow past the machine's memory: its peak goes unmeasured
@@ -287,19 +303,8 @@ def _bench_streaming(config: BenchConfig) -> list[dict]:
                         state = cell(xs[t], state)
             return fn
 
-        work = {"torch.nn": loop(theirs), "rnnkit": loop(ours)}
-        for fn in work.values():
-            for _ in range(config.warmup):
-                fn()
-        times = {c: [] for c in work}
-        for rep in range(config.repeats):
-            for c in (list(work) if rep % 2 == 0 else list(work)[::-1]):
-                times[c].append(_timed(work[c], config.device))
-        for c in work:
-            ratios = [t / ref for t, ref in zip(times[c], times["torch.nn"])]
-            rows.append({"cell": name, "hidden": H, "contender": c,
-                         "us_per_step": statistics.median(times[c]) / steps * 1e6,
-                         "ratio_to_torch_nn": statistics.median(ratios)})
+        times = _time_rotating({"torch.nn": loop(theirs), "rnnkit": loop(ours)}, config)
+        rows += _per_step_rows(name, H, steps, times)
     return rows
 
 
@@ -330,18 +335,8 @@ def _bench_generation(config: BenchConfig) -> list[dict]:
             out, state = lstm(embedding(torch.tensor([[token]], device=device)), state)
             logits = head(out[:, 0])
 
-    work = {"torch.nn": theirs, "rnnkit": ours}
-    for fn in work.values():
-        for _ in range(config.warmup):
-            fn()
-    times = {c: [] for c in work}
-    for rep in range(config.repeats):
-        for c in (list(work) if rep % 2 == 0 else list(work)[::-1]):
-            times[c].append(_timed(work[c], config.device))
-    return [{"cell": "lm-generate", "hidden": H, "contender": c,
-             "us_per_step": statistics.median(times[c]) / steps * 1e6,
-             "ratio_to_torch_nn": statistics.median(
-                 [t / ref for t, ref in zip(times[c], times["torch.nn"])])} for c in work]
+    times = _time_rotating({"torch.nn": theirs, "rnnkit": ours}, config)
+    return _per_step_rows("lm-generate", H, steps, times)
 
 
 def _fmt_size(size) -> str:
