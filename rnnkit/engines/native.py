@@ -47,7 +47,9 @@ def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, train
     Outputs: ``(output, h_n, c_n)``: output (T, B, D*H_out), zero past each length;
     h_n (L*D, B, H_out); c_n (L*D, B, H) or None.
     """
-    if x.shape[0] == 1 and lengths is None and not (dropout and training) and not projected:
+    # (not when tracing, e.g. for ONNX export: the sequence kernels keep time dynamic)
+    if x.shape[0] == 1 and lengths is None and not (dropout and training) and not projected \
+            and not torch.jit.is_tracing():
         return _one_step(cell, x, h0, c0, flat_weights, bias, num_layers, bidirectional)
     kernel = _kernel(cell)
     hx = (h0, c0) if cell.has_cell_state else h0
