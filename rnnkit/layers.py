@@ -265,6 +265,9 @@ class _RecurrentLayer(nn.RNNBase):
         if x.dtype != self.weight_ih_l0.dtype:
             raise TypeError(f"input dtype {x.dtype} does not match the weights' "
                             f"dtype {self.weight_ih_l0.dtype}")
+        if x.device != self.weight_ih_l0.device:
+            raise ValueError(f"input is on {x.device} but the layer's weights are on "
+                             f"{self.weight_ih_l0.device}: move one of them (.to(device))")
         if lengths is not None:
             if unbatched:
                 raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
@@ -653,6 +656,9 @@ class _CellModule(nn.RNNCellBase):
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), "
                              f"got shape {tuple(input.shape)}")
+        if input.device != self.weight_ih.device:
+            raise ValueError(f"input is on {input.device} but the cell's weights are on "
+                             f"{self.weight_ih.device}: move one of them (.to(device))")
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         B, H = x.shape[0], self.hidden_size

@@ -121,3 +121,12 @@ def test_cell_backend():
         rnnkit.GRUCell(3, 4, backend="fused")
     with pytest.raises(ValueError, match=r"backend='native' cannot run .*layer_norm=True"):
         rnnkit.LSTMCell(3, 4, layer_norm=True, backend="native")
+
+
+def test_device_mismatch_names_both_devices():
+    layer = rnnkit.LSTM(3, 4).to("meta")  # any device other than the input's
+    with pytest.raises(ValueError, match=r"input is on cpu but the layer's weights are on meta"):
+        layer(torch.randn(2, 1, 3))
+    cell = rnnkit.GRUCell(3, 4).to("meta")
+    with pytest.raises(ValueError, match=r"input is on cpu but the cell's weights are on meta"):
+        cell(torch.randn(2, 3))
