@@ -70,10 +70,6 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def _sample_indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
-    return torch.randint(0, n, (batch,), generator=_step_generator(seed, step))
-
-
 class Task:
     name = ""
     metric = "loss"
@@ -89,6 +85,11 @@ class Task:
         if key in self.saved:
             return D.Vocabulary.from_dict(self.saved[key])
         return build()
+
+    def _pick(self, n: int, step: int) -> torch.Tensor:
+        """The indices (out of n) of step's batch: they depend on the seed and step only."""
+        return torch.randint(0, n, (self.options.batch_size,),
+                             generator=_step_generator(self.options.seed, step))
 
     def units(self, batch) -> int:
         return self.options.batch_size
@@ -165,7 +166,15 @@ class _Split:
         self.val, self.train = order[:n_val], order[n_val:]
 
 
-class Classification(Task):
+class _SplitTask(Task):
+    """A task over a list of examples split by :class:`_Split`; ``_batch(indices)``
+    turns examples into a batch."""
+
+    def train_batch(self, step):
+        return self._batch([self.split.train[i] for i in self._pick(len(self.split.train), step)])
+
+
+class Classification(_SplitTask):
     """Text classification from a TSV file (label<TAB>text per line); built-in:
     generated reviews whose sentiment depends on negation and on "but". Metric:
     validation accuracy."""
@@ -197,10 +206,6 @@ class Classification(Task):
         x, lengths = D.pad_batch([self.x[i] for i in idx])
         return x, lengths, self.y[idx]
 
-    def train_batch(self, step):
-        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
-        return self._batch([self.split.train[i] for i in pick])
-
     def loss(self, model, batch, state):
         x, lengths, y = batch
         return F.cross_entropy(model(x, lengths), y), None
@@ -215,7 +220,7 @@ class Classification(Task):
         return {"vocab": self.vocab.to_dict(), "labels": self.labels}
 
 
-class Tagging(Task):
+class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
     word's tag depends on its context. Metric: validation token accuracy."""
 
@@ -246,10 +251,6 @@ class Tagging(Task):
             y[row, :len(self.y[i])] = torch.tensor(self.y[i])
         return x, lengths, y
 
-    def train_batch(self, step):
-        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
-        return self._batch([self.split.train[i] for i in pick])
-
     def loss(self, model, batch, state):
         x, lengths, y = batch
         return F.cross_entropy(model(x, lengths).flatten(0, 1), y.flatten(), ignore_index=-100), None
@@ -265,7 +266,7 @@ class Tagging(Task):
         return {"vocab": self.vocab.to_dict(), "tags": self.tags}
 
 
-class Translation(Task):
+class Translation(_SplitTask):
     """Sequence to sequence from a TSV file of pairs (source<TAB>target), character
     level; built-in: dates in words and several numeric forms to ISO dates. Metric:
     exact match of greedy decoding on validation pairs."""
@@ -295,10 +296,6 @@ class Translation(Task):
         src, lengths = D.pad_batch([self.src[i] for i in idx])
         tgt, _ = D.pad_batch([self.tgt[i] for i in idx])
         return src, lengths, tgt
-
-    def train_batch(self, step):
-        pick = _sample_indices(len(self.split.train), self.options.batch_size, self.options.seed, step)
-        return self._batch([self.split.train[i] for i in pick])
 
     def loss(self, model, batch, state):
         src, lengths, tgt = batch
@@ -347,7 +344,7 @@ class Forecasting(Task):
         return model.fit_scaler(self.splits.train)
 
     def train_batch(self, step):
-        pick = _sample_indices(len(self.train_x), self.options.batch_size, self.options.seed, step)
+        pick = self._pick(len(self.train_x), step)
         return self.train_x[pick], self.train_y[pick]
 
     def loss(self, model, batch, state):
@@ -377,7 +374,7 @@ class Digits(Task):
                                   **self.options.rnn_kwargs(64))
 
     def train_batch(self, step):
-        pick = _sample_indices(len(self.d.y_train), self.options.batch_size, self.options.seed, step)
+        pick = self._pick(len(self.d.y_train), step)
         return self.d.x_train[pick], self.d.y_train[pick]
 
     def loss(self, model, batch, state):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import torch
 from torch import Tensor
 
 
