@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,11 +46,16 @@ def _check_backend(backend: str) -> str:
     return backend
 
 
-def _lengths_tensor(lengths, T: int, B: int) -> Tensor:
+def _lengths_tensor(lengths, T: int, B: int, device: torch.device) -> Tensor:
     """Validate ``lengths`` and return it as an int64 CPU tensor of shape (B,)."""
+    if isinstance(lengths, np.ndarray):  # pack_padded_sequence takes these too
+        lengths = torch.from_numpy(lengths)
     if isinstance(lengths, Tensor):
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
             raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        if lengths.device.type != "cpu" and lengths.device != device:
+            raise ValueError(f"lengths is on {lengths.device} but the input is on {device}: "
+                             "lengths must be on the CPU or on the input's device")
         out = lengths.detach().to("cpu", torch.int64)
     elif isinstance(lengths, Sequence) and all(
             isinstance(n, int) and not isinstance(n, bool) for n in lengths):
@@ -271,7 +277,7 @@ class _RecurrentLayer(nn.RNNBase):
         if lengths is not None:
             if unbatched:
                 raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
-            lengths = _lengths_tensor(lengths, T, B)
+            lengths = _lengths_tensor(lengths, T, B, x.device)
             if bool((lengths == T).all()):
                 lengths = None  # nothing to mask
 
@@ -497,7 +503,8 @@ _LAYER_DOC = """
     Inputs: ``input, hx=None, *, lengths=None, return_states=False, backend=None``
         input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
         hx: {hx_doc}; zeros when omitted.
-        lengths: per-sample lengths (tensor or list of ints, each in [1, T]). Same
+        lengths: per-sample lengths (list of ints, or an integer tensor or array on the
+            CPU or the input's device; each in [1, T], in any order). Same
             meaning as packing the batch: outputs past a sample's length are zero, its
             final state is the one at its last real step, and the backward direction
             reads only its real steps.
@@ -659,6 +666,9 @@ class _CellModule(nn.RNNCellBase):
         if input.device != self.weight_ih.device:
             raise ValueError(f"input is on {input.device} but the cell's weights are on "
                              f"{self.weight_ih.device}: move one of them (.to(device))")
+        if input.dtype != self.weight_ih.dtype:
+            raise TypeError(f"input dtype {input.dtype} does not match the weights' "
+                            f"dtype {self.weight_ih.dtype}")
         unbatched = input.dim() == 1
         x = input.unsqueeze(0) if unbatched else input
         B, H = x.shape[0], self.hidden_size
@@ -674,6 +684,9 @@ class _CellModule(nn.RNNCellBase):
             for name, s in zip(names, state):
                 if tuple(s.shape) != expected:
                     raise ValueError(f"hx's {name} must have shape {expected}, got {tuple(s.shape)}")
+                if s.dtype != x.dtype or s.device != x.device:
+                    raise TypeError(f"hx's {name} must match the input's dtype and device "
+                                    f"({x.dtype}, {x.device}), got ({s.dtype}, {s.device})")
             state = [s.unsqueeze(0) if unbatched else s for s in state]
         b_ih = self.bias_ih if self.bias else None
         b_hh = self.bias_hh if self.bias else None

@@ -4,8 +4,10 @@ streaming, and to_config / from_config."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -132,31 +134,60 @@ class TokensOrFeatures(nn.Module):
             raise ValueError("give exactly one of vocab_size (token ids in) and input_size "
                              f"(feature vectors in), got vocab_size={vocab_size!r}, "
                              f"input_size={input_size!r}")
+        self.vocab_size, self.input_size = vocab_size, input_size
         self.embedding = nn.Embedding(vocab_size, embedding_size) if vocab_size else None
         self.size = embedding_size if vocab_size else input_size
 
+    def check(self, x, lengths=None, *, name: str = "x", step: bool = False):
+        """:func:`check_inputs` for these inputs; returns ``lengths`` as a tensor."""
+        return check_inputs(x, lengths, tokens=self.embedding is not None, name=name,
+                            vocab_size=self.vocab_size, input_size=self.input_size, step=step)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.embedding is None:
-            if not x.is_floating_point():
-                raise TypeError(f"x must hold feature vectors (floating point), got {x.dtype}")
-            return x
-        if x.is_floating_point():
-            raise TypeError(f"x must hold token ids (integers), got {x.dtype}")
-        return self.embedding(x)
+        return x if self.embedding is None else self.embedding(x)
 
 
-def check_inputs(x: Tensor, lengths, *, tokens: bool, name: str = "x"):
-    """(B, T) token ids or (B, T, F) features, with lengths in [1, T] when given."""
+def check_inputs(x, lengths, *, tokens: bool, name: str = "x", vocab_size: int | None = None,
+                 input_size: int | None = None, step: bool = False):
+    """Check a model's input where it comes in, and return ``lengths`` as a tensor.
+
+    ``x``: (B, T) token ids in [0, vocab_size), or (B, T, input_size) floats, T >= 1;
+    with ``step``, one time step: (B,) ids or (B, input_size). ``lengths``: (B,), whose
+    values the layer checks against T. (An id out of range would otherwise reach the
+    embedding, where on a GPU it is a device-side assert that ends the process.)
+    """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
-    want = 2 if tokens else 3
+    if tokens:
+        want, layout = (1, "(batch,) token ids") if step else (2, "(batch, time) token ids")
+    else:
+        want, layout = (2, "(batch, features)") if step else (3, "(batch, time, features)")
     if x.dim() != want:
-        raise ValueError(f"{name} must be {'(batch, time) token ids' if tokens else '(batch, time, features)'}"
-                         f", got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(x.shape)}")
+    if not step and x.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one time step, got shape {tuple(x.shape)}")
+    if tokens:
+        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"{name} must hold token ids (integers), got {x.dtype}")
+        if vocab_size is not None and x.numel():
+            outside = (x < 0) | (x >= vocab_size)
+            if bool(outside.any()):
+                raise ValueError(f"{name} must hold token ids in [0, {vocab_size}) (the "
+                                 f"vocabulary size), got {x[outside][:5].tolist()}")
+    else:
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must hold feature vectors (floating point), got {x.dtype}")
+        if input_size is not None and x.shape[-1] != input_size:
+            raise ValueError(f"{name} must have {input_size} features (input_size) in its "
+                             f"last dimension, got shape {tuple(x.shape)}")
     if lengths is not None:
+        if isinstance(lengths, (str, bytes)) or not isinstance(
+                lengths, (Tensor, Sequence, np.ndarray)):
+            raise TypeError(f"lengths must be a tensor or a list of ints, got {lengths!r:.80}")
         lengths = torch.as_tensor(lengths)
         if lengths.shape != (x.shape[0],):
-            raise ValueError(f"lengths must have shape ({x.shape[0]},), got {tuple(lengths.shape)}")
+            raise ValueError(f"lengths must have shape ({x.shape[0]},), one length per sample "
+                             f"of {name}, got {tuple(lengths.shape)}")
     return lengths
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.models.base import (ConfigurableModel, RecurrentConfig, TokensOrFeatures,
-                                check_inputs, check_streaming, valid_mask)
+                                check_streaming, valid_mask)
 
 POOLINGS = ("last", "mean", "max", "attention")
 
@@ -69,7 +69,7 @@ class SequenceClassifier(ConfigurableModel):
         self.head = nn.Sequential(nn.Dropout(config.head_dropout), nn.Linear(size, config.num_classes))
 
     def forward(self, x: Tensor, lengths=None) -> Tensor:
-        lengths = check_inputs(x, lengths, tokens=self.config.vocab_size is not None)
+        lengths = self.inputs.check(x, lengths)
         out, hidden = self.rnn(self.inputs(x), lengths=lengths)  # (B, T, D*H)
         return self.head(self._pool(out, hidden, lengths))
 
@@ -92,6 +92,10 @@ class SequenceClassifier(ConfigurableModel):
         """One step: ``x_t`` (B,) token ids or (B, F) features; returns the logits for
         the prefix so far and the new state (the layer's state and the running pool)."""
         check_streaming(self.config.rnn, "SequenceClassifier")
+        self.inputs.check(x_t, step=True, name="x_t")
+        if state is not None and not (isinstance(state, tuple) and len(state) == 2):
+            raise TypeError("state must be None or the (layer state, pooling state) pair "
+                            f"returned by the previous step, got {type(state).__name__}")
         rnn_state, pool = state if state is not None else (None, None)
         out, rnn_state = self.rnn(self.inputs(x_t.unsqueeze(1)), rnn_state)
         o = out[:, 0]  # (B, H)

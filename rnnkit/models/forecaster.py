@@ -68,7 +68,18 @@ class Forecaster(ConfigurableModel):
 
     def fit_scaler(self, train_values: Tensor):
         """Set the scaling from training values (N, input_size) or (B, T, input_size)."""
-        v = train_values.reshape(-1, self.config.input_size).to(self.mean)
+        n = self.config.input_size
+        if not isinstance(train_values, Tensor) or train_values.dim() not in (2, 3) \
+                or train_values.shape[-1] != n or not train_values.is_floating_point() \
+                or train_values.numel() == 0:
+            got = f"shape {tuple(train_values.shape)} and dtype {train_values.dtype}" \
+                if isinstance(train_values, Tensor) else type(train_values).__name__
+            raise ValueError(f"train_values must be non-empty floats of shape (N, {n}) or "
+                             f"(B, T, {n}), got {got}")
+        v = train_values.reshape(-1, n).to(self.mean)
+        if not bool(v.isfinite().all()):
+            raise ValueError("train_values must hold finite values only (fill missing "
+                             "values first), got NaN or infinity")
         self.mean.copy_(v.mean(0))
         self.std.copy_(v.std(0).clamp_min(1e-8))  # a constant feature: do not divide by 0
         return self
@@ -82,9 +93,7 @@ class Forecaster(ConfigurableModel):
 
     def forward(self, x: Tensor, *, scaled_output: bool = False) -> Tensor:
         """Forecast the next ``horizon`` steps after each window of ``x``."""
-        check_inputs(x, None, tokens=False)
-        if x.shape[-1] != self.config.input_size:
-            raise ValueError(f"x must have {self.config.input_size} features, got {x.shape[-1]}")
+        check_inputs(x, None, tokens=False, input_size=self.config.input_size)
         c = self.config
         out, state = self.rnn(self._scale(x, c.input_size))  # (B, T, D*H)
         if c.mode == "direct":
@@ -105,12 +114,19 @@ class Forecaster(ConfigurableModel):
 
     def loss(self, x: Tensor, target: Tensor) -> Tensor:
         """Mean squared error in standardised units; target (B, horizon, output_size)."""
-        return F.mse_loss(self(x, scaled_output=True), self.scale_targets(target))
+        pred = self(x, scaled_output=True)  # (B, horizon, output_size)
+        if not isinstance(target, Tensor) or target.shape != pred.shape:
+            got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+            raise ValueError(f"target must have shape (batch, horizon, output_size) = "
+                             f"{tuple(pred.shape)}, got {got}")
+        return F.mse_loss(pred, self.scale_targets(target))
 
     def step(self, x_t: Tensor, state=None):
         """Read one step (B, input_size); return the forecast of the next step
         (B, output_size) in the series' units and the new state."""
         check_streaming(self.config.rnn, "Forecaster")
+        check_inputs(x_t, None, tokens=False, name="x_t", input_size=self.config.input_size,
+                     step=True)
         out, state = self.rnn(self._scale(x_t, self.config.input_size).unsqueeze(1), state)
         y = self.head(out[:, 0])[:, :self.config.output_size]  # direct: the first future step
         return self._unscale(y), state

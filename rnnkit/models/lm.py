@@ -3,6 +3,8 @@ feature vector (the captioning set-up: a vector in, a sequence out)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -76,7 +78,8 @@ class LanguageModel(ConfigurableModel):
 
     def forward(self, tokens: Tensor, state=None, *, features: Tensor | None = None,
                 lengths=None):
-        lengths = check_inputs(tokens, lengths, tokens=True, name="tokens")
+        lengths = check_inputs(tokens, lengths, tokens=True, name="tokens",
+                               vocab_size=self.config.vocab_size)
         if features is not None:
             if state is not None:
                 raise ValueError("give state or features, not both: features set the initial state")
@@ -87,6 +90,7 @@ class LanguageModel(ConfigurableModel):
     def step(self, token: Tensor, state=None, *, features: Tensor | None = None):
         """One token per sample (B,) -> (logits (B, V), state)."""
         check_streaming(self.config.rnn, "LanguageModel")
+        check_inputs(token, None, tokens=True, name="token", step=True)
         logits, state = self(token.unsqueeze(1), state, features=features)
         return logits[:, 0], state
 
@@ -101,16 +105,33 @@ class LanguageModel(ConfigurableModel):
         ``seed`` makes the draw repeatable; ``features`` (condition_size,) condition it;
         generation stops early after ``eos_id``. Returns the new tokens only.
         """
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not 0 <= temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or top_k < 1):
+            raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+        if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
+            raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
         device = self.head.weight.device
-        prompt = torch.as_tensor(list(prompt), dtype=torch.long, device=device)
+        if isinstance(prompt, Tensor):
+            if prompt.dim() != 1:
+                raise ValueError(f"prompt must be a 1-D tensor of token ids, got shape "
+                                 f"{tuple(prompt.shape)}")
+            prompt = prompt.to(device)
+        elif isinstance(prompt, Sequence) and not isinstance(prompt, str) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+            prompt = torch.tensor(list(prompt), dtype=torch.long, device=device)
+        else:
+            raise TypeError(f"prompt must be token ids, a list of ints or a 1-D integer "
+                            f"tensor, got {prompt!r:.80}")
         if prompt.numel() == 0:
             raise ValueError("prompt must hold at least one token")
+        check_inputs(prompt.unsqueeze(0), None, tokens=True, name="prompt",
+                     vocab_size=self.config.vocab_size)
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else torch.seed())
         feats = None if features is None else features.reshape(1, -1).to(device)

@@ -82,7 +82,8 @@ class Seq2Seq(ConfigurableModel):
 
     def encode(self, src: Tensor, src_lengths=None):
         """Read the source: memory (B, S, D*H), attention keys, source mask, decoder state."""
-        src_lengths = check_inputs(src, src_lengths, tokens=True, name="src")
+        src_lengths = check_inputs(src, src_lengths, tokens=True, name="src",
+                                   vocab_size=self.config.src_vocab_size)
         memory, hidden = self.encoder(self.src_embedding(src), lengths=src_lengths)
         r = self.config.rnn
         D = 2 if r.bidirectional else 1
@@ -125,8 +126,12 @@ class Seq2Seq(ConfigurableModel):
         return self.out(h), state, weights
 
     def forward(self, src: Tensor, tgt_in: Tensor, src_lengths=None):
-        check_inputs(tgt_in, None, tokens=True, name="tgt_in")
+        check_inputs(tgt_in, None, tokens=True, name="tgt_in",
+                     vocab_size=self.config.tgt_vocab_size)
         memory, keys, mask, state = self.encode(src, src_lengths)
+        if tgt_in.shape[0] != src.shape[0]:
+            raise ValueError(f"tgt_in must have as many samples as src ({src.shape[0]}), got "
+                             f"shape {tuple(tgt_in.shape)}")
         forcing = self.config.teacher_forcing if self.training else 1.0
         logits, attn = [], []
         y = tgt_in[:, 0]
@@ -145,6 +150,7 @@ class Seq2Seq(ConfigurableModel):
     def greedy(self, src: Tensor, src_lengths=None, *, max_length: int = 50):
         """Most likely token at each step. Returns (tokens per sample, without bos and
         eos, and attention weights (B, T, S) or None)."""
+        _check_max_length(max_length)
         memory, keys, mask, state = self.encode(src, src_lengths)
         B = src.shape[0]
         y = torch.full((B,), self.config.bos_id, dtype=torch.long, device=src.device)
@@ -167,9 +173,11 @@ class Seq2Seq(ConfigurableModel):
                     max_length: int = 50, length_penalty: float = 1.0) -> list[list[int]]:
         """The best hypothesis of a beam search per sample (without bos and eos), scored
         by log-probability / length ** length_penalty."""
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        lengths = None if src_lengths is None else torch.as_tensor(src_lengths)
+        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+            raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+        _check_max_length(max_length)
+        lengths = check_inputs(src, src_lengths, tokens=True, name="src",
+                               vocab_size=self.config.src_vocab_size)
         return [self._beam_one(src[b:b + 1], None if lengths is None else lengths[b:b + 1],
                                beam_size, max_length, length_penalty)
                 for b in range(src.shape[0])]
@@ -217,6 +225,11 @@ class Seq2Seq(ConfigurableModel):
         if not finished:  # nothing ended within max_length: take the best live one
             finished = [(s / max(1, len(b)) ** alpha, b) for s, b in zip(scores.tolist(), beams)]
         return max(finished, key=lambda f: f[0])[1]
+
+
+def _check_max_length(max_length):
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
 
 
 def _until_eos(tokens: list[int], eos: int) -> list[int]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from rnnkit.models.base import (ConfigurableModel, RecurrentConfig, TokensOrFeatures,
-                                check_inputs, check_streaming)
+                                check_streaming)
 
 
 def _bidirectional_lstm() -> RecurrentConfig:
@@ -56,12 +56,13 @@ class SequenceTagger(ConfigurableModel):
                                   nn.Linear(config.rnn.output_size, config.num_tags))
 
     def forward(self, x: Tensor, lengths=None) -> Tensor:
-        lengths = check_inputs(x, lengths, tokens=self.config.vocab_size is not None)
+        lengths = self.inputs.check(x, lengths)
         out, _ = self.rnn(self.inputs(x), lengths=lengths)  # (B, T, D*H)
         return self.head(out)
 
     def step(self, x_t: Tensor, state=None):
         """One step: ``x_t`` (B,) ids or (B, F) features -> (logits (B, num_tags), state)."""
         check_streaming(self.config.rnn, "SequenceTagger")
+        self.inputs.check(x_t, step=True, name="x_t")
         out, state = self.rnn(self.inputs(x_t.unsqueeze(1)), state)
         return self.head(out[:, 0]), state
