@@ -140,8 +140,13 @@ def test_fused_matches_reference_in_training(name, config, with_lengths, fused, 
     ref = forward_backward(m, x, hx, backend="reference", return_states=True, **kw)
     torch.manual_seed(11)
     fus = forward_backward(m, x, hx, backend=fused, return_states=True, **kw)
-    assert_all_close(fus[0], ref[0])
-    assert_all_close(fus[1], ref[1])
+    # float32 rounding: the compiled engine's tanh (within 3.4e-7 of the exact one) and
+    # its layer norm's summation order differ from torch's, and a layer norm over these
+    # 6-unit rows divides by a small sigma, which magnifies both (in float64,
+    # tests/test_compiled.py finds the two engines equal to 1e-10)
+    tol = 5e-5 if fused == "fused" and m.cell.layer_norm else 1e-5
+    assert_all_close(fus[0], ref[0], tol=tol)
+    assert_all_close(fus[1], ref[1], tol=tol)
 
 
 @pytest.mark.parametrize("name", LAYERS)
@@ -149,8 +154,14 @@ def test_fused_matches_reference_in_evaluation(name):
     cls, options = LAYERS[name]
     m = cls(5, 6, **options, num_layers=2).eval()
     x = torch.randn(7, 4, 5)
+    # float32 rounding, magnified by the layer norms (see above): with an exact tanh the
+    # compiled engine differs as much, since its layer norm sums in another order
+    tol = 1e-4 if m.cell.layer_norm else 1e-5
     assert_all_close(forward_backward(m, x, backend="fused")[1],
-                     forward_backward(m, x, backend="reference")[1])
+                     forward_backward(m, x, backend="reference")[1], tol=tol)
+    m, x = m.double(), x.double()  # where rounding is out of the way: equal
+    assert_all_close(forward_backward(m, x, backend="fused")[1],
+                     forward_backward(m, x, backend="reference")[1], tol=1e-10)
 
 
 # -- the reference math against independent implementations --------------------------

@@ -127,8 +127,9 @@ class Cell:
                                and b_hh is not None) else b_ih
         if not self.layer_norm:
             return F.linear(x, w_ih, bias)
-        gx = F.layer_norm(F.linear(x, w_ih), (w_ih.shape[0],), ln_weight, ln_bias, EPS)
-        return gx if bias is None else gx + bias
+        # the biases add to the layer norm's own: one pass, and no second (T, B, G*H) copy
+        return F.layer_norm(F.linear(x, w_ih), (w_ih.shape[0],), ln_weight,
+                            ln_bias if bias is None else ln_bias + bias, EPS)
 
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
         """One forward step. Returns ``(h, c, saved)``; ``c`` is None without a cell state."""

@@ -14,11 +14,12 @@ minute, once per machine and torch version; cached under ``TORCH_EXTENSIONS_DIR`
 ``~/.cache/torch_extensions``). If that fails, :func:`available` returns False after one
 warning and callers use the Python engine.
 
-Computed here (:func:`supports`): ``RNNStep`` (tanh, relu, sigmoid), ``LSTMStep``
-without layer norm or peepholes (with or without the projection ``w_hr``) and
-``GRUStep(reset_after=True)`` without layer norm; with any carries (lengths, zoneout) and
-recurrent-dropout mask. As in the Python engine, the carries and the mask are constants:
-no gradient flows to them.
+Computed here (:func:`supports`): ``RNNStep`` (tanh, relu, sigmoid), ``LSTMStep`` (with
+or without the projection ``w_hr``, peepholes and layer norm) and
+``GRUStep(reset_after=True)``, each with or without layer norm; with any carries
+(lengths, zoneout) and recurrent-dropout mask. As in the Python engine, the carries and
+the mask are constants: no gradient flows to them. Only ``GRUStep(reset_after=False)``,
+whose two recurrent GEMMs per step do not fit the one-GEMM loop, stays in Python.
 
 Example::
 
@@ -113,11 +114,11 @@ def _cell_code(cell: Cell):
 
     Exact types only: a subclass may change the step, which the C++ would not follow.
     """
-    if type(cell) is RNNStep and not cell.layer_norm:
+    if type(cell) is RNNStep:
         return _RNN_CODES.get(cell.nonlinearity)
-    if type(cell) is LSTMStep and not cell.layer_norm and not cell.peephole:
+    if type(cell) is LSTMStep:
         return _LSTM
-    if type(cell) is GRUStep and cell.reset_after and not cell.layer_norm:
+    if type(cell) is GRUStep and cell.reset_after:
         return _GRU
     return None
 
@@ -127,26 +128,39 @@ def supports_cell(cell: Cell) -> bool:
     return _cell_code(cell) is not None
 
 
+def _fields(cell: Cell) -> set[str]:
+    """The fields of Recurrent that the C++ reads for ``cell`` (w_hh always)."""
+    fields = {"w_hh", "h_mask"}
+    if isinstance(cell, GRUStep):  # the other cells fold b_hh into gx
+        fields.add("b_hh")
+    if isinstance(cell, LSTMStep):
+        fields.add("w_hr")
+        if cell.peephole:
+            fields.add("w_ch")
+        if cell.layer_norm:
+            fields |= {"ln_c_weight", "ln_c_bias"}
+    if cell.layer_norm:
+        fields |= {"ln_hh_weight", "ln_hh_bias"}
+    return fields
+
+
 def supports(cell: Cell, rec: Recurrent, gx) -> bool:
-    """True when :func:`run` computes this configuration: CPU, float32 or float64, and a
-    cell and recurrent side without the variants the C++ lacks (layer norm, peepholes,
-    GRU reset_after=False)."""
+    """True when :func:`run` computes this configuration: CPU, float32 or float64, a
+    cell the C++ has (:func:`supports_cell`), and exactly the recurrent fields that cell
+    reads."""
     if _cell_code(cell) is None:
         return False
     if not (isinstance(gx, torch.Tensor) and gx.device.type == "cpu"
             and gx.dtype in (torch.float32, torch.float64) and gx.dim() == 3
             and gx.shape[0] > 0 and gx.shape[1] > 0):
         return False
-    # fields the C++ does not read must be absent; b_hh is read only by the GRU (the
-    # other cells fold it into gx) and w_hr only by the LSTM
-    unused = ["ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias", "w_ch"]
-    if not isinstance(cell, GRUStep):
-        unused.append("b_hh")
-    if not isinstance(cell, LSTMStep):
-        unused.append("w_hr")
-    if any(getattr(rec, name) is not None for name in unused):
+    fields = _fields(cell)
+    if any(getattr(rec, name) is not None for name in Recurrent._fields if name not in fields):
         return False
-    present = [t for t in (rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask) if t is not None]
+    # the variants' parameters must all be there (the C++ has no defaults for them)
+    if any(getattr(rec, name) is None for name in fields - {"b_hh", "w_hr", "h_mask"}):
+        return False
+    present = [t for t in rec if t is not None]
     return all(t.device.type == "cpu" and t.dtype == gx.dtype for t in present)
 
 
@@ -179,28 +193,28 @@ def _c(t):
 class _CompiledRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, carry_h, carry_c, gx, h0, c0, *rec):
-        rec = Recurrent(*rec)
         code = _cell_code(cell)
         T, B = gx.shape[:2]
         Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
         # in inference nothing that only backward needs is stored
         keep = any(ctx.needs_input_grad)
-        args = (_c(rec.w_hh), _c(rec.b_hh), _c(rec.w_hr), _c(rec.h_mask))
-        Hs, Cs, S, Hin = _load().forward(code, _c(gx), _c(h0), _c(c0), *args, Kh, Kc, keep)
+        rec = [_c(t) for t in rec]  # the fields of Recurrent, in order
+        Hs, Cs, S, Hin, St = _load().forward(code, _c(gx), _c(h0), _c(c0), *rec[:4], Kh, Kc,
+                                             *rec[4:], keep)
         if keep:
             ctx.code = code
-            ctx.save_for_backward(h0, c0, Hs, Cs, S, Hin, *args, Kh, Kc)
+            ctx.save_for_backward(h0, c0, Hs, Cs, S, Hin, St, Kh, Kc, *rec)
         return (Hs, Cs) if Cs is not None else (Hs,)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dHs, dCs=None):
-        h0, c0, Hs, Cs, S, Hin, w_hh, b_hh, w_hr, h_mask, Kh, Kc = ctx.saved_tensors
-        need = dict(zip(Recurrent._fields, ctx.needs_input_grad[6:]))
-        dG, dh0, dc0, dW_hh, db_hh, dW_hr = _load().backward(
+        h0, c0, Hs, Cs, S, Hin, St, Kh, Kc, *rec = ctx.saved_tensors
+        rec = Recurrent(*rec)
+        need = [bool(n) for n in ctx.needs_input_grad[6:]]  # one per field of Recurrent
+        dG, dh0, dc0, *rec_grads = _load().backward(
             ctx.code, dHs.contiguous(), dCs.contiguous() if Cs is not None else None, Hs, Cs,
-            _c(h0), _c(c0), S, Hin, w_hh, b_hh, w_hr, h_mask, Kh, Kc, need["w_hh"],
-            need["b_hh"] and b_hh is not None, need["w_hr"] and w_hr is not None)
-        grads = {"w_hh": dW_hh, "b_hh": db_hh, "w_hr": dW_hr}
-        rec_grads = [grads.get(name) if need[name] else None for name in Recurrent._fields]
+            _c(h0), _c(c0), S, Hin, St, rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask, Kh, Kc,
+            rec.ln_hh_weight, rec.ln_c_weight, rec.w_ch, need)
+        rec_grads = [g if n else None for g, n in zip(rec_grads, need)]
         return (None, None, None, dG, dh0, dc0, *rec_grads)

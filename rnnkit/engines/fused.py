@@ -50,8 +50,10 @@ def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
             saved.append(s)
     Hs = torch.stack(hs)  # (T, B, H_out)
     Cs = torch.stack(cs) if cell.has_cell_state else None  # (T, B, H)
-    # one stack per saved item: (T, B, ·) tensors for the whole-sequence work of backward
-    saved = tuple(torch.stack(item) for item in zip(*saved)) if keep else ()
+    # one stack per saved item: (T, B, ·) tensors for the whole-sequence work of backward;
+    # an item that is h_t itself (the RNN's, where no carry came between) is Hs already
+    saved = tuple(Hs if all(s is h for s, h in zip(item, hs)) else torch.stack(item)
+                  for item in zip(*saved)) if keep else ()
     return Hs, Cs, saved
 
 

@@ -12,10 +12,14 @@
 // Layouts (row-major, contiguous unless said otherwise):
 //   gx (T, B, G*H)    input projection; LSTM gate blocks i, f, g, o; GRU r, z, n
 //   Hs (T, B, H_out)  every h_t;  Cs (T, B, H) every c_t (LSTM)
-//   S  (T, B, S*H)    what backward needs, per cell:
-//                       RNN  [act'(P)]                     S = 1
-//                       LSTM [i, f, g, o, tanh(c~)]        S = 5  (c~: the cell's own c_t)
-//                       GRU  [r, z, n, W_hn h_in + b_hn]   S = 4
+//   S  (T, B, L)      what backward needs, per row (struct Layout):
+//                       RNN  [act'(P)] with a carry of h (else act' is read off h_t)
+//                       LSTM [i, f, g, o, tanh(c_out)] (c~: the cell's own c_t,
+//                            c_out = c~ or LN(c~)), then c~ with peepholes, then
+//                            LN(c~)'s x^ with a layer norm of c
+//                       GRU  [r, z, n, LN?(W_hn h_in) + b_hn]
+//                     then, with a layer norm of W_hh h_in, its x^ (G*H)
+//   St (T, B, 2)      1/sigma of the layer norms of W_hh h_in and of c~
 //   Hin (T, B, H_out) h_{t-1} * h_mask, the recurrent GEMM's input (only with a mask)
 //   carry (T, B, H_out or 1), any strides: K_t of h_t = lerp(h~_t, h_{t-1}, K_t)
 
@@ -26,6 +30,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <optional>
 #include <vector>
 
@@ -181,6 +186,70 @@ void for_rows(int64_t B, int64_t work_per_row, const F& f) {
   });
 }
 
+// -- layer norm over one row ------------------------------------------------------------
+// As torch.nn.LayerNorm (biased variance, eps 1e-5 as rnnkit.cells.base.EPS); the mean
+// and the variance in two passes, as exact as torch's own kernel at these widths.
+
+constexpr double kEps = 1e-5;
+
+// Σ_u f(u, n) over a row of N, f giving a vector of n valid lanes (the rest unused).
+template <typename T, typename F>
+T row_sum(int64_t N, const F& f) {
+  using V = Vec<T>;
+  V acc(T(0));
+  int64_t u = 0;
+  for (; u + V::size() <= N; u += V::size()) acc = acc + f(u, int64_t(V::size()));
+  __at_align__ T lanes[V::size()];
+  acc.store(lanes);
+  T total = 0;
+  for (int k = 0; k < V::size(); ++k) total += lanes[k];
+  if (u < N) {
+    f(u, N - u).store(lanes);
+    for (int64_t k = 0; k < N - u; ++k) total += lanes[k];
+  }
+  return total;
+}
+
+// x (N) <- LN(x) * w + b in place; writes x^ = (x - mean) / sigma into xhat when given.
+// Returns 1 / sigma.
+template <typename T>
+T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
+  using V = Vec<T>;
+  const T mean = row_sum<T>(N, [&](int64_t u, int64_t n) { return V::loadu(x + u, n); }) / T(N);
+  const V vm(mean);
+  const T var = row_sum<T>(N, [&](int64_t u, int64_t n) {
+    const V d = V::loadu(x + u, n) - vm;
+    return d * d;
+  }) / T(N);
+  const T rstd = T(1) / std::sqrt(var + T(kEps));
+  const V vr(rstd);
+  for (int64_t u = 0; u < N; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), N - u);
+    const V xh = (V::loadu(x + u, n) - vm) * vr;
+    if (xhat) xh.store(xhat + u, n);
+    at::vec::fmadd(xh, V::loadu(w + u, n), V::loadu(b + u, n)).store(x + u, n);
+  }
+  return rstd;
+}
+
+// dx of y = x^ * w + b: dx = (a - mean(a) - x^ mean(a x^)) / sigma with a = dy * w.
+template <typename T>
+void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, T* dx) {
+  using V = Vec<T>;
+  const T m1 = row_sum<T>(N, [&](int64_t u, int64_t n) {
+    return V::loadu(dy + u, n) * V::loadu(w + u, n);
+  }) / T(N);
+  const T m2 = row_sum<T>(N, [&](int64_t u, int64_t n) {
+    return V::loadu(dy + u, n) * V::loadu(w + u, n) * V::loadu(xhat + u, n);
+  }) / T(N);
+  const V v1(m1), v2(m2), vr(rstd);
+  for (int64_t u = 0; u < N; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), N - u);
+    const V a = V::loadu(dy + u, n) * V::loadu(w + u, n);
+    ((a - v1 - V::loadu(xhat + u, n) * v2) * vr).store(dx + u, n);
+  }
+}
+
 // -- forward rows ---------------------------------------------------------------------
 // Each writes h_t (and c_t), the saved factors when s != nullptr, and h_t * mask into
 // hin_next when a mask is on (the next step's GEMM input).
@@ -246,6 +315,81 @@ void lstm_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T*
       h_new.store(h + u, n);  // u_t, the projection's input
     }
   }
+}
+
+// The LSTM with peepholes (PEEP) and/or a layer norm of c~ (LNC): as lstm_forward_row,
+// in two passes, since o sees c~ and LN(c~) needs the whole row's statistics first.
+// Returns 1/sigma of LN(c~) (1 without LNC).
+template <typename T, bool LNC, bool PEEP>
+T lstm_variant_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T* cp,
+                           KRow<T> Kh, KRow<T> Kc, const T* m, const T* w_ch, const T* ln_w,
+                           const T* ln_b, T* h, T* c, T* hin_next, T* s, int64_t c_own_at,
+                           int64_t chat_at, bool proj) {
+  using V = Vec<T>;
+  // pass 1: i, f (which see c_{t-1} through the peepholes), g and the cell's own c~,
+  // written to c for now
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    const V c_prev = V::loadu(cp + u, n);
+    V p_i = V::loadu(gx + u, n) + V::loadu(gh + u, n);
+    V p_f = V::loadu(gx + H + u, n) + V::loadu(gh + H + u, n);
+    if constexpr (PEEP) {
+      p_i = at::vec::fmadd(V::loadu(w_ch + u, n), c_prev, p_i);
+      p_f = at::vec::fmadd(V::loadu(w_ch + H + u, n), c_prev, p_f);
+    }
+    const V i = sigmoid(p_i), f = sigmoid(p_f);
+    const V g = tanh_(V::loadu(gx + 2 * H + u, n) + V::loadu(gh + 2 * H + u, n));
+    const V c_new = f * c_prev + i * g;
+    c_new.store(c + u, n);
+    if (s) {
+      i.store(s + u, n);
+      f.store(s + H + u, n);
+      g.store(s + 2 * H + u, n);
+      if constexpr (PEEP) c_new.store(s + c_own_at + u, n);
+    }
+  }
+  T mean = 0, rstd = 1;
+  if constexpr (LNC) {
+    mean = row_sum<T>(H, [&](int64_t u, int64_t n) { return V::loadu(c + u, n); }) / T(H);
+    const V vm(mean);
+    const T var = row_sum<T>(H, [&](int64_t u, int64_t n) {
+      const V d = V::loadu(c + u, n) - vm;
+      return d * d;
+    }) / T(H);
+    rstd = T(1) / std::sqrt(var + T(kEps));
+  }
+  // pass 2: o (which sees c~), tanh(c_out), h~, then the carries
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    V c_new = V::loadu(c + u, n);
+    V p_o = V::loadu(gx + 3 * H + u, n) + V::loadu(gh + 3 * H + u, n);
+    if constexpr (PEEP) p_o = at::vec::fmadd(V::loadu(w_ch + 2 * H + u, n), c_new, p_o);
+    const V o = sigmoid(p_o);
+    V c_out = c_new;
+    if constexpr (LNC) {
+      const V chat = (c_new - V(mean)) * V(rstd);
+      if (s) chat.store(s + chat_at + u, n);
+      c_out = at::vec::fmadd(chat, V::loadu(ln_w + u, n), V::loadu(ln_b + u, n));
+    }
+    const V tc = tanh_(c_out);
+    V h_new = o * tc;
+    if (s) {
+      o.store(s + 3 * H + u, n);
+      tc.store(s + 4 * H + u, n);
+    }
+    if (Kc.on()) {
+      c_new = lerp(c_new, V::loadu(cp + u, n), Kc.load(u, n));
+      c_new.store(c + u, n);
+    }
+    if (!proj) {
+      if (Kh.on()) h_new = lerp(h_new, V::loadu(hp + u, n), Kh.load(u, n));
+      h_new.store(h + u, n);
+      if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
+    } else {
+      h_new.store(h + u, n);
+    }
+  }
+  return rstd;
 }
 
 // After the LSTM projection: h_t = lerp(W_hr u_t, h_{t-1}, K) in place, and the mask.
@@ -320,12 +464,24 @@ void split_dh_row(int64_t N, const T* dHs, const T* dhr, const T* m, T* side, bo
   }
 }
 
-template <typename T>
-void rnn_backward_row(int64_t H, const T* dhc, const T* s, T* dg) {
+// Through the activation: act'(P) saved in s, or, where no carry came between (s null),
+// read off h_t = act(P) itself, as the Python cell does.
+template <typename T, int ACT>
+void rnn_backward_row(int64_t H, const T* dhc, const T* s, const T* h, T* dg) {
   using V = Vec<T>;
+  const V one(T(1)), zero(T(0));
   for (int64_t u = 0; u < H; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), H - u);
-    (V::loadu(dhc + u, n) * V::loadu(s + u, n)).store(dg + u, n);  // through act
+    V da;
+    if (s) {
+      da = V::loadu(s + u, n);
+    } else {
+      const V a = V::loadu(h + u, n);
+      if constexpr (ACT == RNN_TANH) da = one - a * a;
+      else if constexpr (ACT == RNN_RELU) da = V::blendv(zero, one, a > zero);
+      else da = a * (one - a);
+    }
+    (V::loadu(dhc + u, n) * da).store(dg + u, n);
   }
 }
 
@@ -357,6 +513,61 @@ void lstm_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next, con
   }
 }
 
+// The derivative of lstm_variant_forward_row. dco: gradient of c_out, written for the
+// layer norm's gain and bias (LNC only).
+template <typename T, bool LNC, bool PEEP>
+void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next,
+                               const T* cp, KRow<T> Kc, const T* s, int64_t chat_at, T rstd_c,
+                               const T* w_ch, const T* ln_w, T* dg, T* dco) {
+  using V = Vec<T>;
+  const V one(T(1));
+  T m1 = 0, m2 = 0;  // the means of the layer norm's derivative
+  if constexpr (LNC) {
+    for (int64_t u = 0; u < H; u += V::size()) {  // u = o tanh(c_out), through the tanh
+      const int64_t n = std::min<int64_t>(V::size(), H - u);
+      const V o = V::loadu(s + 3 * H + u, n), tc = V::loadu(s + 4 * H + u, n);
+      (V::loadu(du_row + u, n) * o * (one - tc * tc)).store(dco + u, n);
+    }
+    m1 = row_sum<T>(H, [&](int64_t u, int64_t n) {
+      return V::loadu(dco + u, n) * V::loadu(ln_w + u, n);
+    }) / T(H);
+    m2 = row_sum<T>(H, [&](int64_t u, int64_t n) {
+      return V::loadu(dco + u, n) * V::loadu(ln_w + u, n) * V::loadu(s + chat_at + u, n);
+    }) / T(H);
+  }
+  for (int64_t u = 0; u < H; u += V::size()) {
+    const int64_t n = std::min<int64_t>(V::size(), H - u);
+    const V i = V::loadu(s + u, n), f = V::loadu(s + H + u, n), g = V::loadu(s + 2 * H + u, n),
+            o = V::loadu(s + 3 * H + u, n), tc = V::loadu(s + 4 * H + u, n);
+    const V du = V::loadu(du_row + u, n), c_prev = V::loadu(cp + u, n);
+    V dc = V::loadu(dCs + u, n) + V::loadu(dc_next + u, n);
+    V dc_skip(T(0));
+    if (Kc.on()) {  // the carried share of c_t skips the cell
+      const V k = Kc.load(u, n);
+      dc_skip = dc * k;
+      dc = dc * (one - k);
+    }
+    const V dpo = du * tc * o * (one - o);  // u = o tanh(c_out), o = σ(P_o)
+    if constexpr (LNC) {  // c_out = LN(c~)
+      const V a = V::loadu(dco + u, n) * V::loadu(ln_w + u, n);
+      dc = dc + (a - V(m1) - V::loadu(s + chat_at + u, n) * V(m2)) * V(rstd_c);
+    } else {
+      dc = dc + du * o * (one - tc * tc);
+    }
+    if constexpr (PEEP) dc = at::vec::fmadd(dpo, V::loadu(w_ch + 2 * H + u, n), dc);  // P_o
+    const V dpi = dc * g * i * (one - i), dpf = dc * c_prev * f * (one - f);
+    dpi.store(dg + u, n);
+    dpf.store(dg + H + u, n);
+    (dc * i * (one - g * g)).store(dg + 2 * H + u, n);
+    dpo.store(dg + 3 * H + u, n);
+    V dcp = dc * f + dc_skip;  // through f c_prev (and the peepholes of i and f)
+    if constexpr (PEEP)
+      dcp = at::vec::fmadd(dpf, V::loadu(w_ch + H + u, n),
+                           at::vec::fmadd(dpi, V::loadu(w_ch + u, n), dcp));
+    dcp.store(dc_next + u, n);
+  }
+}
+
 // dg: gradient of gx (B, 3H); dgh: of gh = W_hh h_in + b_hh as the gates see it;
 // side += dhc z, the path through z * h_prev that skips the GEMM.
 template <typename T>
@@ -385,11 +596,57 @@ void gru_backward_row(int64_t H, const T* dhc_row, const T* hp, const T* s, T* s
 // -- drivers --------------------------------------------------------------------------
 
 int64_t num_gates(int64_t cell) { return cell == LSTM ? 4 : cell == GRU ? 3 : 1; }
-int64_t num_saved(int64_t cell) { return cell == LSTM ? 5 : cell == GRU ? 4 : 1; }
 
 template <typename T>
 const T* ptr_or_null(const OptTensor& t) {
   return t && t->defined() ? t->data_ptr<T>() : nullptr;
+}
+
+bool given(const OptTensor& t) { return t && t->defined(); }
+
+// The options of one call, and where each saved factor sits in a row of S.
+struct Config {
+  int64_t cell, H, GH;
+  bool carry_h, peephole, ln_c, ln_hh;
+  int64_t c_own_at = -1, chat_at = -1, xhat_at = -1, row = 0;  // offsets and row length
+
+  Config(int64_t cell_, int64_t H_, bool carry_h_, bool peephole_, bool ln_c_, bool ln_hh_)
+      : cell(cell_), H(H_), GH(num_gates(cell_) * H_), carry_h(carry_h_), peephole(peephole_),
+        ln_c(ln_c_), ln_hh(ln_hh_) {
+    if (cell == LSTM) {
+      row = 5 * H;
+      if (peephole) c_own_at = row, row += H;
+      if (ln_c) chat_at = row, row += H;
+    } else if (cell == GRU) {
+      row = 4 * H;
+    } else {
+      row = carry_h ? H : 0;
+    }
+    if (ln_hh) xhat_at = row, row += GH;
+  }
+  bool lstm_variant() const { return cell == LSTM && (peephole || ln_c); }
+  bool stats() const { return ln_hh || ln_c; }
+};
+
+template <typename T>
+using LstmVariantForward = T (*)(int64_t, const T*, const T*, const T*, const T*, KRow<T>,
+                                 KRow<T>, const T*, const T*, const T*, const T*, T*, T*, T*,
+                                 T*, int64_t, int64_t, bool);
+template <typename T>
+LstmVariantForward<T> lstm_variant_forward(const Config& cf) {
+  if (cf.ln_c && cf.peephole) return &lstm_variant_forward_row<T, true, true>;
+  if (cf.ln_c) return &lstm_variant_forward_row<T, true, false>;
+  return &lstm_variant_forward_row<T, false, true>;
+}
+
+template <typename T>
+using LstmVariantBackward = void (*)(int64_t, const T*, const T*, T*, const T*, KRow<T>,
+                                     const T*, int64_t, T, const T*, const T*, T*, T*);
+template <typename T>
+LstmVariantBackward<T> lstm_variant_backward(const Config& cf) {
+  if (cf.ln_c && cf.peephole) return &lstm_variant_backward_row<T, true, true>;
+  if (cf.ln_c) return &lstm_variant_backward_row<T, true, false>;
+  return &lstm_variant_backward_row<T, false, true>;
 }
 
 template <typename T>
@@ -397,20 +654,25 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
                                  const OptTensor& c0, const Tensor& w_hh,
                                  const OptTensor& b_hh, const OptTensor& w_hr,
                                  const OptTensor& h_mask, const OptTensor& carry_h,
-                                 const OptTensor& carry_c, bool keep) {
+                                 const OptTensor& carry_c, const OptTensor& ln_hh_weight,
+                                 const OptTensor& ln_hh_bias, const OptTensor& ln_c_weight,
+                                 const OptTensor& ln_c_bias, const OptTensor& w_ch, bool keep) {
   const int64_t T_ = gx.size(0), B = gx.size(1), GH = gx.size(2);
   const int64_t H = GH / num_gates(cell), H_out = h0.size(1);
-  const bool proj = w_hr && w_hr->defined();
-  const bool masked = h_mask && h_mask->defined();
+  const Config cf(cell, H, given(carry_h), given(w_ch), given(ln_c_weight),
+                  given(ln_hh_weight));
+  const bool proj = given(w_hr);
+  const bool masked = given(h_mask);
   const auto opts = gx.options();
 
   Tensor Hs = at::empty({T_, B, H_out}, opts);
   Tensor Cs = cell == LSTM ? at::empty({T_, B, H}, opts) : Tensor();
-  Tensor S = keep ? at::empty({T_, B, num_saved(cell) * H}, opts) : Tensor();
+  Tensor S = keep ? at::empty({T_, B, cf.row}, opts) : Tensor();
+  Tensor St = keep && cf.stats() ? at::empty({T_, B, 2}, opts) : Tensor();
   // the GEMM input h_{t-1} * mask: every step's kept for dW_hh in training, else one
   Tensor Hin = masked ? at::empty({keep ? T_ : 1, B, H_out}, opts) : Tensor();
   Tensor gh = at::empty({B, GH}, opts);            // W_hh h_in of this step
-  Tensor U = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c~) before W_hr
+  Tensor U = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c_out) before W_hr
 
   const T* gx_p = gx.data_ptr<T>();
   const T* h0_p = h0.data_ptr<T>();
@@ -419,14 +681,21 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   const T* b_p = ptr_or_null<T>(b_hh);
   const T* wr_p = ptr_or_null<T>(w_hr);
   const T* m_p = ptr_or_null<T>(h_mask);
+  const T* lnh_w = ptr_or_null<T>(ln_hh_weight);
+  const T* lnh_b = ptr_or_null<T>(ln_hh_bias);
+  const T* lnc_w = ptr_or_null<T>(ln_c_weight);
+  const T* lnc_b = ptr_or_null<T>(ln_c_bias);
+  const T* wch_p = ptr_or_null<T>(w_ch);
   T* Hs_p = Hs.data_ptr<T>();
   T* Cs_p = Cs.defined() ? Cs.data_ptr<T>() : nullptr;
   T* S_p = keep ? S.data_ptr<T>() : nullptr;
+  T* St_p = St.defined() ? St.data_ptr<T>() : nullptr;
   T* Hin_p = masked ? Hin.data_ptr<T>() : nullptr;
   T* gh_p = gh.data_ptr<T>();
   T* U_p = proj ? U.data_ptr<T>() : nullptr;
   const Carry<T> Kh(carry_h), Kc(carry_c);
-  const int64_t SH = num_saved(cell) * H, BH_out = B * H_out;
+  const int64_t SR = cf.row, BH_out = B * H_out;
+  const auto lstm_variant = cf.lstm_variant() ? lstm_variant_forward<T>(cf) : nullptr;
 
   if (masked) {  // step 0's GEMM input
     for (int64_t j = 0; j < BH_out; ++j) Hin_p[j] = h0_p[j] * m_p[j];
@@ -439,32 +708,47 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
     matmul<T>(gh_p, masked ? hin : hp, w_p, B, GH, H_out, /*w_is_nk=*/true);  // W_hh h_in
     const T* gx_t = gx_p + t * B * GH;
     T* h_t = Hs_p + t * BH_out;
-    T* s_t = keep ? S_p + t * B * SH : nullptr;
+    T* s_t = keep ? S_p + t * B * SR : nullptr;
+    T* st_t = St_p ? St_p + t * B * 2 : nullptr;
     for_rows(B, GH, [&](int64_t b) {
       const T* gxr = gx_t + b * GH;
-      const T* ghr = gh_p + b * GH;
+      T* ghr = gh_p + b * GH;
       const T* hpr = hp + b * H_out;
       const T* mr = m_p ? m_p + b * H_out : nullptr;
       T* hinr = hin_next ? hin_next + b * H_out : nullptr;
-      T* sr = s_t ? s_t + b * SH : nullptr;
+      T* sr = s_t ? s_t + b * SR : nullptr;
+      if (cf.ln_hh) {  // gh <- LN(W_hh h_in), before the cell adds anything to it
+        const T rstd = ln_forward_row<T>(GH, ghr, lnh_w, lnh_b, sr ? sr + cf.xhat_at : nullptr);
+        if (st_t) st_t[b * 2] = rstd;
+      }
+      T* s_rnn = cf.carry_h ? sr : nullptr;  // act' is saved only where h_t cannot give it
       switch (cell) {
         case RNN_TANH:
           rnn_forward_row<T, RNN_TANH>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
-                                       hinr, sr);
+                                       hinr, s_rnn);
           break;
         case RNN_RELU:
           rnn_forward_row<T, RNN_RELU>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
-                                       hinr, sr);
+                                       hinr, s_rnn);
           break;
         case RNN_SIGMOID:
           rnn_forward_row<T, RNN_SIGMOID>(H, gxr, ghr, hpr, Kh.row(t, b), mr,
-                                          h_t + b * H_out, hinr, sr);
+                                          h_t + b * H_out, hinr, s_rnn);
           break;
-        case LSTM:
-          lstm_forward_row<T>(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b), Kc.row(t, b), mr,
-                              proj ? U_p + b * H : h_t + b * H_out, Cs_p + t * B * H + b * H,
-                              hinr, sr, proj);
+        case LSTM: {
+          T* hr = proj ? U_p + b * H : h_t + b * H_out;
+          T* cr = Cs_p + t * B * H + b * H;
+          if (lstm_variant) {
+            const T rstd = lstm_variant(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b),
+                                        Kc.row(t, b), mr, wch_p, lnc_w, lnc_b, hr, cr, hinr, sr,
+                                        cf.c_own_at, cf.chat_at, proj);
+            if (st_t) st_t[b * 2 + 1] = rstd;
+          } else {
+            lstm_forward_row<T>(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b), Kc.row(t, b), mr,
+                                hr, cr, hinr, sr, proj);
+          }
           break;
+        }
         case GRU:
           gru_forward_row<T>(H, gxr, ghr, b_p, hpr, Kh.row(t, b), mr, h_t + b * H_out, hinr,
                              sr);
@@ -482,27 +766,39 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
       }
     }
   }
-  return {Hs, Cs, S, keep ? Hin : Tensor()};
+  return {Hs, Cs, S, keep ? Hin : Tensor(), St};
 }
 
+// Σ over time and batch of a (T, B, N) tensor.
+Tensor sum_steps(const Tensor& x) { return x.sum(at::IntArrayRef{0, 1}); }
+
+// The gradients of the recurrent side, in the order of rnnkit.cells.Recurrent's fields:
+// w_hh, b_hh, w_hr, h_mask (never), ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, w_ch.
 template <typename T>
 std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTensor& dCs,
                                   const Tensor& Hs, const OptTensor& Cs, const Tensor& h0,
                                   const OptTensor& c0, const Tensor& S, const OptTensor& Hin,
-                                  const Tensor& w_hh, const OptTensor& b_hh,
-                                  const OptTensor& w_hr, const OptTensor& h_mask,
-                                  const OptTensor& carry_h, const OptTensor& carry_c,
-                                  bool need_w_hh, bool need_b_hh, bool need_w_hr) {
+                                  const OptTensor& St, const Tensor& w_hh,
+                                  const OptTensor& b_hh, const OptTensor& w_hr,
+                                  const OptTensor& h_mask, const OptTensor& carry_h,
+                                  const OptTensor& carry_c, const OptTensor& ln_hh_weight,
+                                  const OptTensor& ln_c_weight, const OptTensor& w_ch,
+                                  const std::vector<bool>& need) {
   const int64_t T_ = Hs.size(0), B = Hs.size(1), H_out = Hs.size(2), GH = w_hh.size(0);
-  const int64_t H = GH / num_gates(cell), SH = num_saved(cell) * H, BH_out = B * H_out;
-  const bool proj = w_hr && w_hr->defined();
+  const int64_t H = GH / num_gates(cell), BH_out = B * H_out;
+  const Config cf(cell, H, given(carry_h), given(w_ch), given(ln_c_weight),
+                  given(ln_hh_weight));
+  const int64_t SR = cf.row;
+  const bool proj = given(w_hr);
   const bool gru = cell == GRU, lstm = cell == LSTM;
   const Carry<T> Kh(carry_h), Kc(carry_c);
   const bool has_side = Kh.data != nullptr || gru;  // paths from h_t that skip the GEMM
   const auto opts = Hs.options();
 
   Tensor dG = at::empty({T_, B, GH}, opts);                     // gradient of gx
-  Tensor dGH = gru ? at::empty({T_, B, GH}, opts) : dG;         // of W_hh h_in (+ b_hh)
+  Tensor dGH = gru ? at::empty({T_, B, GH}, opts) : dG;         // of gh as the gates see it
+  Tensor dGHraw = cf.ln_hh ? at::empty({T_, B, GH}, opts) : dGH;  // of W_hh h_in
+  Tensor dCo = cf.ln_c ? at::empty({T_, B, H}, opts) : Tensor();  // of LN(c~)
   Tensor dhr = at::zeros({B, H_out}, opts);                      // dP_{t+1} W_hh
   Tensor side = at::zeros({B, H_out}, opts);
   Tensor dc_next = lstm ? at::zeros({B, H}, opts) : Tensor();
@@ -517,42 +813,73 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
   const T* h0_p = h0.data_ptr<T>();
   const T* c0_p = ptr_or_null<T>(c0);
   const T* S_p = S.data_ptr<T>();
+  const T* St_p = ptr_or_null<T>(St);
   const T* w_p = w_hh.data_ptr<T>();
   const T* wr_p = ptr_or_null<T>(w_hr);
   const T* m_p = ptr_or_null<T>(h_mask);
+  const T* lnh_w = ptr_or_null<T>(ln_hh_weight);
+  const T* lnc_w = ptr_or_null<T>(ln_c_weight);
+  const T* wch_p = ptr_or_null<T>(w_ch);
   T* dG_p = dG.data_ptr<T>();
   T* dGH_p = dGH.data_ptr<T>();
+  T* dGHraw_p = dGHraw.data_ptr<T>();
+  T* dCo_p = cf.ln_c ? dCo.data_ptr<T>() : nullptr;
   T* dhr_p = dhr.data_ptr<T>();
   T* side_p = side.data_ptr<T>();
   T* dcn_p = lstm ? dc_next.data_ptr<T>() : nullptr;
   T* dHc_p = dHc.data_ptr<T>();
   T* dU_p = proj ? dU.data_ptr<T>() : nullptr;
+  const auto lstm_variant = cf.lstm_variant() ? lstm_variant_backward<T>(cf) : nullptr;
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const T* hp = t ? Hs_p + (t - 1) * BH_out : h0_p;
     const T* cp = lstm ? (t ? Cs_p + (t - 1) * B * H : c0_p) : nullptr;
     const T* dHs_t = dHs_p + t * BH_out;
-    const T* s_t = S_p + t * B * SH;
+    const T* s_t = S_p + t * B * SR;
+    const T* st_t = St_p ? St_p + t * B * 2 : nullptr;
     T* dhc_t = dHc_p + (proj ? t * BH_out : 0);
     T* dg_t = dG_p + t * B * GH;
     T* dgh_t = dGH_p + t * B * GH;
+    T* dghraw_t = dGHraw_p + t * B * GH;
     auto split = [&](int64_t b) {
       split_dh_row<T>(H_out, dHs_t + b * H_out, dhr_p + b * H_out,
                       m_p ? m_p + b * H_out : nullptr, side_p + b * H_out, has_side,
                       Kh.row(t, b), dhc_t + b * H_out);
     };
     auto cell_rows = [&](int64_t b) {
-      const T* sr = s_t + b * SH;
-      if (lstm) {
-        lstm_backward_row<T>(H, proj ? dU_p + b * H : dhc_t + b * H_out,
-                             dCs_p + t * B * H + b * H, dcn_p + b * H, cp + b * H,
-                             Kc.row(t, b), sr, dg_t + b * GH);
-      } else if (gru) {
-        gru_backward_row<T>(H, dhc_t + b * H_out, hp + b * H_out, sr, side_p + b * H_out,
-                            dg_t + b * GH, dgh_t + b * GH);
-      } else {
-        rnn_backward_row<T>(H, dhc_t + b * H_out, sr, dg_t + b * GH);
+      const T* sr = s_t + b * SR;
+      const T* s_rnn = cf.carry_h ? sr : nullptr;
+      const T* h_row = Hs_p + t * BH_out + b * H_out;
+      switch (cell) {
+        case LSTM:
+          if (lstm_variant) {
+            lstm_variant(H, proj ? dU_p + b * H : dhc_t + b * H_out, dCs_p + t * B * H + b * H,
+                         dcn_p + b * H, cp + b * H, Kc.row(t, b), sr, cf.chat_at,
+                         st_t ? st_t[b * 2 + 1] : T(1), wch_p, lnc_w, dg_t + b * GH,
+                         dCo_p ? dCo_p + t * B * H + b * H : nullptr);
+          } else {
+            lstm_backward_row<T>(H, proj ? dU_p + b * H : dhc_t + b * H_out,
+                                 dCs_p + t * B * H + b * H, dcn_p + b * H, cp + b * H,
+                                 Kc.row(t, b), sr, dg_t + b * GH);
+          }
+          break;
+        case GRU:
+          gru_backward_row<T>(H, dhc_t + b * H_out, hp + b * H_out, sr, side_p + b * H_out,
+                              dg_t + b * GH, dgh_t + b * GH);
+          break;
+        case RNN_TANH:
+          rnn_backward_row<T, RNN_TANH>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
+          break;
+        case RNN_RELU:
+          rnn_backward_row<T, RNN_RELU>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
+          break;
+        case RNN_SIGMOID:
+          rnn_backward_row<T, RNN_SIGMOID>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
+          break;
       }
+      if (cf.ln_hh)  // back through gh = LN(W_hh h_in)
+        ln_backward_row<T>(GH, dgh_t + b * GH, sr + cf.xhat_at, st_t[b * 2], lnh_w,
+                           dghraw_t + b * GH);
     };
     if (proj) {  // dU = dh~ W_hr sits between the split and the cell
       for_rows(B, H_out, split);
@@ -564,34 +891,51 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
         cell_rows(b);
       });
     }
-    matmul<T>(dhr_p, dgh_t, w_p, B, H_out, GH, /*w_is_nk=*/false);  // dP_t W_hh
+    matmul<T>(dhr_p, dghraw_t, w_p, B, H_out, GH, /*w_is_nk=*/false);  // dP_t W_hh
   }
 
   // what reaches h0: through the GEMM (times the mask) and around it
-  Tensor dh0 = h_mask && h_mask->defined() ? dhr.mul_(*h_mask) : dhr;
+  Tensor dh0 = given(h_mask) ? dhr.mul_(*h_mask) : dhr;
   if (has_side) dh0.add_(side);
   Tensor dc0 = lstm ? dc_next : Tensor();
 
-  // weight gradients: single GEMMs over all T*B rows instead of one per step
-  Tensor dW_hh, db_hh, dW_hr;
-  if (need_w_hh) {
-    Tensor dGH2 = dGH.view({T_ * B, GH});
-    if (Hin && Hin->defined()) {
-      dW_hh = dGH2.t().mm(Hin->view({T_ * B, H_out}));
+  // parameter gradients: single GEMMs and reductions over all T*B rows
+  std::vector<Tensor> grads(9);
+  if (need[0]) {  // dW_hh = Σ_t dGH_rawᵀ h_in
+    if (given(Hin)) {
+      grads[0] = dGHraw.view({T_ * B, GH}).t().mm(Hin->view({T_ * B, H_out}));
     } else {  // h_in = [h0, Hs[:-1]], without concatenating them
-      dW_hh = dGH[0].t().mm(h0);
+      grads[0] = dGHraw[0].t().mm(h0);
       if (T_ > 1)
-        dW_hh.addmm_(dGH.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
-                     Hs.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, H_out}));
+        grads[0].addmm_(dGHraw.narrow(0, 1, T_ - 1).reshape({(T_ - 1) * B, GH}).t(),
+                        Hs.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, H_out}));
     }
   }
-  if (need_b_hh) db_hh = dGH.sum(at::IntArrayRef{0, 1});
-  if (need_w_hr && proj) {  // dW_hr = Σ_t dh~_tᵀ u_t, u = o * tanh(c~)
-    Tensor S4 = S.view({T_ * B, 5, H});
-    Tensor U = S4.select(1, 3) * S4.select(1, 4);
-    dW_hr = dHc.view({T_ * B, H_out}).t().mm(U);
+  if (need[1] && given(b_hh)) grads[1] = sum_steps(dGH);
+  const Tensor S2 = S.view({T_ * B, SR});
+  if (need[2] && proj) {  // dW_hr = Σ_t dh~_tᵀ u_t, u = o * tanh(c_out)
+    const Tensor U = S2.narrow(1, 3 * H, H) * S2.narrow(1, 4 * H, H);
+    grads[2] = dHc.view({T_ * B, H_out}).t().mm(U);
   }
-  return {dG, dh0, dc0, dW_hh, db_hh, dW_hr};
+  if (cf.ln_hh && (need[4] || need[5])) {  // Σ dgh x^ and Σ dgh
+    grads[4] = (dGH.view({T_ * B, GH}) * S2.narrow(1, cf.xhat_at, GH)).sum(0);
+    grads[5] = sum_steps(dGH);
+  }
+  if (cf.ln_c && (need[6] || need[7])) {
+    grads[6] = (dCo.view({T_ * B, H}) * S2.narrow(1, cf.chat_at, H)).sum(0);
+    grads[7] = sum_steps(dCo);
+  }
+  if (cf.peephole && need[8]) {  // P_i and P_f saw c_{t-1}, P_o the cell's own c~
+    Tensor C_prev = at::cat({c0->unsqueeze(0), Cs->narrow(0, 0, T_ - 1)});
+    Tensor dG3 = dG.view({T_, B, 4, H});
+    grads[8] = at::cat({sum_steps(dG3.select(2, 0) * C_prev),
+                        sum_steps(dG3.select(2, 1) * C_prev),
+                        (dG3.select(2, 3).reshape({T_ * B, H}) * S2.narrow(1, cf.c_own_at, H))
+                            .sum(0)});
+  }
+  std::vector<Tensor> out = {dG, dh0, dc0};
+  out.insert(out.end(), grads.begin(), grads.end());
+  return out;
 }
 
 void check_cell(int64_t cell) {
@@ -602,12 +946,21 @@ void check_cell(int64_t cell) {
 std::vector<Tensor> forward(int64_t cell, const Tensor& gx, const Tensor& h0,
                             const OptTensor& c0, const Tensor& w_hh, const OptTensor& b_hh,
                             const OptTensor& w_hr, const OptTensor& h_mask,
-                            const OptTensor& carry_h, const OptTensor& carry_c, bool keep) {
+                            const OptTensor& carry_h, const OptTensor& carry_c,
+                            const OptTensor& ln_hh_weight, const OptTensor& ln_hh_bias,
+                            const OptTensor& ln_c_weight, const OptTensor& ln_c_bias,
+                            const OptTensor& w_ch, bool keep) {
   check_cell(cell);
+  TORCH_CHECK(!given(w_ch) || cell == LSTM, "peepholes are an LSTM option");
+  TORCH_CHECK(!given(ln_c_weight) || (cell == LSTM && given(ln_c_bias)),
+              "the layer norm of c needs an LSTM, its weight and its bias");
+  TORCH_CHECK(given(ln_hh_weight) == given(ln_hh_bias),
+              "the layer norm of W_hh h needs both its weight and its bias");
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "rnnkit_fused_forward", [&] {
     out = forward_impl<scalar_t>(cell, gx, h0, c0, w_hh, b_hh, w_hr, h_mask, carry_h,
-                                 carry_c, keep);
+                                 carry_c, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias,
+                                 w_ch, keep);
   });
   return out;
 }
@@ -615,15 +968,18 @@ std::vector<Tensor> forward(int64_t cell, const Tensor& gx, const Tensor& h0,
 std::vector<Tensor> backward(int64_t cell, const Tensor& dHs, const OptTensor& dCs,
                              const Tensor& Hs, const OptTensor& Cs, const Tensor& h0,
                              const OptTensor& c0, const Tensor& S, const OptTensor& Hin,
-                             const Tensor& w_hh, const OptTensor& b_hh, const OptTensor& w_hr,
-                             const OptTensor& h_mask, const OptTensor& carry_h,
-                             const OptTensor& carry_c, bool need_w_hh, bool need_b_hh,
-                             bool need_w_hr) {
+                             const OptTensor& St, const Tensor& w_hh, const OptTensor& b_hh,
+                             const OptTensor& w_hr, const OptTensor& h_mask,
+                             const OptTensor& carry_h, const OptTensor& carry_c,
+                             const OptTensor& ln_hh_weight, const OptTensor& ln_c_weight,
+                             const OptTensor& w_ch, const std::vector<bool>& need) {
   check_cell(cell);
+  TORCH_CHECK(need.size() == 9, "need: one flag per field of Recurrent, got ", need.size());
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(Hs.scalar_type(), "rnnkit_fused_backward", [&] {
-    out = backward_impl<scalar_t>(cell, dHs, dCs, Hs, Cs, h0, c0, S, Hin, w_hh, b_hh, w_hr,
-                                  h_mask, carry_h, carry_c, need_w_hh, need_b_hh, need_w_hr);
+    out = backward_impl<scalar_t>(cell, dHs, dCs, Hs, Cs, h0, c0, S, Hin, St, w_hh, b_hh, w_hr,
+                                  h_mask, carry_h, carry_c, ln_hh_weight, ln_c_weight, w_ch,
+                                  need);
   });
   return out;
 }
