@@ -233,9 +233,19 @@ T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
 }
 
 // dx of y = x^ * w + b: dx = (a - mean(a) - x^ mean(a x^)) / sigma with a = dy * w.
+// Adds dy x^ and dy into sums (2N: the gradients of w and b) when given.
 template <typename T>
-void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, T* dx) {
+void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, T* dx,
+                     T* sums) {
   using V = Vec<T>;
+  if (sums) {
+    for (int64_t u = 0; u < N; u += V::size()) {
+      const int64_t n = std::min<int64_t>(V::size(), N - u);
+      const V d = V::loadu(dy + u, n);
+      at::vec::fmadd(d, V::loadu(xhat + u, n), V::loadu(sums + u, n)).store(sums + u, n);
+      (d + V::loadu(sums + N + u, n)).store(sums + N + u, n);
+    }
+  }
   const T m1 = row_sum<T>(N, [&](int64_t u, int64_t n) {
     return V::loadu(dy + u, n) * V::loadu(w + u, n);
   }) / T(N);
@@ -249,6 +259,40 @@ void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, 
     ((a - v1 - V::loadu(xhat + u, n) * v2) * vr).store(dx + u, n);
   }
 }
+
+// Sums over every (t, b) row of a parameter gradient, without a (T, B, N) buffer: each
+// thread adds its rows of a step into its own slice (threads never share one), and after
+// each step the slices are added into totals kept in double, so that float32 sums over
+// thousands of rows lose nothing to rounding.
+template <typename T>
+struct RowSums {
+  int64_t n = 0;
+  std::vector<T> part;         // (threads, n)
+  std::vector<double> total;   // (n)
+  RowSums(int64_t n_, bool on) : n(on ? n_ : 0),
+      part(on ? size_t(std::max(at::get_num_threads(), 1) * n_) : 0, T(0)),
+      total(on ? size_t(n_) : 0, 0.0) {}
+  bool on() const { return n > 0; }
+  T* mine() {  // this thread's slice
+    const int64_t tid = at::get_thread_num();
+    TORCH_CHECK(tid >= 0 && (tid + 1) * n <= int64_t(part.size()),
+                "rnnkit compiled engine: thread id ", tid, " out of range");
+    return part.data() + tid * n;
+  }
+  void fold() {
+    if (!on()) return;
+    for (size_t j = 0; j < part.size(); ++j) {
+      total[j % n] += part[j];
+      part[j] = T(0);
+    }
+  }
+  // the totals [from, from + len) as a tensor
+  Tensor get(int64_t from, int64_t len, const at::TensorOptions& opts) const {
+    Tensor out = at::empty({len}, opts.dtype(at::kDouble));
+    std::copy(total.begin() + from, total.begin() + from + len, out.data_ptr<double>());
+    return out.to(opts.dtype());
+  }
+};
 
 // -- forward rows ---------------------------------------------------------------------
 // Each writes h_t (and c_t), the saved factors when s != nullptr, and h_t * mask into
@@ -513,12 +557,13 @@ void lstm_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next, con
   }
 }
 
-// The derivative of lstm_variant_forward_row. dco: gradient of c_out, written for the
-// layer norm's gain and bias (LNC only).
+// The derivative of lstm_variant_forward_row. With LNC: dco (H) is scratch for the
+// gradient of c_out, and the gradients of the layer norm's gain and bias are added into
+// sums (2H).
 template <typename T, bool LNC, bool PEEP>
 void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next,
                                const T* cp, KRow<T> Kc, const T* s, int64_t chat_at, T rstd_c,
-                               const T* w_ch, const T* ln_w, T* dg, T* dco) {
+                               const T* w_ch, const T* ln_w, T* dg, T* dco, T* sums) {
   using V = Vec<T>;
   const V one(T(1));
   T m1 = 0, m2 = 0;  // the means of the layer norm's derivative
@@ -526,7 +571,10 @@ void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_n
     for (int64_t u = 0; u < H; u += V::size()) {  // u = o tanh(c_out), through the tanh
       const int64_t n = std::min<int64_t>(V::size(), H - u);
       const V o = V::loadu(s + 3 * H + u, n), tc = V::loadu(s + 4 * H + u, n);
-      (V::loadu(du_row + u, n) * o * (one - tc * tc)).store(dco + u, n);
+      const V d = V::loadu(du_row + u, n) * o * (one - tc * tc);
+      d.store(dco + u, n);
+      at::vec::fmadd(d, V::loadu(s + chat_at + u, n), V::loadu(sums + u, n)).store(sums + u, n);
+      (d + V::loadu(sums + H + u, n)).store(sums + H + u, n);
     }
     m1 = row_sum<T>(H, [&](int64_t u, int64_t n) {
       return V::loadu(dco + u, n) * V::loadu(ln_w + u, n);
@@ -641,7 +689,7 @@ LstmVariantForward<T> lstm_variant_forward(const Config& cf) {
 
 template <typename T>
 using LstmVariantBackward = void (*)(int64_t, const T*, const T*, T*, const T*, KRow<T>,
-                                     const T*, int64_t, T, const T*, const T*, T*, T*);
+                                     const T*, int64_t, T, const T*, const T*, T*, T*, T*);
 template <typename T>
 LstmVariantBackward<T> lstm_variant_backward(const Config& cf) {
   if (cf.ln_c && cf.peephole) return &lstm_variant_backward_row<T, true, true>;
@@ -795,10 +843,15 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
   const bool has_side = Kh.data != nullptr || gru;  // paths from h_t that skip the GEMM
   const auto opts = Hs.options();
 
-  Tensor dG = at::empty({T_, B, GH}, opts);                     // gradient of gx
-  Tensor dGH = gru ? at::empty({T_, B, GH}, opts) : dG;         // of gh as the gates see it
+  Tensor dG = at::empty({T_, B, GH}, opts);  // gradient of gx
+  // of gh as the gates see it: the GRU's differs from dG; with a layer norm only the
+  // current step's is needed (its sums are kept in sums_hh)
+  Tensor dGH = !gru ? dG : at::empty({cf.ln_hh ? 1 : T_, B, GH}, opts);
   Tensor dGHraw = cf.ln_hh ? at::empty({T_, B, GH}, opts) : dGH;  // of W_hh h_in
-  Tensor dCo = cf.ln_c ? at::empty({T_, B, H}, opts) : Tensor();  // of LN(c~)
+  // Σ dgh x^ and Σ dgh (the gain and bias of LN(W_hh h_in), and the GRU's b_hh), and
+  // Σ dc_out c^ and Σ dc_out (those of LN(c~))
+  RowSums<T> sums_hh(2 * GH, cf.ln_hh), sums_c(2 * H, cf.ln_c);
+  Tensor dco = cf.ln_c ? at::empty({std::max(at::get_num_threads(), 1), H}, opts) : Tensor();
   Tensor dhr = at::zeros({B, H_out}, opts);                      // dP_{t+1} W_hh
   Tensor side = at::zeros({B, H_out}, opts);
   Tensor dc_next = lstm ? at::zeros({B, H}, opts) : Tensor();
@@ -823,7 +876,7 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
   T* dG_p = dG.data_ptr<T>();
   T* dGH_p = dGH.data_ptr<T>();
   T* dGHraw_p = dGHraw.data_ptr<T>();
-  T* dCo_p = cf.ln_c ? dCo.data_ptr<T>() : nullptr;
+  T* dco_p = cf.ln_c ? dco.data_ptr<T>() : nullptr;
   T* dhr_p = dhr.data_ptr<T>();
   T* side_p = side.data_ptr<T>();
   T* dcn_p = lstm ? dc_next.data_ptr<T>() : nullptr;
@@ -839,7 +892,7 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
     const T* st_t = St_p ? St_p + t * B * 2 : nullptr;
     T* dhc_t = dHc_p + (proj ? t * BH_out : 0);
     T* dg_t = dG_p + t * B * GH;
-    T* dgh_t = dGH_p + t * B * GH;
+    T* dgh_t = dGH_p + (dGH.size(0) == 1 ? 0 : t * B * GH);
     T* dghraw_t = dGHraw_p + t * B * GH;
     auto split = [&](int64_t b) {
       split_dh_row<T>(H_out, dHs_t + b * H_out, dhr_p + b * H_out,
@@ -856,7 +909,8 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
             lstm_variant(H, proj ? dU_p + b * H : dhc_t + b * H_out, dCs_p + t * B * H + b * H,
                          dcn_p + b * H, cp + b * H, Kc.row(t, b), sr, cf.chat_at,
                          st_t ? st_t[b * 2 + 1] : T(1), wch_p, lnc_w, dg_t + b * GH,
-                         dCo_p ? dCo_p + t * B * H + b * H : nullptr);
+                         dco_p ? dco_p + at::get_thread_num() * H : nullptr,
+                         sums_c.on() ? sums_c.mine() : nullptr);
           } else {
             lstm_backward_row<T>(H, proj ? dU_p + b * H : dhc_t + b * H_out,
                                  dCs_p + t * B * H + b * H, dcn_p + b * H, cp + b * H,
@@ -879,7 +933,7 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
       }
       if (cf.ln_hh)  // back through gh = LN(W_hh h_in)
         ln_backward_row<T>(GH, dgh_t + b * GH, sr + cf.xhat_at, st_t[b * 2], lnh_w,
-                           dghraw_t + b * GH);
+                           dghraw_t + b * GH, sums_hh.mine());
     };
     if (proj) {  // dU = dh~ W_hr sits between the split and the cell
       for_rows(B, H_out, split);
@@ -892,6 +946,8 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
       });
     }
     matmul<T>(dhr_p, dghraw_t, w_p, B, H_out, GH, /*w_is_nk=*/false);  // dP_t W_hh
+    sums_hh.fold();
+    sums_c.fold();
   }
 
   // what reaches h0: through the GEMM (times the mask) and around it
@@ -911,19 +967,20 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
                         Hs.narrow(0, 0, T_ - 1).reshape({(T_ - 1) * B, H_out}));
     }
   }
-  if (need[1] && given(b_hh)) grads[1] = sum_steps(dGH);
+  if (need[1] && given(b_hh))  // b_hh adds to LN(W_hh h_in) as its bias does
+    grads[1] = cf.ln_hh ? sums_hh.get(GH, GH, opts) : sum_steps(dGH);
   const Tensor S2 = S.view({T_ * B, SR});
   if (need[2] && proj) {  // dW_hr = Σ_t dh~_tᵀ u_t, u = o * tanh(c_out)
     const Tensor U = S2.narrow(1, 3 * H, H) * S2.narrow(1, 4 * H, H);
     grads[2] = dHc.view({T_ * B, H_out}).t().mm(U);
   }
-  if (cf.ln_hh && (need[4] || need[5])) {  // Σ dgh x^ and Σ dgh
-    grads[4] = (dGH.view({T_ * B, GH}) * S2.narrow(1, cf.xhat_at, GH)).sum(0);
-    grads[5] = sum_steps(dGH);
+  if (cf.ln_hh) {
+    if (need[4]) grads[4] = sums_hh.get(0, GH, opts);
+    if (need[5]) grads[5] = sums_hh.get(GH, GH, opts);
   }
-  if (cf.ln_c && (need[6] || need[7])) {
-    grads[6] = (dCo.view({T_ * B, H}) * S2.narrow(1, cf.chat_at, H)).sum(0);
-    grads[7] = sum_steps(dCo);
+  if (cf.ln_c) {
+    if (need[6]) grads[6] = sums_c.get(0, H, opts);
+    if (need[7]) grads[7] = sums_c.get(H, H, opts);
   }
   if (cf.peephole && need[8]) {  // P_i and P_f saw c_{t-1}, P_o the cell's own c~
     Tensor C_prev = at::cat({c0->unsqueeze(0), Cs->narrow(0, 0, T_ - 1)});
