@@ -140,7 +140,8 @@ def test_loading_never_runs_pickled_code(tmp_path):
     torch.save({"format": "rnnkit-checkpoint/1", "payload": _Evil()}, path)
     if os.path.exists("/tmp/rnnkit-pwned"):
         os.remove("/tmp/rnnkit-pwned")
-    with pytest.raises(ValueError, match="not a readable rnnkit checkpoint"):
+    with pytest.raises(ValueError, match=r"evil\.pt refused: it holds more than tensors and "
+                                         r"plain values \(.*GLOBAL \w+\.system.*nothing in it ran"):
         load_checkpoint(path)
     assert not os.path.exists("/tmp/rnnkit-pwned")
     bad = tmp_path / "truncated.pt"
@@ -193,3 +194,56 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
         trainer.fit()
     assert all(torch.isfinite(p).all() for p in load_checkpoint(
         tmp_path / "always" / "last.pt")["model_state"].values())
+
+
+class _Poisoned(_Stalling):
+    """NaN inputs at the given steps; a validation loss of ``evals`` (NaN where asked)."""
+
+    def __init__(self, bad_steps=(), nan_evals=()):
+        super().__init__()
+        self.bad, self.nan_evals = set(bad_steps), set(nan_evals)
+
+    def train_batch(self, step):
+        x, y = super().train_batch(step)
+        return (x * float("nan"), y) if step in self.bad else (x, y)
+
+    def evaluate(self, model):
+        loss = super().evaluate(model)["loss"]
+        return {"loss": float("nan") if self.evals in self.nan_evals else -loss}
+
+
+def test_skipped_steps_are_counted_reported_and_kept_across_a_resume(tmp_path, capsys):
+    config = TrainConfig(max_steps=8, eval_every=4, log_every=1, progress=False)
+    trainer = Trainer(_Poisoned(bad_steps={1, 2, 5}), config, tmp_path, on_step=_kill_at(6))
+    with pytest.raises(_Killed):
+        trainer.fit()
+    assert trainer.skipped_steps == 3
+    assert "step 6: skipped, loss nan" in capsys.readouterr().out
+    # the rows logged before the kill reached metrics.csv; the checkpoint is from step 4
+    assert load_checkpoint(tmp_path / "last.pt")["skipped_steps"] == 2
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert sum(",skipped," in r for r in rows) == 3
+    resumed = Trainer(_Poisoned(bad_steps={1, 2, 5}), config, tmp_path, resume=True)
+    summary = resumed.fit()
+    assert summary["skipped_steps"] == 3  # 2 before the checkpoint, step 6 again after it
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    steps = [int(r.split(",")[0]) for r in rows[1:] if ",train," in r]
+    assert steps == list(range(1, 9))  # the rows past the checkpoint were logged once
+
+
+def test_a_non_finite_validation_metric_is_never_the_best(tmp_path):
+    config = TrainConfig(max_steps=6, eval_every=2, progress=False)
+    summary = Trainer(_Poisoned(nan_evals={1, 3}), config, tmp_path).fit()
+    # validation losses: nan, -2, nan: the best is -2 (step 4), and best.pt is that one
+    assert summary["best"] == -2.0
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 4
+
+
+def test_metrics_reach_the_disk_when_a_run_diverges(tmp_path):
+    from rnnkit.train.trainer import NumericalError
+
+    config = TrainConfig(max_steps=50, eval_every=20, log_every=1, progress=False)
+    with pytest.raises(NumericalError, match="no checkpoint had been written yet"):
+        Trainer(_Poisoned(bad_steps=range(100)), config, tmp_path).fit()
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert sum(",skipped," in r for r in rows) == 5

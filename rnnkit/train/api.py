@@ -18,27 +18,56 @@ DEFAULT_PROMPTS = ("The ", "A function ", "If the ")
 
 
 def train(task: str, options: TaskOptions | None = None, config: TrainConfig | None = None,
-          out_dir: str | Path = "runs/run", *, resume: bool = False, samples: int = 3) -> dict:
+          out_dir: str | Path = "runs/run", *, resume: bool = False, overwrite: bool = False,
+          samples: int = 3) -> dict:
     """Train ``task`` (a name in TASKS) into ``out_dir``; returns the Trainer's summary,
-    plus generated ``samples`` for a language model."""
+    plus generated ``samples`` for a language model. A folder that holds a run is only
+    continued (``resume``) or replaced (``overwrite``), never mixed with a new one."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     options, config = options or TaskOptions(), config or TrainConfig()
-    trainer = Trainer(TASKS[task](options), config, out_dir, resume=resume)
+    trainer = Trainer(TASKS[task](options), config, out_dir, resume=resume, overwrite=overwrite)
     summary = trainer.fit()
     summary["checkpoints"] = [str(p) for p in sorted(Path(out_dir).glob("*.pt"))]
     if task == "lm" and samples:
         best = Path(out_dir) / "best.pt"
         path = best if best.is_file() else Path(out_dir) / "last.pt"
+        vocab = trainer.task.vocab  # the user's text may lack the prompts' characters:
+        prompts = [p for p in DEFAULT_PROMPTS  # then its most frequent token starts them
+                   if all(t in vocab for t in D.tokenize(p, vocab.level))] or [vocab.tokens[4]]
         summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i)
-                              for i, prompt in enumerate(DEFAULT_PROMPTS[:samples])]
+                              for i, prompt in enumerate(prompts[:samples])]
     return summary
 
 
+#: the size in a model's config that each vocabulary or name list of a checkpoint's task
+#: entry must match
+_ENTRY_SIZES = {"vocab": "vocab_size", "src_vocab": "src_vocab_size",
+                "tgt_vocab": "tgt_vocab_size", "labels": "num_classes", "tags": "num_tags"}
+
+
 def load(path: str | Path):
-    """(model, checkpoint payload) from a checkpoint file."""
+    """(model, checkpoint payload) from a checkpoint file, checked for consistency: its
+    task is known and its vocabularies and labels fit the model."""
     payload = load_checkpoint(path)
-    return model_from_checkpoint(payload), payload
+    try:
+        model = model_from_checkpoint(payload)
+        entry = payload["task"]
+        if entry.get("name") not in TASKS or not isinstance(entry.get("options"), dict):
+            raise ValueError(f"its task entry names no known task ({sorted(TASKS)})")
+        for key, size in _ENTRY_SIZES.items():
+            if key not in entry:
+                continue
+            if key.endswith("vocab"):
+                n = len(D.Vocabulary.from_dict(entry[key]))
+            else:  # a classifier has at least two outputs
+                n = len(entry[key]) if key == "tags" else max(2, len(entry[key]))
+            if n != getattr(model.config, size):
+                raise ValueError(f"its {key} has {n} entries but the model's {size} is "
+                                 f"{getattr(model.config, size)}: they do not belong together")
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model, payload
 
 
 def _task(payload: dict, data: str | None = None):
@@ -48,6 +77,16 @@ def _task(payload: dict, data: str | None = None):
     if data is not None:
         options = dataclasses.replace(options, data=data)
     return TASKS[entry["name"]](options, saved=entry)
+
+
+def _known(vocab, text: str, what: str) -> list[int]:
+    """``text`` encoded; a ValueError naming the tokens the vocabulary does not know."""
+    tokens = D.tokenize(text, vocab.level)
+    unknown = sorted({t for t in tokens if t not in vocab})
+    if unknown:
+        raise ValueError(f"{what} holds {len(unknown)} token(s) the checkpoint's vocabulary "
+                         f"does not know: {unknown[:10]}")
+    return vocab.encode(text)
 
 
 def _require(payload: dict, *tasks: str):
@@ -64,7 +103,7 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
     model, payload = load(path)
     _require(payload, "lm")
     vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
-    ids = vocab.encode(prompt)
+    ids = _known(vocab, prompt, "prompt")
     if not ids:
         raise ValueError("prompt must hold at least one token")
     new = model.generate(ids, length, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -74,23 +113,27 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
 
 
 def evaluate(path: str | Path, data: str | None = None) -> dict:
-    """The task's validation metrics for a checkpoint, on its data or on ``data``."""
+    """The task's validation metrics for a checkpoint, on its data or on ``data``; with
+    ``data``, also the share of its tokens unknown to the checkpoint's vocabulary (data
+    mostly unknown to it is refused)."""
     model, payload = load(path)
     task = _task(payload, data)
     with torch.no_grad():
-        return task.evaluate(model)
+        metrics = task.evaluate(model)
+    if data is not None and any(key.endswith("vocab") for key in payload["task"]):
+        metrics["unknown_tokens"] = task.unknown_tokens
+    return metrics
 
 
 def describe(path: str | Path) -> dict:
     """What a checkpoint holds: model, size, task, training progress and metrics."""
-    payload = load_checkpoint(path)
-    model = model_from_checkpoint(payload)
+    model, payload = load(path)
     return {"model": payload["model_class"], "config": payload["model_config"],
             "parameters": sum(p.numel() for p in model.parameters()),
             "task": payload["task"]["name"], "task_options": payload["task"]["options"],
-            "step": payload["step"], "best": payload["best"],
-            "last_metrics": payload["history"][-1] if payload["history"] else None,
-            "train_config": payload["train_config"]}
+            "step": payload.get("step"), "best": payload.get("best"),
+            "last_metrics": (payload.get("history") or [None])[-1],
+            "train_config": payload.get("train_config")}
 
 
 def predict(path: str | Path, texts: list[str] | None = None, *, data: str | None = None):

@@ -19,8 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from rnnkit import data as D
+from rnnkit.data.digits import MODES as DIGITS_MODES
+from rnnkit.data.text import LEVELS
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
+from rnnkit.models.base import CELL_NAMES
+
+#: the largest share of a data set's tokens that may be unknown to a checkpoint's
+#: vocabulary; above it the data is not what the model was trained on
+MAX_UNKNOWN = 0.5
 
 
 @dataclass
@@ -58,6 +65,43 @@ class TaskOptions:
     #: seed of the data splits and batches
     seed: int = 0
 
+    def __post_init__(self):
+        if self.data is not None and not isinstance(self.data, str):
+            raise TypeError(f"data must be a path or a series name (str) or None, got "
+                            f"{self.data!r}")
+        if self.cell not in CELL_NAMES:
+            raise ValueError(f"cell must be one of {CELL_NAMES}, got {self.cell!r}")
+        for name, optional in (("hidden_size", True), ("num_layers", False),
+                               ("batch_size", False), ("seq_len", True), ("horizon", False)):
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int{' or None' * optional}, "
+                                 f"got {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.bidirectional is not None and not isinstance(self.bidirectional, bool):
+            raise TypeError(f"bidirectional must be a bool or None, got {self.bidirectional!r}")
+        if not isinstance(self.layer_options, dict):
+            raise TypeError(f"layer_options must be a dict of layer options, got "
+                            f"{self.layer_options!r}")
+        if self.level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
+        if self.digits_mode not in DIGITS_MODES:
+            raise ValueError(f"digits_mode must be one of {DIGITS_MODES}, got "
+                             f"{self.digits_mode!r}")
+        if self.columns is not None and (isinstance(self.columns, str) or not all(
+                isinstance(c, str) for c in self.columns) or not self.columns):
+            raise TypeError(f"columns must be a non-empty list of column names or None, got "
+                            f"{self.columns!r}")
+        if self.index_column is not None and not isinstance(self.index_column, str):
+            raise TypeError(f"index_column must be a column name or None, got "
+                            f"{self.index_column!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+
     def rnn_kwargs(self, hidden: int, bidirectional: bool = False) -> dict:
         return {"cell": self.cell, "hidden_size": self.hidden_size or hidden,
                 "num_layers": self.num_layers, "dropout": self.dropout,
@@ -86,6 +130,23 @@ class Task:
             return D.Vocabulary.from_dict(self.saved[key])
         return build()
 
+    #: the share of the data's tokens the vocabulary does not know (0 when built from it)
+    unknown_tokens = 0.0
+
+    def _check_known(self, key: str, vocab, sequences):
+        """Count the unknown ids (``<unk>``) among ``sequences`` encoded by a checkpoint's
+        vocabulary, and refuse data that is mostly unknown to it."""
+        if key not in self.saved:
+            return
+        total = sum(len(s) for s in sequences)
+        unknown = sum(1 for s in sequences for i in s if i == vocab.unk_id)
+        share = unknown / max(total, 1)
+        self.unknown_tokens = max(self.unknown_tokens, share)
+        if share > MAX_UNKNOWN:
+            raise ValueError(f"the data does not match the checkpoint's vocabulary: {share:.0%} "
+                             f"of its tokens are unknown to the checkpoint's {key} of "
+                             f"{len(vocab)} {vocab.level}-level tokens")
+
     def _pick(self, n: int, step: int) -> torch.Tensor:
         """The indices (out of n) of step's batch: they depend on the seed and step only."""
         return torch.randint(0, n, (self.options.batch_size,),
@@ -113,7 +174,9 @@ class LanguageModelling(Task):
         super().__init__(options, saved)
         text = D.read_text(options.data) if options.data else D.default_corpus()
         self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([text], level=options.level))
-        ids = torch.tensor(self.vocab.encode(text), dtype=torch.long)
+        encoded = self.vocab.encode(text)
+        self._check_known("vocab", self.vocab, [encoded])
+        ids = torch.tensor(encoded, dtype=torch.long)
         n_val = max(len(ids) // 20, 2 * (options.seq_len or 100) + 2)
         self.k = options.seq_len or 100
         self.train_stream = D.batchify(ids[:-n_val], options.batch_size)  # (T, B)
@@ -194,6 +257,7 @@ class Classification(_SplitTask):
         self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([t for t, _ in pairs],
                                                                      level="word"))
         self.x = [self.vocab.encode(t) for t, _ in pairs]
+        self._check_known("vocab", self.vocab, self.x)
         self.y = torch.tensor([self.labels.index(label) for _, label in pairs])
         self.split = _Split(len(pairs), options.seed)
 
@@ -237,6 +301,7 @@ class Tagging(_SplitTask):
         if unknown:
             raise ValueError(f"data has tags the model does not know: {sorted(unknown)}")
         self.x = [self.vocab.lookup(tokens) for tokens, _ in sentences]
+        self._check_known("vocab", self.vocab, self.x)
         self.y = [[self.tags.index(t) for t in tags] for _, tags in sentences]
         self.split = _Split(len(sentences), options.seed)
 
@@ -282,6 +347,8 @@ class Translation(_SplitTask):
             [t for _, t in pairs], level="char"))
         self.src = [self.src_vocab.encode(s) for s, _ in pairs]
         self.tgt = [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for _, t in pairs]
+        self._check_known("src_vocab", self.src_vocab, self.src)
+        self._check_known("tgt_vocab", self.tgt_vocab, self.tgt)
         self.split = _Split(len(pairs), options.seed, val_fraction=0.05)
         self.max_length = max(len(t) for t in self.tgt) + 5
 
@@ -325,11 +392,15 @@ class Forecasting(Task):
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
+        saved_columns = self.saved.get("columns")
         if options.data in D.BUNDLED or options.data is None:
             values, _, self.columns = D.load_bundled(options.data or "sunspots")
-        else:
-            values, _, self.columns = D.read_csv_series(options.data, options.columns,
-                                                        options.index_column)
+        else:  # a checkpoint's model reads the columns it was trained on
+            values, _, self.columns = D.read_csv_series(
+                options.data, options.columns or saved_columns, options.index_column)
+        if saved_columns is not None and self.columns != saved_columns:
+            raise ValueError(f"the data's columns {self.columns} are not the checkpoint's "
+                             f"{saved_columns}")
         self.splits = D.time_split(values)
         self.window = options.seq_len or 48
         self.train_x, self.train_y = D.windows(self.splits.train, self.window, options.horizon)

@@ -15,19 +15,25 @@ import dataclasses
 import math
 import os
 import random
+import shutil
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import (MODEL_ENTRIES, RESUME_ENTRIES, check_entries,
+                                     load_checkpoint, save_checkpoint)
 from rnnkit.train.tbptt import detach_state
 
 SCHEDULES = ("cosine", "plateau", "constant")
 #: consecutive steps with a non-finite loss or gradient before a run gives up
 MAX_BAD_STEPS = 5
+#: the files a run writes into its folder: a folder holding any of them holds a run
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png")
 
 
 class NumericalError(FloatingPointError):
@@ -80,14 +86,17 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.clip_grad_norm is not None and self.clip_grad_norm <= 0:
-            raise ValueError(f"clip_grad_norm must be > 0 or None, got {self.clip_grad_norm}")
+        if self.clip_grad_norm is not None and not 0 < self.clip_grad_norm < math.inf:
+            raise ValueError(f"clip_grad_norm must be > 0 and finite, or None (off), got "
+                             f"{self.clip_grad_norm}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if self.max_time is not None and self.max_time <= 0:
-            raise ValueError(f"max_time must be > 0 or None, got {self.max_time}")
+        if self.max_time is not None and not 0 < self.max_time < math.inf:
+            raise ValueError(f"max_time must be > 0 and finite, or None, got {self.max_time}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device is 'cuda' but torch sees no CUDA device here; use 'cpu'")
 
 
 def _seed_everything(seed: int):
@@ -117,12 +126,50 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(t.item())
 
 
+def prepare_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = False) -> None:
+    """Make ``out_dir`` ready for a run, or say why it cannot be, before any training.
+
+    The folder must be creatable and writable. A folder that holds a run (any of
+    RUN_FILES) is only continued with ``resume`` or replaced with ``overwrite`` (its run
+    files and TensorBoard logs are deleted, nothing else); never silently mixed with a
+    new run. Temporary files of a writer that was killed mid-write are removed.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the "
+                         "run in the output folder, overwrite replaces it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {out_dir} is a file, not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise type(e)(f"output folder {out_dir} cannot be written: "
+                      f"{e.strerror or e}") from None
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if resume:
+        if not (out_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"resume: no checkpoint to resume from at "
+                                    f"{out_dir / 'last.pt'}")
+    elif found and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a run ({', '.join(found)}): pass "
+                              "resume=True (--resume) to continue it, overwrite=True "
+                              "(--overwrite) to replace it, or choose another --out")
+    elif found:
+        for name in found:
+            (out_dir / name).unlink()
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+    for stale in [*out_dir.glob("*.pt.*.tmp"), *out_dir.glob("metrics.csv.tmp")]:
+        stale.unlink(missing_ok=True)
+
+
 class Trainer:
     """Train ``task``'s model into ``out_dir`` (``last.pt``, ``best.pt``, ``metrics.csv``,
-    ``curves.png``). With ``resume=True`` it continues from ``out_dir/last.pt``."""
+    ``curves.png``). With ``resume=True`` it continues from ``out_dir/last.pt``; with
+    ``overwrite=True`` it replaces a run already there (see :func:`prepare_out_dir`)."""
 
     def __init__(self, task, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
-                 on_step: Callable[[int], None] | None = None):
+                 overwrite: bool = False, on_step: Callable[[int], None] | None = None):
         self.task, self.config, self.out_dir = task, config, Path(out_dir)
         self.on_step = on_step  # called after every step (tests use it to interrupt)
         self.rank, self.world = _distributed(config.device)
@@ -131,8 +178,8 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
             torch.cuda.set_device(device)
         self.device = device
-        if self.rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:  # one writer: the ranks hold the same weights
+            prepare_out_dir(self.out_dir, resume=resume, overwrite=overwrite)
         _seed_everything(config.seed)  # the same initial weights on every rank
         self.model = task.build_model().to(device)
         self.net = self.model  # what the training step calls: DDP-wrapped when distributed
@@ -149,15 +196,10 @@ class Trainer:
         self.scheduler = self._make_scheduler()
         self.step, self.history, self.best, self.bad_evals = 0, [], None, 0
         self.bad_steps = 0  # consecutive steps skipped for non-finite values
+        self.skipped_steps = 0  # all steps skipped for non-finite values
         self.train_state = None  # what a task carries between steps (TBPTT's state)
-        last = self.out_dir / "last.pt"
         if resume:
-            if not last.is_file():
-                raise FileNotFoundError(f"resume: no checkpoint to resume from at {last}")
-            self._restore(load_checkpoint(last))
-        elif last.is_file():
-            raise FileExistsError(f"{self.out_dir} already holds a run (last.pt): pass "
-                                  "resume=True (--resume) to continue it, or choose another --out")
+            self._restore(load_checkpoint(self.out_dir / "last.pt"))
 
     # -- schedule --------------------------------------------------------------------
 
@@ -192,20 +234,43 @@ class Trainer:
             "train_config": dataclasses.asdict(self.config),
             "step": self.step, "history": self.history, "best": self.best,
             "bad_evals": self.bad_evals,
+            "bad_steps": self.bad_steps, "skipped_steps": self.skipped_steps,
             "train_state": detach_state(self.train_state),
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate()},
         }
 
     def _restore(self, payload: dict):
+        self._check_resumable(payload)
         self.model.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         self.scheduler.load_state_dict(payload["scheduler_state"])
         self.step, self.history = payload["step"], payload["history"]
         self.best, self.bad_evals = payload["best"], payload["bad_evals"]
+        self.bad_steps = payload.get("bad_steps", 0)
+        self.skipped_steps = payload.get("skipped_steps", 0)
         state = payload["train_state"]
         self.train_state = None if state is None else _to_device(state, self.device)
         torch.set_rng_state(payload["rng"]["torch"])
         random.setstate(payload["rng"]["python"])
+
+    def _check_resumable(self, payload: dict):
+        """A clear error where the checkpoint is not this run's: another task, another
+        model configuration, or data whose vocabulary (labels, columns...) differs."""
+        where = self.out_dir / "last.pt"
+        check_entries(payload, {**MODEL_ENTRIES, **RESUME_ENTRIES}, "resume training")
+        saved_task = payload["task"].get("name")
+        if saved_task != self.task.name:
+            raise ValueError(f"cannot resume: {where} is a {saved_task!r} run, not "
+                             f"{self.task.name!r}")
+        differences = _differences(payload["model_config"], self.model.to_config())
+        if differences:
+            raise ValueError(f"cannot resume: {where} holds another model ({differences}); "
+                             "resume with the options the run was started with")
+        differences = _differences({k: payload["task"].get(k) for k in self.task.extra()},
+                                   self.task.extra())
+        if differences:
+            raise ValueError(f"cannot resume: the data does not match the run in {where} "
+                             f"({differences}); resume with the data it was trained on")
 
     def save(self, name: str = "last.pt") -> Path | None:
         if self.rank != 0:  # one writer: the ranks hold the same weights
@@ -216,11 +281,31 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until max_steps, max_time or early stopping; returns a summary."""
-        c, task = self.config, self.task
+        task = self.task
         lead = self.rank == 0  # only rank 0 logs, evaluates and writes
         start_time, start_step = time.perf_counter(), self.step
-        log = _CsvLog(self.out_dir / "metrics.csv") if lead else _NoLog()
+        log = _CsvLog(self.out_dir / "metrics.csv", upto=self.step) if lead else _NoLog()
         tensorboard = _tensorboard(self.out_dir) if lead else None
+        try:
+            stop_reason = self._loop(log, tensorboard, lead)
+            self.save("last.pt")
+        finally:  # the rows so far reach metrics.csv even when the run stops on an error
+            log.close()
+            if tensorboard is not None:
+                tensorboard.close()
+        train_rows = [r for r in log.rows if r.get("split") == "train"]
+        curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows) \
+            if lead else None
+        return {"steps": self.step, "trained_steps": self.step - start_step,
+                "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
+                "best": self.best, "metric": task.metric, "history": self.history,
+                "skipped_steps": self.skipped_steps,
+                "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
+
+    def _loop(self, log, tensorboard, lead: bool) -> str:
+        """The training steps, evaluations and checkpoints; returns why it stopped."""
+        c, task = self.config, self.task
+        start_time = time.perf_counter()
         units, window_start = 0, time.perf_counter()
         stop_reason = "max_steps"
         with _Progress(c.progress and lead, c.max_steps, self.step, task.metric,
@@ -235,14 +320,17 @@ class Trainer:
                 loss.backward()
                 norm = torch.nn.utils.clip_grad_norm_(
                     self.model.parameters(), c.clip_grad_norm or float("inf"))
-                if _agree(not (torch.isfinite(loss) and torch.isfinite(norm)), self.world):
-                    # a NaN or inf step would poison the weights: skip its update
-                    self._skip_bad_step(loss, norm, log)
+                skip = _agree(not (torch.isfinite(loss) and torch.isfinite(norm)), self.world)
+                if skip:  # a NaN or inf step would poison the weights: skip its update
+                    self._skip_bad_step(loss, norm, log, bar)
                 else:
                     self.bad_steps = 0
                     self.optimizer.step()
                 if c.schedule != "plateau":
-                    self.scheduler.step()
+                    with warnings.catch_warnings():
+                        if skip:  # the schedule follows the step count, skipped or not
+                            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
+                        self.scheduler.step()
                 self.train_state = detach_state(self.train_state)  # truncate BPTT here
                 self.step += 1
                 units += task.units(batch)
@@ -267,30 +355,28 @@ class Trainer:
                         time.perf_counter() - start_time > c.max_time, self.world):
                     stop_reason = "max_time"
                     break
-        self.save("last.pt")
-        log.close()
-        if tensorboard is not None:
-            tensorboard.close()
-        train_rows = [r for r in log.rows if r.get("split") == "train"]
-        curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows) \
-            if lead else None
-        return {"steps": self.step, "trained_steps": self.step - start_step,
-                "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
-                "best": self.best, "metric": task.metric, "history": self.history,
-                "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
+        return stop_reason
 
-    def _skip_bad_step(self, loss, norm, log):
+    def _skip_bad_step(self, loss, norm, log, bar):
         self.bad_steps += 1
+        self.skipped_steps += 1
         log.write({"step": self.step + 1, "split": "skipped", "loss": loss.item(),
                    "grad_norm": norm.item()})
+        bar.note(f"step {self.step + 1}: skipped, loss {loss.item()} and gradient norm "
+                 f"{norm.item()} are not all finite ({self.skipped_steps} skipped so far)")
         if self.bad_steps >= MAX_BAD_STEPS:
             last = self.out_dir / "last.pt"
             kept = f"the last checkpoint ({last}) is intact" if last.is_file() else \
                 "no checkpoint had been written yet"
+            fixes = ["lower --lr"]
+            if self.config.clip_grad_norm is None:
+                fixes.append("turn gradient clipping back on (--clip-grad-norm 1)")
+            if self.config.bf16:
+                fixes.append("drop --bf16")
             raise NumericalError(
                 f"training diverged: loss {loss.item()} and gradient norm {norm.item()} were "
                 f"not finite for {self.bad_steps} steps in a row (up to step {self.step + 1}); "
-                f"{kept}. Lower --lr, keep gradient clipping on, or drop --bf16.")
+                f"{kept}. Try to {' or '.join(fixes)}.")
 
     def _evaluate(self, log, tensorboard, bar) -> bool:
         """Evaluate, keep the best checkpoint and the last; True when patience runs out."""
@@ -304,8 +390,9 @@ class Trainer:
         value = metrics[self.task.metric]
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(value)
-        improved = self.best is None or (value > self.best if self.task.higher_is_better
-                                         else value < self.best)
+        # a NaN or inf metric (a model that blew up) is never the best
+        improved = math.isfinite(value) and (self.best is None or (
+            value > self.best if self.task.higher_is_better else value < self.best))
         if improved:
             self.best, self.bad_evals = value, 0
         else:
@@ -315,6 +402,13 @@ class Trainer:
         if improved:
             self.save("best.pt")
         return self.config.patience is not None and self.bad_evals >= self.config.patience
+
+
+def _differences(saved: dict, current: dict) -> str:
+    """``key: saved -> current`` for each key where two plain dicts differ."""
+    keys = sorted(set(saved) | set(current))
+    return "; ".join(f"{k}: {saved.get(k)!r:.60} in the checkpoint, {current.get(k)!r:.60} "
+                     f"here" for k in keys if saved.get(k) != current.get(k))
 
 
 def _to_device(obj, device):
@@ -341,12 +435,12 @@ class _NoLog:
 class _CsvLog:
     """metrics.csv: one row per log or evaluation; columns grow as new metrics appear."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, upto: int = 0):
         self.path = path
         self.rows = []
-        if path.is_file():  # resuming: keep what the run logged before
+        if path.is_file():  # resuming: keep what the run logged up to its checkpoint
             with open(path, newline="") as f:
-                self.rows = list(csv.DictReader(f))
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
 
     def write(self, row: dict):
         self.rows.append(row)
@@ -414,6 +508,13 @@ class _Progress:
         self.info.update(loss=f"loss {loss:.3f}", speed=f"{speed:,.0f} {unit}/s")
         if self.progress is not None:
             self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
+
+    def note(self, line: str):
+        """A line of its own above the bar (or printed), such as a skipped step."""
+        if self.progress is not None:
+            self.progress.console.print(line)
+        elif not self.quiet:
+            print(line, flush=True)
 
     def evaluated(self, step, metrics, metric):
         self.info["val"] = f"val {metric} {metrics[metric]:.4g}"
