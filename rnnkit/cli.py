@@ -1,14 +1,63 @@
 """The ``rnnkit`` command. Each subcommand parses its options, calls the library and
-prints; the work itself lives in the library (``rnnkit.bench`` and friends)."""
+prints; the work itself lives in the library (``rnnkit.bench`` and friends).
+
+Every error, a bad flag value as much as a missing file or a run that diverged, ends
+the command with one line ``error: ...`` on stderr and a non-zero exit status (2 for
+bad usage, 1 otherwise); ``rnnkit --debug COMMAND ...`` shows the traceback instead."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# the click that typer runs on (its own copy in recent typer): the root of its errors
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_debug = {"on": False}
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _error(message: str):
+    typer.secho(f"error: {_one_line(message)}", fg="red", err=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group, with every error turned into one line (see the module doc)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        _debug["on"] = False
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickException as e:  # a bad flag value, a missing argument, a typo
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+                ctx = getattr(e, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                _error(e.format_message() + hint)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            _error("aborted")
+            sys.exit(1)
+        except Exception as e:
+            if _debug["on"]:
+                raise
+            expected = (ValueError, TypeError, OSError, ArithmeticError)
+            _error(str(e) if isinstance(e, expected) and str(e) else
+                   f"{type(e).__name__}: {e} (rnnkit --debug ... shows the traceback)")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineErrors,
+                  pretty_exceptions_show_locals=False,
                   help="rnnkit: recurrent neural networks with hand-written, fast BPTT.")
 
 
@@ -23,8 +72,10 @@ def _parse_size(text: str) -> tuple[int, int, int, int]:
 
 
 @app.callback()
-def main():
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an "
+                                    "error instead of one line.")):
     """rnnkit: recurrent neural networks with hand-written, fast BPTT."""
+    _debug["on"] = debug
 
 
 @app.command()
@@ -68,8 +119,11 @@ def bench(
 
 
 def _fail(message: str):
-    """A one-line error naming what was wrong, instead of a traceback."""
-    typer.secho(f"error: {message}", fg="red", err=True)
+    """A one-line error naming what was wrong, instead of a traceback (with --debug, the
+    traceback of the exception being handled, if any)."""
+    if _debug["on"] and sys.exc_info()[1] is not None:
+        raise  # noqa: PLE0704 -- the exception whose except clause called _fail
+    _error(message)
     raise typer.Exit(2)
 
 
@@ -98,6 +152,9 @@ def train(
     out: Path = typer.Option(None, help="Folder for checkpoints, metrics.csv and curves.png "
                              "(default runs/TASK)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Replace the run already in --out (its "
+                                   "checkpoints, metrics and plots); without it, a folder "
+                                   "holding a run is refused."),
     cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru (default lstm)."),
     hidden_size: Optional[int] = typer.Option(None, help="Hidden size (default: the task's)."),
     num_layers: Optional[int] = typer.Option(None, help="Stacked layers (default 1)."),
@@ -121,7 +178,8 @@ def train(
     max_time: Optional[float] = typer.Option(None, help="Stop after this many seconds (resumable)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default 3e-3)."),
     schedule: Optional[str] = typer.Option(None, help="cosine, plateau or constant (default cosine)."),
-    clip_grad_norm: Optional[float] = typer.Option(None, help="Gradient-norm clipping (default 1.0)."),
+    clip_grad_norm: Optional[float] = typer.Option(None, help="Gradient-norm clipping (default "
+                                                   "1.0; 0 turns clipping off)."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate and checkpoint every N steps (default 200)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping after N evaluations without improvement."),
     bf16: Optional[bool] = typer.Option(None, help="bfloat16 autocast."),
@@ -145,8 +203,8 @@ def train(
     settings = {}
     if config is not None:
         try:
-            settings = tomllib.loads(config.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
+            settings = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             _fail(f"--config {config}: {e}")
     flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
@@ -156,7 +214,13 @@ def train(
                  clip_grad_norm=clip_grad_norm, eval_every=eval_every, patience=patience,
                  bf16=bf16, seed=seed, device=device)
     settings.update({k: v for k, v in flags.items() if v is not None})
-    layer = dict(settings.pop("layer_options", {}))
+    if settings.get("clip_grad_norm") == 0:  # off
+        settings["clip_grad_norm"] = None
+    layer = settings.pop("layer_options", {})
+    if not isinstance(layer, dict):
+        _fail(f"--config {config}: layer_options must be a table of layer options, "
+              f"got {layer!r}")
+    layer = dict(layer)
     for key, value in (("layer_norm", layer_norm), ("zoneout", zoneout),
                        ("recurrent_dropout", recurrent_dropout)):
         if value is not None:
@@ -170,18 +234,26 @@ def train(
     unknown = set(settings) - task_fields - train_fields
     if unknown:
         _fail(f"unknown setting(s) {sorted(unknown)} in --config")
-    if threads:
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be a positive int, got {threads}")
         torch.set_num_threads(threads)
     try:
         options = TaskOptions(**{k: v for k, v in settings.items() if k in task_fields},
                               layer_options=layer)
         train_config = TrainConfig(**{k: v for k, v in settings.items() if k in train_fields},
                                    progress=progress)
-        summary = api.train(task, options, train_config, out or Path("runs") / task, resume=resume)
+        summary = api.train(task, options, train_config, out or Path("runs") / task,
+                            resume=resume, overwrite=overwrite)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
+    best = "none (no evaluation was finite)" if summary["best"] is None else \
+        f"{summary['best']:.4g}"
     typer.echo(f"\n{summary['stop_reason']} after {summary['steps']} steps "
-               f"({summary['seconds']:.0f} s); best validation {summary['metric']}: {summary['best']:.4g}")
+               f"({summary['seconds']:.0f} s); best validation {summary['metric']}: {best}")
+    if summary["skipped_steps"]:
+        typer.echo(f"{summary['skipped_steps']} step(s) skipped for a loss or gradient that "
+                   "was not finite (rows 'skipped' in metrics.csv)")
     for text in summary.get("samples", []):
         typer.echo("\n--- sample ---\n" + text)
     typer.echo("\ncheckpoints: " + ", ".join(summary["checkpoints"]))
@@ -288,19 +360,23 @@ def gradflow(
                                                 "starts at 0.5 and halves the gradient each step."),
     seed: int = typer.Option(0, help="Seed of the weights and the data."),
     out: Path = typer.Option(Path("runs/gradflow"), help="Folder for gradflow.png and gradflow.json."),
+    overwrite: bool = typer.Option(False, help="Replace the results already in --out."),
 ):
     """Measure ‖dL/dh_t‖ for every step t of RNN, LSTM and GRU on the adding problem:
     the vanishing gradient of the vanilla RNN, and gate saturation of the gated cells."""
     import json
 
     from rnnkit.diagnostics import format_table, gradient_flow_experiment, plot_gradient_flow
+    if (out / "gradflow.json").exists() and not overwrite:
+        _fail(f"{out} already holds results (gradflow.json): pass --overwrite to replace them, "
+              "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)  # before the experiment: fail fast if it cannot be
     try:
         result = gradient_flow_experiment(length, cells=cells.split(","), hidden_size=hidden_size,
                                           train_steps=train_steps, seed=seed,
                                           forget_bias=forget_bias or None)
     except ValueError as e:
         _fail(str(e))
-    out.mkdir(parents=True, exist_ok=True)
     (out / "gradflow.json").write_text(json.dumps(result, indent=1))
     png = plot_gradient_flow(result, out / "gradflow.png")
     typer.echo(format_table(result))
