@@ -1,10 +1,12 @@
 """rnnkit: recurrent neural networks with hand-written, fast backpropagation through time."""
 
-from rnnkit.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, States
+from rnnkit.layers import (GRU, LSTM, RNN, GRUCell, LSTMCell, MinGRU, MinGRUCell, MinLSTM,
+                           MinLSTMCell, RNNCell, States)
 from rnnkit.data.streams import batchify
 from rnnkit.train.tbptt import detach_state, tbptt_chunks
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "States",
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MinGRU", "MinLSTM",
+           "MinGRUCell", "MinLSTMCell", "States",
            "batchify", "detach_state", "tbptt_chunks"]

@@ -155,7 +155,8 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace the run already in --out (its "
                                    "checkpoints, metrics and plots); without it, a folder "
                                    "holding a run is refused."),
-    cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru (default lstm)."),
+    cell: Optional[str] = typer.Option(None, help="rnn, lstm, gru, mingru or minlstm (default "
+                                       "lstm); choose mingru/minlstm's scan with --option scan=NAME."),
     hidden_size: Optional[int] = typer.Option(None, help="Hidden size (default: the task's)."),
     num_layers: Optional[int] = typer.Option(None, help="Stacked layers (default 1)."),
     dropout: Optional[float] = typer.Option(None, help="Dropout between layers (default 0)."),

@@ -19,6 +19,8 @@ What becomes what:
   lacks) is exported through the ``reference`` engine: its Python loop over time is
   unrolled for the example's sequence length, so **the time dimension of the ONNX
   graph is fixed** to that length (a warning says so). The batch stays dynamic.
+- MinGRU and MinLSTM unroll the same way: while tracing, their scan runs as the
+  sequential loop (ONNX has no scan of this kind, nor logcumsumexp).
 
 The layers' ``backend`` is set for the export only and restored afterwards, as is the
 model's training mode. Exported graphs are the evaluation-mode forward pass.
@@ -46,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.onnx import symbolic_helper
 
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
 
@@ -58,6 +60,8 @@ DEFAULT_OPSET = 17
 #: the newest opset torch's TorchScript-based exporter writes
 MAX_OPSET = 20
 _LAYER_TYPES = (RNN, LSTM, GRU)
+#: layers whose scan over time always unrolls in an export
+_MIN_TYPES = (MinGRU, MinLSTM)
 
 
 # -- what each model's graph takes and gives --------------------------------------------
@@ -192,7 +196,7 @@ def _graph_for(model: nn.Module, inputs: tuple) -> tuple[_Graph, list[Tensor]]:
                              f"got {len(rest) + 1} items")
         return _flat_state(rest[0])
 
-    if isinstance(model, _LAYER_TYPES):
+    if isinstance(model, (*_LAYER_TYPES, *_MIN_TYPES)):
         if inputs[0].dim() != 3:
             raise ValueError(f"example_inputs' input must be 3-D (batched), got shape "
                              f"{tuple(inputs[0].shape)}")
@@ -210,7 +214,7 @@ def _graph_for(model: nn.Module, inputs: tuple) -> tuple[_Graph, list[Tensor]]:
                 raise ValueError(f"example_inputs for {cls.__name__} must be {what}, got "
                                  f"{len(inputs)} items")
             return graph_cls(model), list(inputs)
-    names = ", ".join(c.__name__ for c in (*_LAYER_TYPES, *simple, LanguageModel))
+    names = ", ".join(c.__name__ for c in (*_LAYER_TYPES, *_MIN_TYPES, *simple, LanguageModel))
     raise TypeError(f"model must be one of {names}, got {type(model).__name__}")
 
 
@@ -248,6 +252,8 @@ def _export_mode(model: nn.Module):
             else:
                 unrolled.append(repr(layer))  # before the switch: the user's backend
                 layer.backend = "reference"
+        # their scan traces as its sequential loop (rnnkit.engines.scan.resolve)
+        unrolled += [repr(m) for m in model.modules() if isinstance(m, _MIN_TYPES)]
         yield unrolled
     finally:
         for layer, backend in zip(layers, backends):

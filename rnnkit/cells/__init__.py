@@ -7,6 +7,8 @@ The names end in ``Step`` to keep them apart from the nn.Module cells in
 from rnnkit.cells.base import Cell, Recurrent
 from rnnkit.cells.gru import GRUStep
 from rnnkit.cells.lstm import LSTMStep
+from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.cells.rnn import NONLINEARITIES, RNNStep
 
-__all__ = ["Cell", "Recurrent", "RNNStep", "LSTMStep", "GRUStep", "NONLINEARITIES"]
+__all__ = ["Cell", "Recurrent", "RNNStep", "LSTMStep", "GRUStep", "MinRNNStep", "MinGRUStep",
+           "MinLSTMStep", "NONLINEARITIES"]

@@ -7,10 +7,11 @@ implementations: the compiled one (``compiled``, C++) wherever it computes the
 configuration and is built, else the Python one; each can be asked for by name
 (``fused-compiled``, ``fused-python``). ``native`` hands the whole stack to torch's own
 kernels, which run layers and directions themselves, so its entry point takes the
-whole stack.
+whole stack. ``scan`` solves the linear recurrence of minGRU / minLSTM over time
+(``scan.run(cell, gx, h0, valid=None, method="auto") -> Hs``), with methods of its own.
 """
 
-from rnnkit.engines import compiled, fused, native, reference
+from rnnkit.engines import compiled, fused, native, reference, scan
 
 BACKENDS = ("auto", "native", "fused", "fused-compiled", "fused-python", "reference")
 
@@ -18,4 +19,4 @@ BACKENDS = ("auto", "native", "fused", "fused-compiled", "fused-python", "refere
 DIRECTION_ENGINES = {"reference": reference.run, "fused": fused.run,
                      "fused-python": fused.run_python, "fused-compiled": compiled.run}
 
-__all__ = ["BACKENDS", "DIRECTION_ENGINES", "compiled", "fused", "native", "reference"]
+__all__ = ["BACKENDS", "DIRECTION_ENGINES", "compiled", "fused", "native", "reference", "scan"]

@@ -13,14 +13,15 @@ from torch import Tensor, nn
 
 import rnnkit
 
-CELL_NAMES = ("rnn", "lstm", "gru")
+CELL_NAMES = ("rnn", "lstm", "gru", "mingru", "minlstm")
 
 
 @dataclass
 class RecurrentConfig:
     """The recurrent layer of a model: which cell, its size, and rnnkit's options."""
 
-    #: "rnn", "lstm" or "gru"
+    #: "rnn", "lstm", "gru", "mingru" or "minlstm" (Feng et al. 2024: gates from the
+    #: input only, trained by a scan over time; their one option is scan)
     cell: str = "lstm"
     #: features of h_t
     hidden_size: int = 128
@@ -32,7 +33,7 @@ class RecurrentConfig:
     bidirectional: bool = False
     #: the variants and options of rnnkit's layers (layer_norm, zoneout, peephole,
     #: recurrent_dropout, weight_drop, forget_bias, init, nonlinearity, reset_after,
-    #: backend), passed through unchanged
+    #: backend; scan for mingru / minlstm), passed through unchanged
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -47,7 +48,8 @@ class RecurrentConfig:
 
     @property
     def layer_class(self):
-        return {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[self.cell]
+        return {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU,
+                "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}[self.cell]
 
     @property
     def output_size(self) -> int:

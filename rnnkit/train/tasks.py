@@ -36,7 +36,7 @@ class TaskOptions:
 
     #: the user's data (file or folder); None: the task's built-in data
     data: str | None = None
-    #: "rnn", "lstm" or "gru"
+    #: "rnn", "lstm", "gru", "mingru" or "minlstm"
     cell: str = "lstm"
     #: hidden size (None: the task's default)
     hidden_size: int | None = None

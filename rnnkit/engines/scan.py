@@ -1,0 +1,357 @@
+"""The scan engine: the linear recurrence h_t = a_t ⊙ h_{t-1} + b_t of minGRU / minLSTM
+over a whole sequence at once. See :mod:`rnnkit.cells.minrnn` for where (a, b) come from.
+
+Four methods, one result (to rounding), every one tested against ``sequential``:
+
+- ``sequential``: a Python loop over time under autograd. The reference: slow and
+  obviously right.
+- ``compiled``: the same loop in C++ (``csrc/scan.cpp``) with the hand-written backward,
+  itself a linear recurrence run backwards in time::
+
+      g_t = dh_t + a_{t+1} ⊙ g_{t+1}     (g_T = 0; dh_t: the gradient of output t)
+      da_t = g_t ⊙ h_{t-1},  db_t = g_t,  dh_0 = a_1 ⊙ g_1   (1-based steps)
+
+  One pass over memory each way, threads split over the B*H units. CPU, float32 and
+  float64; built on first use like the fused engine's C++.
+- ``chunked``: time cut into chunks of about √T steps; a loop over the steps of a chunk
+  runs all chunks at once (from a zero state), a loop over the chunks carries the
+  state from one to the next, and one product with the chunks' running products of a
+  adds it in. √T-fold fewer sequential steps, three times the memory traffic; exact in
+  the linear domain. Its backward is the same scan run backwards (hand-written, as for
+  ``compiled``). Any device and dtype.
+- ``log``: Heinsen (2023)'s scan in log space, with ``torch.logcumsumexp``::
+
+      a*_t = Σ_{s≤t} log a_s,   h_t = exp(a*_t + logcumsumexp_{s≤t}(log b_s - a*_s)) + exp(a*_t) ⊙ h_0
+
+  Parallel over time with no loop at all; autograd differentiates it. It needs b > 0,
+  which the cells' positive candidate g guarantees. h_0 enters through linearity, so it
+  may have either sign. In float32 it loses digits as a*_t grows large and negative
+  (roughly |a*_t| · 6e-8 relative), which the linear-domain methods do not.
+
+``auto`` picks by measurement (``rnnkit bench --cells mingru,minlstm``): ``compiled`` on
+the CPU (a two-core CPU has no parallel width for the parallel forms to use; they only
+add memory traffic), falling back to ``chunked`` where the C++ is not built or the dtype
+is not float32/float64; ``chunked`` on CUDA. While tracing (ONNX export) every method
+runs as ``sequential``, whose loop the tracer can record.
+
+Padding: where ``valid`` is False a step has a = 1, b = 0, so the state is carried
+unchanged past a sample's length, bit for bit, and no gradient reaches that step's
+coefficients.
+
+Example::
+
+    from rnnkit.cells.minrnn import MinGRUStep
+    from rnnkit.engines import scan
+    cell = MinGRUStep()
+    Hs = scan.run(cell, gx, h0, method="auto")  # gx (T, B, 2H), h0 (B, H) -> (T, B, H)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
+from rnnkit.engines.compiled import _cflags
+
+#: the methods, ``auto`` first
+METHODS = ("auto", "compiled", "chunked", "log", "sequential")
+
+_SOURCE = Path(__file__).parent / "csrc" / "scan.cpp"
+_lock = threading.Lock()
+_module = None  # the loaded extension
+_tried = False  # whether a build or load was attempted (it is attempted once)
+
+
+# -- the compiled loop's build -------------------------------------------------------
+
+
+def _build():
+    from torch.utils import cpp_extension
+
+    # no fused multiply-add: a step rounds as torch's `a * h + b`, bit for bit
+    flags = [*_cflags(), "-ffp-contract=off"]
+    key = hashlib.sha256()
+    for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
+                 sys.version.encode()):
+        key.update(part)
+    name = f"rnnkit_scan_{key.hexdigest()[:16]}"
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "torch_extensions")
+    build_dir = os.path.join(root, name)
+    os.makedirs(build_dir, exist_ok=True)
+    if not os.path.exists(os.path.join(build_dir, name + ".so")):
+        print("rnnkit: compiling the scan engine (once, ~1 min)...", file=sys.stderr,
+              flush=True)
+    return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
+                              build_directory=build_dir, verbose=False)
+
+
+def _load():
+    """The extension module, built on first call; None if it cannot be built."""
+    global _module, _tried
+    if _tried:
+        return _module
+    with _lock:
+        if not _tried:
+            try:
+                _module = _build()
+            except Exception as e:  # no compiler, no ninja, a compile error: fall back
+                first = (str(e).strip().splitlines() or [""])[0][:300]
+                warnings.warn(f"rnnkit: the compiled scan could not be built "
+                              f"({type(e).__name__}: {first}); using the chunked scan "
+                              f"instead", RuntimeWarning, stacklevel=3)
+                _module = None
+            _tried = True
+    return _module
+
+
+def available() -> bool:
+    """Whether the compiled scan is built (building it on the first call)."""
+    return _load() is not None
+
+
+def compiled_supports(a: Tensor) -> bool:
+    """Whether the compiled scan computes coefficients like ``a`` (CPU, float32/64)."""
+    return a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64)
+
+
+# -- choosing a method -----------------------------------------------------------------
+
+
+def check_method(method) -> str:
+    if method not in METHODS:
+        raise ValueError(f"scan must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def resolve(method: str, like: Tensor) -> str:
+    """The method a call runs: ``method`` itself, or for ``auto`` the fastest one
+    measured for ``like``'s device and dtype. Raises ValueError where ``compiled`` was
+    asked for and cannot run."""
+    check_method(method)
+    if _tracing():
+        return "sequential"
+    if method == "auto":
+        if compiled_supports(like) and available():
+            return "compiled"
+        return "chunked"
+    if method == "compiled":
+        if not compiled_supports(like):
+            raise ValueError(f"scan='compiled' runs on the CPU in float32 or float64, got "
+                             f"{like.dtype} on {like.device}; use scan='auto' or 'chunked'")
+        if not available():
+            raise ValueError("scan='compiled': the compiled scan could not be built here "
+                             "(see the warning); use scan='auto' or 'chunked'")
+    return method
+
+
+# -- the engine's entry point ----------------------------------------------------------
+
+
+def run(cell: MinRNNStep, gx: Tensor, h0: Tensor, *, valid: Tensor | None = None,
+        method: str = "auto") -> Tensor:
+    """Run ``cell`` over a sequence in one direction.
+
+    Inputs: gx (T, B, G*H) the input projection of every step
+    (``cell.input_projection``); h0 (B, H); valid (T, B, 1) bool or None, False past each
+    sample's length (the state is carried there); method one of :data:`METHODS`.
+
+    Output: every h_t, (T, B, H).
+    """
+    method = resolve(method, gx)
+    if method == "log":
+        log_a, log_b = cell.log_coefficients(gx)  # (T, B, H) each
+        if valid is not None:  # a = 1, b = 0: log a = 0, log b = -inf
+            log_a = torch.where(valid, log_a, 0.0)
+            log_b = torch.where(valid, log_b, -math.inf)
+        return log_scan(log_a, log_b, h0)
+    if method == "compiled" and compiled_coefficients(cell) is not None:
+        a, b = _CompiledCoefficients.apply(cell, gx, valid)  # (T, B, H) each
+    else:
+        a, b = cell.coefficients(gx)
+        if valid is not None:
+            a = torch.where(valid, a, 1.0)
+            b = torch.where(valid, b, 0.0)
+    return linear_scan(a, b, h0, method=method)
+
+
+def compiled_coefficients(cell) -> int | None:
+    """The C++ code of ``cell``'s coefficients, or None where the C++ does not restate
+    them (exact types only: a subclass may change the math)."""
+    return {MinGRUStep: 0, MinLSTMStep: 1}.get(type(cell))
+
+
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Tensor:
+    """h_t = a_t ⊙ h_{t-1} + b_t for t = 1..T: a, b (T, ...), h0 (...) -> (T, ...).
+
+    ``method``: ``auto``, ``compiled``, ``chunked`` or ``sequential`` (``log`` needs the
+    coefficients' logs: :func:`log_scan`). Differentiable in a, b and h0.
+    """
+    if a.shape != b.shape or a.shape[1:] != h0.shape or a.dim() < 1:
+        raise ValueError(f"a and b must be (T, ...) and h0 (...), got {tuple(a.shape)}, "
+                         f"{tuple(b.shape)}, {tuple(h0.shape)}")
+    method = resolve(method, a)
+    if method == "sequential":
+        return _sequential(a, b, h0)
+    if method == "compiled":
+        return _CompiledScan.apply(a, b, h0)
+    if method == "chunked":
+        return _ChunkedScan.apply(a, b, h0)
+    raise ValueError(f"linear_scan runs 'compiled', 'chunked' or 'sequential', got "
+                     f"{method!r}; the log-space scan is log_scan")
+
+
+def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
+    """The log-space scan (Heinsen 2023): log a, log b (T, ...), h0 (...) -> h (T, ...).
+
+    h_t = exp(a*_t) ⊙ (h0 + Σ_{s≤t} exp(log b_s - a*_s)) with a*_t = Σ_{s≤t} log a_s; the
+    sum is taken in log space by logcumsumexp, so nothing overflows. log b may be -inf
+    (b = 0), but not for every step up to some t of a unit: then logcumsumexp is -inf
+    there and its gradient undefined (a sample's first step is never padding).
+    """
+    if _tracing():  # logcumsumexp has no ONNX operator: trace the loop instead
+        return _sequential(torch.exp(log_a), torch.exp(log_b), h0)
+    a_star = torch.cumsum(log_a, 0)  # (T, ...), ≤ 0
+    h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 0))
+    return torch.addcmul(h, torch.exp(a_star), h0)  # + the decayed initial state
+
+
+# -- the methods -------------------------------------------------------------------------
+
+
+def _sequential(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """The reference: one step at a time under autograd, as the cell's step computes it."""
+    h, hs = h0, []
+    # unbind, not a[t]: the gradient of each a[t] would be a zero-filled (T, ...) tensor
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0)):
+        h = a_t * h + b_t
+        hs.append(h)
+    return torch.stack(hs)
+
+
+class _CompiledScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        T, shape = a.shape[0], a.shape[1:]
+        a2 = a.detach().contiguous().view(T, -1)  # (T, N), N units
+        H = _load().forward(a2, b.detach().contiguous().view(T, -1),
+                            h0.detach().contiguous().view(-1))
+        H = H.view(T, *shape)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(a2, H, h0)
+        return H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dH):
+        a2, H, h0 = ctx.saved_tensors
+        T, shape = H.shape[0], H.shape[1:]
+        da, db, dh0 = _load().backward(a2, H.view(T, -1), h0.detach().contiguous().view(-1),
+                                       dH.contiguous().view(T, -1))
+        need_a, need_b, need_h0 = ctx.needs_input_grad
+        return (da.view(T, *shape) if need_a else None, db.view(T, *shape) if need_b else None,
+                dh0.view(shape) if need_h0 else None)
+
+
+class _CompiledCoefficients(torch.autograd.Function):
+    """``cell.coefficients`` with a = 1, b = 0 where ``valid`` is False, in one C++ pass
+    each way (csrc/scan.cpp restates the cell's math; the tests hold it to the cell)."""
+
+    @staticmethod
+    def forward(ctx, cell, gx, valid):
+        T, B, GH = gx.shape
+        rows = gx.detach().contiguous().view(T * B, GH)
+        flags = None if valid is None else valid.expand(T, B, 1).contiguous().view(T * B)
+        code = compiled_coefficients(cell)
+        a, b = _load().coefficients(code, rows, flags)
+        if ctx.needs_input_grad[1]:
+            ctx.code, ctx.gx_shape = code, gx.shape
+            ctx.save_for_backward(rows, flags)
+        return a.view(T, B, -1), b.view(T, B, -1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, da, db):
+        rows, flags = ctx.saved_tensors
+        H = rows.shape[1] // (2 if ctx.code == 0 else 3)
+        # a gradient autograd never filled in arrives as None: zeros then
+        da = rows.new_zeros(rows.shape[0], H) if da is None else da.contiguous().view(-1, H)
+        db = rows.new_zeros(rows.shape[0], H) if db is None else db.contiguous().view(-1, H)
+        dgx = _load().coefficients_backward(ctx.code, rows, flags, da, db)  # (T*B, G*H)
+        return None, dgx.view(ctx.gx_shape), None
+
+
+def chunk_size(T: int) -> int:
+    """Steps per chunk of the chunked scan: about √T, which makes the two loops (over the
+    steps of a chunk, then over the chunks) shortest together."""
+    return max(1, math.isqrt(T - 1) + 1) if T > 1 else 1
+
+
+@torch.no_grad()
+def _chunked_solve(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """The chunked scan without autograd: a, b (T, ...), h0 (...) -> H (T, ...)."""
+    T, rest = a.shape[0], a.shape[1:]
+    C = chunk_size(T)
+    n = -(-T // C)
+    pad = n * C - T
+    if pad:  # steps with a = 1, b = 0 change nothing
+        a = torch.cat([a, a.new_ones(pad, *rest)])
+        b = torch.cat([b, b.new_zeros(pad, *rest)])
+    a, b = a.reshape(n, C, *rest), b.reshape(n, C, *rest)  # (n, C, ...)
+    # 1. within each chunk from a zero state, all chunks at once: C steps. Beside it the
+    #    running product of a, which carries a chunk's entering state to each of its
+    #    steps (a loop: torch.cumprod over this middle axis is several times slower)
+    local, A = torch.empty_like(b), torch.empty_like(a)  # (n, C, ...)
+    local[:, 0], A[:, 0] = b[:, 0], a[:, 0]
+    for j in range(1, C):
+        torch.addcmul(b[:, j], a[:, j], local[:, j - 1], out=local[:, j])
+        torch.mul(a[:, j], A[:, j - 1], out=A[:, j])
+    # 2. the state entering each chunk, chunk after chunk: n steps
+    starts = torch.empty_like(b[:, 0])  # (n, ...)
+    s = h0
+    for k in range(n):
+        starts[k] = s
+        s = torch.addcmul(local[k, -1], A[k, -1], s)
+    # 3. every step: its chunk's own part plus the entering state, carried
+    H = torch.addcmul(local, A, starts.unsqueeze(1))
+    return H.reshape(n * C, *rest)[:T]
+
+
+class _ChunkedScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        H = _chunked_solve(a.detach(), b.detach(), h0.detach())
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(a, H, h0)
+        return H
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dH):
+        a, H, h0 = ctx.saved_tensors
+        # g_t = dH_t + a_{t+1} g_{t+1}: the same scan over reversed time, with a shifted
+        # by one step (a_{T+1} = 0: nothing comes from beyond the last step)
+        a_next = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])
+        g = _chunked_solve(a_next.flip(0), dH.flip(0), torch.zeros_like(h0)).flip(0)
+        need_a, need_b, need_h0 = ctx.needs_input_grad
+        da = None
+        if need_a:  # through a_t ⊙ h_{t-1}
+            da = torch.empty_like(g)
+            torch.mul(g[1:], H[:-1], out=da[1:])
+            torch.mul(g[0], h0, out=da[0])
+        dh0 = a[0] * g[0] if need_h0 else None  # through a_1 ⊙ h_0
+        return da, (g if need_b else None), dh0
