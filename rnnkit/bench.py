@@ -8,6 +8,12 @@ of its reps, and each ratio to torch.nn is the median of the per-rep ratios, so 
 sides of every ratio saw the same machine state. The peak memory of one
 forward+backward is measured apart from the timings. Streaming inference (one step at
 a time at batch 1, as when generating text) compares rnnkit's cells with torch.nn's.
+
+The cells ``mingru`` and ``minlstm`` (opt-in: ``--cells mingru,minlstm``) have a section of
+their own: forward and forward+backward of MinGRU / MinLSTM with each scan method against
+torch.nn.GRU and rnnkit's GRU (native and fused) of the same width, at long sequences
+(default T = 256, 1024, 4096; B = 16, I = H = 128), every contender in the same rotation,
+with each ratio the median of per-round ratios against each of the three GRUs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 
 import rnnkit
 from rnnkit.engines import BACKENDS
+from rnnkit.engines.scan import METHODS as SCAN_METHODS
 
 #: the cells the benchmark knows: (rnnkit class, options, torch.nn class to compare with)
 CELLS: dict[str, tuple[type, dict, type]] = {
@@ -46,6 +53,14 @@ STREAM_CELLS = {
     "lstm": (rnnkit.LSTMCell, torch.nn.LSTMCell),
     "gru": (rnnkit.GRUCell, torch.nn.GRUCell),
 }
+#: the scan section's cells: rnnkit layer by name
+SCAN_CELLS: dict[str, type] = {"mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}
+#: the GRUs they are measured against, by contender name: (class, forward kwargs)
+SCAN_BASELINES = {"torch.nn GRU": (torch.nn.GRU, {}),
+                  "rnnkit GRU native": (rnnkit.GRU, {"backend": "native"}),
+                  "rnnkit GRU fused": (rnnkit.GRU, {"backend": "fused"})}
+#: (T, B, I, H) of the scan section: long sequences, where a scan should pull ahead
+SCAN_SIZES = [(256, 16, 128, 128), (1024, 16, 128, 128), (4096, 16, 128, 128)]
 #: (T, B, I, H): the grid of the benchmark issue
 DEFAULT_SIZES = [(100, 32, 256, 256), (200, 8, 32, 64), (100, 64, 512, 512), (50, 1, 64, 64),
                  (1000, 16, 64, 128)]
@@ -56,7 +71,7 @@ MODES = ("forward", "forward+backward")
 class BenchConfig:
     """What to benchmark and how."""
 
-    #: cell names from CELLS
+    #: cell names from CELLS, and from SCAN_CELLS for the scan section
     cells: list[str] = field(default_factory=lambda: list(CELLS))
     #: sizes as (T, B, I, H): sequence length, batch, input size, hidden size
     sizes: list[tuple[int, int, int, int]] = field(default_factory=lambda: list(DEFAULT_SIZES))
@@ -80,15 +95,24 @@ class BenchConfig:
     stream_hidden: int = 512
     #: steps of the streaming test
     stream_steps: int = 200
+    #: sizes (T, B, I, H) of the scan section (cells mingru, minlstm)
+    scan_sizes: list[tuple[int, int, int, int]] = field(default_factory=lambda: list(SCAN_SIZES))
+    #: scan methods timed in the scan section (those that cannot run here are skipped)
+    scan_methods: list[str] = field(default_factory=lambda: [
+        "compiled", "chunked", "log", "sequential"])
 
     def __post_init__(self):
-        unknown = [c for c in self.cells if c not in CELLS]
+        unknown = [c for c in self.cells if c not in CELLS and c not in SCAN_CELLS]
         if unknown:
-            raise ValueError(f"cells must be among {list(CELLS)}, got {unknown}")
+            raise ValueError(f"cells must be among {list(CELLS) + list(SCAN_CELLS)}, "
+                             f"got {unknown}")
+        bad = [m for m in self.scan_methods if m not in SCAN_METHODS or m == "auto"]
+        if bad:
+            raise ValueError(f"scan_methods must be among {list(SCAN_METHODS[1:])}, got {bad}")
         bad = [e for e in self.engines if e not in BACKENDS or e == "auto"]
         if bad:
             raise ValueError(f"engines must be among {[b for b in BACKENDS if b != 'auto']}, got {bad}")
-        for size in self.sizes:
+        for size in [*self.sizes, *self.scan_sizes]:
             if len(size) != 4 or not all(isinstance(n, int) and n > 0 for n in size):
                 raise ValueError(f"each size must be four positive ints (T, B, I, H), got {size!r}")
         if self.device not in ("cpu", "cuda"):
@@ -249,15 +273,22 @@ def run(config: BenchConfig | None = None, *, progress: Callable[[str], None] | 
         torch.set_num_threads(config.threads)
     torch.manual_seed(0)
     results = []
-    for name in config.cells:
+    for name in [c for c in config.cells if c in CELLS]:
         for size in config.sizes:
             if progress:
                 progress(f"{name} {size}")
             results.extend(_bench_one(name, size, config))
             _release_heap()
+    scan_cells = [c for c in config.cells if c in SCAN_CELLS]
+    scan_rows = []
+    for size in config.scan_sizes if scan_cells else []:
+        if progress:
+            progress(f"{', '.join(scan_cells)} {size}")
+        scan_rows.extend(_bench_scan(scan_cells, size, config))
+        _release_heap()
     streaming = _bench_streaming(config) + _bench_generation(config) if config.streaming else []
     return {"machine": _machine(config), "config": asdict(config), "results": results,
-            "streaming": streaming,
+            "streaming": streaming, "scan": scan_rows,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -281,6 +312,48 @@ def _bench_one(name: str, size, config: BenchConfig) -> list[dict]:
                 row["peak_bytes"] = None if c == "rnnkit reference" else \
                     _peak_bytes(work[c], config.device)
             rows.append(row)
+    return rows
+
+
+def _bench_scan(cells: list[str], size, config: BenchConfig) -> list[dict]:
+    """The scan section at one size: MinGRU / MinLSTM with each scan method against the
+    three GRUs, forward and forward+backward, all in one rotation."""
+    T, B, I, H = size
+    factory = {"device": config.device, "dtype": getattr(torch, config.dtype)}
+    contenders = {}
+    first = None
+    for name, (cls, kwargs) in SCAN_BASELINES.items():
+        model = cls(I, H, **factory)
+        if first is None:
+            first = model
+        else:  # every GRU with torch.nn's weights
+            model.load_state_dict(first.state_dict())
+        if "backend" in kwargs:
+            try:
+                model.resolve_backend(kwargs["backend"])
+            except ValueError:
+                continue
+        contenders[name] = (model, kwargs)
+    for cell in cells:
+        layer = SCAN_CELLS[cell](I, H, **factory)
+        for method in config.scan_methods:
+            try:
+                layer.resolve_scan(method)
+            except ValueError:  # e.g. compiled off the CPU
+                continue
+            contenders[f"rnnkit {type(layer).__name__} {method}"] = (layer, {"scan": method})
+    x = torch.randn(T, B, I, **factory, requires_grad=True)
+    rows = []
+    for mode in MODES:
+        for model, _ in contenders.values():
+            model.train(mode == "forward+backward")
+        work = {c: _workloads(m, x, kw)[mode] for c, (m, kw) in contenders.items()}
+        times = _time_rotating(work, config)
+        for c in work:
+            ratios = {base: statistics.median(t / ref for t, ref in zip(times[c], times[base]))
+                      for base in SCAN_BASELINES if base in times}
+            rows.append({"size": list(size), "mode": mode, "contender": c,
+                         "seconds": statistics.median(times[c]), "ratios": ratios})
     return rows
 
 
@@ -349,9 +422,10 @@ def markdown(report: dict) -> str:
     lines = [f"rnnkit bench, {report['date']}: torch {m['torch']}, {m['device']}"
              + (f" ({m['gpu']})" if "gpu" in m else f", {m['threads']} threads")
              + f", {report['config']['dtype']}, median of {report['config']['repeats']} runs;"
-             " ratio = time / torch.nn's time in the same run (lower is better).", "",
-             "| cell | (T, B, I, H) | contender | forward ms | ratio | fwd+bwd ms | ratio | peak MB fwd+bwd |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             " ratio = time / torch.nn's time in the same run (lower is better)."]
+    if report["results"]:
+        lines += ["", "| cell | (T, B, I, H) | contender | forward ms | ratio | fwd+bwd ms | "
+                  "ratio | peak MB fwd+bwd |", "|---|---|---|---:|---:|---:|---:|---:|"]
     rows: dict[tuple, dict] = {}
     for r in report["results"]:
         key = (r["cell"], tuple(r["size"]), r["contender"])
@@ -364,6 +438,8 @@ def markdown(report: dict) -> str:
             f"{f['seconds'] * 1e3:.2f} | {f['ratio_to_torch_nn']:.2f} | "
             f"{fb['seconds'] * 1e3:.2f} | {fb['ratio_to_torch_nn']:.2f} | "
             f"{'' if peak is None else f'{peak / 2**20:.1f}'} |")
+    if report.get("scan"):
+        lines += ["", scan_markdown(report["scan"])]
     if report.get("streaming"):
         s0 = report["streaming"][0]
         lines += ["", f"Streaming inference, batch 1, hidden {s0['hidden']}, one step per call "
@@ -373,6 +449,30 @@ def markdown(report: dict) -> str:
             lines.append(f"| {s['cell']} | {s['contender']} | {s['us_per_step']:.1f} | "
                          f"{s['ratio_to_torch_nn']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def scan_markdown(rows: list[dict]) -> str:
+    """The scan section as a table: one row per size and contender; each ratio is the
+    time over that GRU's time in the same rounds (lower is better)."""
+    bases = [b for b in SCAN_BASELINES if b in rows[0]["ratios"]]
+    short = {"torch.nn GRU": "torch.nn", "rnnkit GRU native": "GRU native",
+             "rnnkit GRU fused": "GRU fused"}
+    lines = ["minGRU / minLSTM against GRUs of the same width (fwd+bwd ratios: time / that "
+             "GRU's time in the same rounds, lower is better):", "",
+             "| (T, B, I, H) | contender | forward ms | fwd ÷ torch.nn | fwd+bwd ms | "
+             + " | ".join(f"÷ {short[b]}" for b in bases) + " |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(bases)]
+    by_key: dict[tuple, dict] = {}
+    for r in rows:
+        by_key.setdefault((tuple(r["size"]), r["contender"]), {})[r["mode"]] = r
+    for (size, contender), modes in by_key.items():
+        f, fb = modes["forward"], modes["forward+backward"]
+        to_torch = f["ratios"].get("torch.nn GRU")
+        lines.append(f"| {_fmt_size(size)} | {contender} | {f['seconds'] * 1e3:.1f} | "
+                     f"{'' if to_torch is None else f'{to_torch:.3f}'} | "
+                     f"{fb['seconds'] * 1e3:.1f} | "
+                     + " | ".join(f"{fb['ratios'][b]:.3f}" for b in bases) + " |")
+    return "\n".join(lines)
 
 
 def save(report: dict, folder: str | Path) -> tuple[Path, Path]:

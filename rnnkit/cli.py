@@ -80,12 +80,18 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceb
 
 @app.command()
 def bench(
-    cells: str = typer.Option(None, help="Comma-separated cells (default: all): "
-                              "rnn, lstm, gru, lstm-layer-norm, lstm-zoneout, lstm-peephole, gru-layer-norm."),
+    cells: str = typer.Option(None, help="Comma-separated cells (default: all but the scan "
+                              "cells): rnn, lstm, gru, lstm-layer-norm, lstm-zoneout, "
+                              "lstm-peephole, gru-layer-norm; mingru and minlstm add the scan "
+                              "section (each scan method against torch.nn.GRU and rnnkit's GRU, "
+                              "at --scan-size)."),
     size: Optional[list[str]] = typer.Option(None, help="A size T,B,I,H (sequence length, batch, "
                                              "input, hidden); repeat for several. Default: the standard grid."),
     engines: str = typer.Option(None, help="Comma-separated rnnkit engines to time "
                                 "(default: native, fused, reference)."),
+    scan_size: Optional[list[str]] = typer.Option(None, help="A size T,B,I,H of the scan "
+                                                  "section (mingru, minlstm); repeat for several. "
+                                                  "Default: T = 256, 1024, 4096 at B=16, I=H=128."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     dtype: str = typer.Option("float32", help="float32, float64 or bfloat16."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
@@ -105,6 +111,7 @@ def bench(
             cells=cells.split(",") if cells else defaults.cells,
             sizes=[_parse_size(s) for s in size] if size else defaults.sizes,
             engines=engines.split(",") if engines else defaults.engines,
+            scan_sizes=[_parse_size(s) for s in scan_size] if scan_size else defaults.scan_sizes,
             device=device, dtype=dtype, threads=threads, repeats=repeats, warmup=warmup,
             streaming=streaming)
     except ValueError as e:

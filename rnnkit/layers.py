@@ -771,6 +771,24 @@ def _check_size(name: str, value) -> int:
     return value
 
 
+def _check_min_forget_bias(forget_bias, bias: bool):
+    if forget_bias is not None:
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
+        if not bias:
+            raise ValueError("forget_bias needs bias=True, got bias=False")
+        forget_bias = float(forget_bias)
+    return forget_bias
+
+
+@torch.no_grad()
+def _set_forget_bias(cell: cells.MinRNNStep, b_ih: Tensor, H: int, forget_bias):
+    """Start the gate biases so that a = σ(forget_bias) at zero input."""
+    if forget_bias is not None:
+        for block, value in cell.forget_bias_blocks(forget_bias):
+            b_ih[block * H:(block + 1) * H] = value
+
+
 def _check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
@@ -783,7 +801,7 @@ class _MinRecurrentLayer(nn.Module):
     def __init__(self, cell: cells.MinRNNStep, input_size: int, hidden_size: int,
                  num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, scan: str = "auto"):
+                 *, scan: str = "auto", forget_bias: float | None = None):
         super().__init__()
         self.cell = cell
         self.input_size = _check_size("input_size", input_size)
@@ -794,6 +812,7 @@ class _MinRecurrentLayer(nn.Module):
         self.dropout = _check_probability("dropout", dropout)
         self.bidirectional = _check_bool("bidirectional", bidirectional)
         self.scan = _scan.check_method(scan)
+        self.forget_bias = _check_min_forget_bias(forget_bias, bias)
         factory = {"device": device, "dtype": dtype}
         G, H = cell.num_gates, hidden_size
         for layer in range(num_layers):
@@ -813,11 +832,13 @@ class _MinRecurrentLayer(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """nn.Linear's initialisation, as in the paper's layers: U(±1/√fan_in) for the
-        weights and biases of each layer and direction."""
+        weights and biases of each layer and direction; then ``forget_bias``."""
         for name, p in self.named_parameters():
             fan_in = getattr(self, "weight_ih" + name.split("_ih", 1)[1]).shape[1]
             bound = 1 / fan_in ** 0.5
             nn.init.uniform_(p, -bound, bound)
+            if name.startswith("bias_ih"):
+                _set_forget_bias(self.cell, p, self.hidden_size, self.forget_bias)
 
     def _params(self, layer: int, direction: int):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
@@ -998,6 +1019,8 @@ class _MinRecurrentLayer(nn.Module):
             s += ", bidirectional=True"
         if self.scan != "auto":
             s += f", scan={self.scan!r}"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias}"
         return s
 
 
@@ -1025,6 +1048,10 @@ _MIN_LAYER_DOC = """
             ``"compiled"`` (C++ loop, hand-written backward; CPU), ``"chunked"``,
             ``"log"`` (log-space, Heinsen 2023) or ``"sequential"`` (autograd through a
             Python loop: the reference). Keyword-only; can be overridden per call.
+        forget_bias: start the gate biases so that a_t = σ(forget_bias) at zero input,
+            the share of the state each step keeps ({fb_blocks}); 3 or 4 lets gradients
+            reach back tens of steps from the start. None keeps nn.Linear's
+            initialisation. Keyword-only. Default None.
 
     Inputs: ``input, hx=None, *, lengths=None, return_states=False, scan=None``
         input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
@@ -1052,7 +1079,7 @@ class MinGRU(_MinRecurrentLayer):
 
         z_t = σ(W_z x_t + b_z),   h̃_t = g(W_h x_t + b_h)
         h_t = (1 - z_t) ⊙ h_{t-1} + z_t ⊙ h̃_t
-""" + _MIN_LAYER_DOC.format(G=2, blocks="z, h") + """
+""" + _MIN_LAYER_DOC.format(G=2, blocks="z, h", fb_blocks="b_z = -forget_bias") + """
     Example::
 
         >>> gru = rnnkit.MinGRU(10, 20, num_layers=2, batch_first=True)
@@ -1065,9 +1092,10 @@ class MinGRU(_MinRecurrentLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *,
-                 scan: str = "auto"):
+                 scan: str = "auto", forget_bias: float | None = None):
         super().__init__(cells.MinGRUStep(), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, device, dtype, scan=scan)
+                         batch_first, dropout, bidirectional, device, dtype, scan=scan,
+                         forget_bias=forget_bias)
 
 
 class MinLSTM(_MinRecurrentLayer):
@@ -1078,7 +1106,8 @@ class MinLSTM(_MinRecurrentLayer):
 
     The normalised gates are computed as σ(∓d) with d = log(i_t / f_t), never dividing
     by f_t + i_t. There is no separate cell state: the state is h_t alone.
-""" + _MIN_LAYER_DOC.format(G=3, blocks="f, i, h") + """
+""" + _MIN_LAYER_DOC.format(G=3, blocks="f, i, h",
+                           fb_blocks="b_f = forget_bias, b_i = -forget_bias") + """
     Example::
 
         >>> lstm = rnnkit.MinLSTM(10, 20, bidirectional=True)
@@ -1090,21 +1119,23 @@ class MinLSTM(_MinRecurrentLayer):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *,
-                 scan: str = "auto"):
+                 scan: str = "auto", forget_bias: float | None = None):
         super().__init__(cells.MinLSTMStep(), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, device, dtype, scan=scan)
+                         batch_first, dropout, bidirectional, device, dtype, scan=scan,
+                         forget_bias=forget_bias)
 
 
 class _MinCellModule(nn.Module):
     """One step of minGRU / minLSTM, for step-by-step use: the layer's math on one x_t."""
 
     def __init__(self, cell: cells.MinRNNStep, input_size: int, hidden_size: int,
-                 bias: bool = True, device=None, dtype=None):
+                 bias: bool = True, device=None, dtype=None, forget_bias=None):
         super().__init__()
         self.cell = cell
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
+        self.forget_bias = _check_min_forget_bias(forget_bias, bias)
         G = cell.num_gates
         self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size,
                                                   device=device, dtype=dtype))
@@ -1117,6 +1148,8 @@ class _MinCellModule(nn.Module):
         bound = 1 / self.input_size ** 0.5  # nn.Linear's, as the layers
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        if self.bias_ih is not None:
+            _set_forget_bias(self.cell, self.bias_ih, self.hidden_size, self.forget_bias)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         if not isinstance(input, Tensor):
@@ -1153,7 +1186,8 @@ class _MinCellModule(nn.Module):
         return h.squeeze(0) if unbatched else h
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        return (f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+                + ("" if self.forget_bias is None else f", forget_bias={self.forget_bias}"))
 
 
 class MinGRUCell(_MinCellModule):
@@ -1161,21 +1195,24 @@ class MinGRUCell(_MinCellModule):
 
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,), zeros when None; returns h'.
     Parameters ``weight_ih`` (2H, I) and ``bias_ih`` (2H,): a layer's ``weight_ih_l0`` and
-    ``bias_ih_l0`` load into them unchanged.
+    ``bias_ih_l0`` load into them unchanged. Keyword-only ``forget_bias`` as for the layer.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None):
-        super().__init__(cells.MinGRUStep(), input_size, hidden_size, bias, device, dtype)
+                 dtype=None, *, forget_bias: float | None = None):
+        super().__init__(cells.MinGRUStep(), input_size, hidden_size, bias, device, dtype,
+                         forget_bias)
 
 
 class MinLSTMCell(_MinCellModule):
     """One minLSTM step (gate blocks f, i, h; see :class:`MinLSTM`).
 
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,), zeros when None; returns h'.
-    Parameters ``weight_ih`` (3H, I) and ``bias_ih`` (3H,).
+    Parameters ``weight_ih`` (3H, I) and ``bias_ih`` (3H,). Keyword-only ``forget_bias`` as
+    for the layer.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None):
-        super().__init__(cells.MinLSTMStep(), input_size, hidden_size, bias, device, dtype)
+                 dtype=None, *, forget_bias: float | None = None):
+        super().__init__(cells.MinLSTMStep(), input_size, hidden_size, bias, device, dtype,
+                         forget_bias)

@@ -238,6 +238,26 @@ def test_long_sequences_stay_accurate():
                                    rtol=1e-3 if method == "log" else 1e-5, msg=method)
 
 
+@pytest.mark.parametrize("name", LAYERS)
+def test_layer_on_each_device(name, device):
+    """On every device the suite sees (CUDA too where there is one): auto's choice and
+    the parallel methods against the sequential reference, outputs and gradients."""
+    layer = LAYERS[name](I, H, num_layers=2, bidirectional=True, device=device)
+    assert layer.resolve_scan() == ("chunked" if device.type == "cuda" or not scan.available()
+                                    else "compiled")
+    x = torch.randn(T, B, I, device=device)
+
+    def run(method):
+        xs = x.clone().requires_grad_()
+        out, h_n = layer(xs, lengths=LENGTHS, scan=method)
+        (out.sum() + h_n.sum()).backward()
+        return [out, h_n, xs.grad]
+
+    want = run("sequential")
+    for method in ["auto", "chunked", "log"]:
+        assert_all_close([t.cpu() for t in run(method)], [t.cpu() for t in want], 1e-5)
+
+
 def test_method_choice_and_fallback(monkeypatch):
     x = torch.zeros(2, 1, 3)
     assert scan.resolve("auto", x) == ("compiled" if scan.available() else "chunked")
@@ -440,6 +460,25 @@ def test_layers_and_cells_refuse_bad_arguments():
         cell(torch.randn(2, 3), torch.zeros(3, 4))
 
 
+@pytest.mark.parametrize("name", LAYERS)
+def test_forget_bias_sets_the_initial_share_kept(name):
+    """a = σ(forget_bias) at zero input, in every layer and direction, and in the cell;
+    the same option refuses bias=False and non-numbers."""
+    layer = LAYERS[name](I, H, num_layers=2, bidirectional=True, forget_bias=3.0)
+    for k in range(2):
+        for sfx in ("", "_reverse"):
+            gx = getattr(layer, f"bias_ih_l{k}{sfx}").unsqueeze(0)  # W x = 0
+            a, _ = layer.cell.coefficients(gx)
+            torch.testing.assert_close(a, torch.full((1, H), torch.sigmoid(torch.tensor(3.0)).item()))
+    cell = MODULE_CELLS[name](I, H, forget_bias=-1.0)
+    a, _ = cell.cell.coefficients(cell.bias_ih.unsqueeze(0))
+    torch.testing.assert_close(a, torch.full((1, H), torch.sigmoid(torch.tensor(-1.0)).item()))
+    with pytest.raises(ValueError, match=r"forget_bias needs bias=True"):
+        LAYERS[name](I, H, bias=False, forget_bias=1.0)
+    with pytest.raises(TypeError, match=r"forget_bias must be a number or None, got 'high'"):
+        LAYERS[name](I, H, forget_bias="high")
+
+
 def test_state_dict_and_repr():
     layer = rnnkit.MinLSTM(3, 4, num_layers=2, bidirectional=True, bias=False, scan="log")
     assert sorted(layer.state_dict()) == ["weight_ih_l0", "weight_ih_l0_reverse",
@@ -502,6 +541,38 @@ def test_cli_trains_with_the_cells(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["train", "--help"])
     assert "mingru" in result.output and "minlstm" in result.output
+
+
+def test_bench_scan_section(tmp_path):
+    """Opt-in (the default cells leave it out): every scan method and the three GRUs
+    in one rotation, with ratios against each GRU."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rnnkit import bench
+    from rnnkit.cli import app
+
+    assert not set(bench.BenchConfig().cells) & set(bench.SCAN_CELLS)
+    path = tmp_path / "report.json"
+    result = CliRunner().invoke(app, [
+        "bench", "--cells", "mingru,minlstm", "--scan-size", "6,2,3,4", "--repeats", "1",
+        "--warmup", "0", "--threads", "1", "--no-streaming", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(path.read_text())
+    assert report["results"] == []
+    rows = {(r["contender"], r["mode"]): r for r in report["scan"]}
+    methods = ["chunked", "log", "sequential"] + (["compiled"] if scan.available() else [])
+    for contender in (["torch.nn GRU", "rnnkit GRU native", "rnnkit GRU fused"]
+                      + [f"rnnkit {c} {m}" for c in ("MinGRU", "MinLSTM") for m in methods]):
+        for mode in ("forward", "forward+backward"):
+            r = rows[(contender, mode)]
+            assert r["size"] == [6, 2, 3, 4] and r["seconds"] > 0
+            assert set(r["ratios"]) == {"torch.nn GRU", "rnnkit GRU native", "rnnkit GRU fused"}
+    assert rows[("rnnkit GRU fused", "forward")]["ratios"]["rnnkit GRU fused"] == 1.0
+    assert "| (6, 2, 3, 4) | rnnkit MinLSTM log |" in result.output
+    result = CliRunner().invoke(app, ["bench", "--cells", "mingru", "--scan-size", "6,2"])
+    assert result.exit_code != 0 and "T,B,I,H" in result.output
 
 
 @pytest.mark.parametrize("name", LAYERS)

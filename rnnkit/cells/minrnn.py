@@ -81,6 +81,11 @@ class MinRNNStep(Cell):
         d, k_h = self.mix_logit(gx)
         return -F.softplus(d), -F.softplus(-d) + log_g(k_h)
 
+    def forget_bias_blocks(self, forget_bias: float) -> list[tuple[int, float]]:
+        """(gate block, bias) pairs that make a = σ(forget_bias) at zero input: the share
+        of the state kept per step at initialisation (as the LSTM's forget_bias)."""
+        raise NotImplementedError
+
     def step(self, gx, h_prev, c_prev=None, rec=None):
         """One step, (B, G*H) and (B, H) -> ``(h, None, ())``: the Cell contract, so the
         reference engine can run it too."""
@@ -96,6 +101,9 @@ class MinGRUStep(MinRNNStep):
 
     num_gates = 2
 
+    def forget_bias_blocks(self, forget_bias):
+        return [(0, -forget_bias)]  # a = 1 - σ(b_z) = σ(-b_z)
+
     def mix_logit(self, gx):
         k_z, k_h = gx.chunk(2, -1)  # (..., H) each
         return k_z, k_h
@@ -105,6 +113,10 @@ class MinLSTMStep(MinRNNStep):
     """minLSTM, gate blocks f, i, h: a = f / (f + i), b = i / (f + i) ⊙ g(k_h)."""
 
     num_gates = 3
+
+    def forget_bias_blocks(self, forget_bias):
+        # d = softplus(-b_f) - softplus(-b_i) = -forget_bias when b_i = -b_f
+        return [(0, forget_bias), (1, -forget_bias)]
 
     def mix_logit(self, gx):
         k_f, k_i, k_h = gx.chunk(3, -1)  # (..., H) each
