@@ -439,8 +439,10 @@ class _CsvLog:
         self.path = path
         self.rows = []
         if path.is_file():  # resuming: keep what the run logged up to its checkpoint
-            with open(path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= upto]
+            with open(path, newline="", encoding="utf-8", errors="replace") as f:
+                # a damaged file loses its unreadable rows, not the run
+                self.rows = [r for r in csv.DictReader(f)
+                             if str(r.get("step")).isdigit() and int(r["step"]) <= upto]
 
     def write(self, row: dict):
         self.rows.append(row)
