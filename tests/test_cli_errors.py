@@ -37,7 +37,8 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     corpus = d / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 30)
-    for task, extra in (("lm", ["--data", corpus, "--seq-len", "10"]), ("digits", [])):
+    for task, extra in (("lm", ["--data", corpus, "--seq-len", "10"]), ("digits", []),
+                        ("tag", [])):
         result = runner.invoke(app, ["train", task, "--out", str(d / task), *TINY,
                                      *[str(e) for e in extra]])
         assert result.exit_code == 0, result.output
@@ -212,6 +213,7 @@ def test_bad_checkpoints_for_every_command(command, checkpoint, message, files):
      "to the checkpoint's vocab of"),
     (["eval", "lm/last.pt", "--data", "nowhere.txt"], "no such file"),
     (["eval", "lm/last.pt", "--data", "latin1.txt"], "not valid UTF-8: byte 0xe9 at byte offset 3"),
+    (["predict", "tag/last.pt", "  "], "texts[0] holds no tokens to tag, got '  '"),
     (["predict", "digits/last.pt", "--file", "nowhere.txt"], "--file"),
     (["predict", "digits/last.pt", "--file", "latin1.txt"], "can't decode byte 0xe9 in position 3"),
     (["export", "lm/last.pt", "--format", "tflite"], "--format must be 'onnx'"),

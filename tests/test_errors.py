@@ -260,6 +260,19 @@ def test_every_layer_checks_lengths(cls, lengths, error, pattern):
         cls(3, 4)(torch.randn(5, 2, 3), lengths=lengths)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_lengths_on_the_gpu():
+    """Lengths may live on the input's device or the CPU; on another device they are refused."""
+    layer = rnnkit.GRU(3, 4).cuda()
+    x = torch.randn(5, 2, 3, device="cuda")
+    expected, _ = layer(x, lengths=[5, 2])
+    out, _ = layer(x, lengths=torch.tensor([5, 2], device="cuda"))
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match=r"lengths is on cuda:0 but the input is on cpu"):
+        layer.cpu()(x.cpu(), lengths=torch.tensor([5, 2], device="cuda"))
+
+
 @pytest.mark.parametrize("cls", LAYERS)
 def test_lengths_in_any_order_and_as_arrays_as_torch_nn_packs_them(cls):
     """torch.nn takes unsorted lengths (pack_padded_sequence(enforce_sorted=False)) and

@@ -153,8 +153,10 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
                     for t, p in zip(texts, probs)]
         tags = payload["task"]["tags"]
         out = []
-        for text in texts:
+        for i, text in enumerate(texts):
             tokens = text.split()
+            if not tokens:
+                raise ValueError(f"texts[{i}] holds no tokens to tag, got {text!r}")
             with torch.no_grad():
                 pred = model(torch.tensor([vocab.lookup(tokens)])).argmax(-1)[0]
             out.append({"tokens": tokens, "tags": [tags[int(i)] for i in pred]})
