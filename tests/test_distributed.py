@@ -1,5 +1,6 @@
 """Data-parallel training: two CPU processes (gloo), as torchrun would start them."""
 
+import gc
 import os
 import socket
 import time
@@ -34,6 +35,12 @@ def _worker(rank, world, port, out_dir):
         trainer = Trainer(TASKS[task](options), config, f"{out_dir}/{task}")
         trainer.fit()
         torch.save(trainer.model.state_dict(), f"{out_dir}/{task}-ddp{rank}.pt")
+    # free the DDP wrapper and wait for the other rank before tearing the group down: a
+    # rank that destroyed its group while the other was still freeing its own DDP
+    # wrapper hung that one (about one run in three)
+    del trainer, alone
+    gc.collect()
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 

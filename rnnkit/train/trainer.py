@@ -287,7 +287,7 @@ class Trainer:
         log = _CsvLog(self.out_dir / "metrics.csv", upto=self.step) if lead else _NoLog()
         tensorboard = _tensorboard(self.out_dir) if lead else None
         try:
-            stop_reason = self._loop(log, tensorboard, lead)
+            stop_reason = self._loop(log, tensorboard, lead, start_time)
             self.save("last.pt")
         finally:  # the rows so far reach metrics.csv even when the run stops on an error
             log.close()
@@ -302,10 +302,9 @@ class Trainer:
                 "skipped_steps": self.skipped_steps,
                 "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
 
-    def _loop(self, log, tensorboard, lead: bool) -> str:
+    def _loop(self, log, tensorboard, lead: bool, start_time: float) -> str:
         """The training steps, evaluations and checkpoints; returns why it stopped."""
         c, task = self.config, self.task
-        start_time = time.perf_counter()
         units, window_start = 0, time.perf_counter()
         stop_reason = "max_steps"
         with _Progress(c.progress and lead, c.max_steps, self.step, task.metric,
@@ -405,7 +404,7 @@ class Trainer:
 
 
 def _differences(saved: dict, current: dict) -> str:
-    """``key: saved -> current`` for each key where two plain dicts differ."""
+    """Each key where two plain dicts differ, with the checkpoint's value and this run's."""
     keys = sorted(set(saved) | set(current))
     return "; ".join(f"{k}: {saved.get(k)!r:.60} in the checkpoint, {current.get(k)!r:.60} "
                      f"here" for k in keys if saved.get(k) != current.get(k))
