@@ -281,3 +281,21 @@ def test_supports_refuses_cuda():
     H = 4
     assert not compiled.supports(cells.GRUStep(), Recurrent(torch.randn(3 * H, H).cuda()),
                                  torch.randn(3, 2, 3 * H).cuda())
+
+
+def test_a_stale_build_lock_is_removed(tmp_path):
+    """A build killed mid-way leaves torch's lock file behind; an old one is removed
+    (with a warning) so later builds do not wait on it forever, a fresh one is kept."""
+    import os
+    import time
+
+    lock = tmp_path / "lock"
+    lock.write_text("")
+    compiled._remove_stale_lock(str(lock))
+    assert lock.exists()  # a build may be running right now
+    old = time.time() - 2 * compiled._STALE_LOCK_SECONDS
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match="interrupted build"):
+        compiled._remove_stale_lock(str(lock))
+    assert not lock.exists()
+    compiled._remove_stale_lock(str(lock))  # no lock: nothing to do

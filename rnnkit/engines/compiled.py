@@ -34,6 +34,7 @@ import hashlib
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -65,6 +66,27 @@ def _cflags() -> list[str]:
     return flags
 
 
+#: a build takes about a minute; a lock older than this was left by a killed build
+_STALE_LOCK_SECONDS = 600
+
+
+def _remove_stale_lock(path: str) -> None:
+    """Remove torch's build lock when a killed build left it behind: torch waits for
+    its holder to delete it, which a killed process never does, so every later build
+    would wait forever."""
+    try:
+        age = time.time() - os.path.getmtime(path)
+    except OSError:
+        return  # no lock
+    if age > _STALE_LOCK_SECONDS:
+        warnings.warn(f"rnnkit: removing a build lock left by an interrupted build "
+                      f"({path}, {age / 60:.0f} min old)", RuntimeWarning, stacklevel=3)
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
 def _build():
     from torch.utils import cpp_extension
 
@@ -78,6 +100,7 @@ def _build():
         os.path.expanduser("~"), ".cache", "torch_extensions")
     build_dir = os.path.join(root, name)
     os.makedirs(build_dir, exist_ok=True)
+    _remove_stale_lock(os.path.join(build_dir, "lock"))
     if not os.path.exists(os.path.join(build_dir, name + ".so")):
         print("rnnkit: compiling the fused engine (once, ~1 min)...", file=sys.stderr,
               flush=True)
