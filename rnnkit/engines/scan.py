@@ -29,10 +29,13 @@ Four methods, one result (to rounding), every one tested against ``sequential``:
   (roughly |a*_t| · 6e-8 relative), which the linear-domain methods do not.
 
 ``auto`` picks by measurement (``rnnkit bench --cells mingru,minlstm``): ``compiled`` on
-the CPU (a two-core CPU has no parallel width for the parallel forms to use; they only
-add memory traffic), falling back to ``chunked`` where the C++ is not built or the dtype
-is not float32/float64; ``chunked`` on CUDA. While tracing (ONNX export) every method
-runs as ``sequential``, whose loop the tracer can record.
+the CPU, where it was the fastest at every size measured (a two-core CPU has no parallel
+width for the parallel forms to use; they only add memory traffic), falling back to
+``chunked`` where the C++ is not built or the dtype is not float32/float64. On CUDA
+``chunked``: √T-fold fewer steps and exact, while ``log`` has no loop at all but loses
+precision over long sequences; that choice is not measured yet (the benchmark measures
+it with ``--device cuda``). While tracing (ONNX export) every method runs as
+``sequential``, whose loop the tracer can record.
 
 Padding: where ``valid`` is False a step has a = 1, b = 0, so the state is carried
 unchanged past a sample's length, bit for bit, and no gradient reaches that step's
@@ -48,11 +51,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -70,6 +75,7 @@ _SOURCE = Path(__file__).parent / "csrc" / "scan.cpp"
 _lock = threading.Lock()
 _module = None  # the loaded extension
 _tried = False  # whether a build or load was attempted (it is attempted once)
+_STALE_LOCK_S = 600  # a build lock this old was left by a killed build
 
 
 # -- the compiled loop's build -------------------------------------------------------
@@ -89,11 +95,25 @@ def _build():
         os.path.expanduser("~"), ".cache", "torch_extensions")
     build_dir = os.path.join(root, name)
     os.makedirs(build_dir, exist_ok=True)
+    _remove_stale_lock(build_dir)
     if not os.path.exists(os.path.join(build_dir, name + ".so")):
         print("rnnkit: compiling the scan engine (once, ~1 min)...", file=sys.stderr,
               flush=True)
     return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
                               build_directory=build_dir, verbose=False)
+
+
+def _remove_stale_lock(build_dir: str) -> bool:
+    """A build killed midway leaves torch's lock file behind, and every later load waits
+    for it forever: remove one older than any build takes. Returns whether it did."""
+    lock = os.path.join(build_dir, "lock")
+    with contextlib.suppress(OSError):
+        if time.time() - os.path.getmtime(lock) > _STALE_LOCK_S:
+            os.remove(lock)
+            warnings.warn(f"rnnkit: removed a stale build lock ({lock}) left by a build "
+                          "that was killed", RuntimeWarning, stacklevel=3)
+            return True
+    return False
 
 
 def _load():
