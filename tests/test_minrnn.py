@@ -7,7 +7,6 @@ Python, step() to the parallel forward, lengths to running each sample alone, an
 layers to learning the adding problem and a character language model.
 """
 
-import os
 
 import pytest
 import torch
@@ -282,18 +281,6 @@ def test_method_choice_and_fallback(monkeypatch):
         scan.resolve("compiled", x)
     out, _ = rnnkit.MinGRU(3, 4)(x)
     assert out.shape == (2, 1, 4)
-
-
-def test_a_killed_build_leaves_no_lock_that_blocks_forever(tmp_path):
-    lock = tmp_path / "lock"
-    lock.touch()
-    assert not scan._remove_stale_lock(str(tmp_path))  # a build may be running
-    old = lock.stat().st_mtime - scan._STALE_LOCK_S - 60
-    os.utime(lock, (old, old))
-    with pytest.warns(RuntimeWarning, match="stale build lock"):
-        assert scan._remove_stale_lock(str(tmp_path))
-    assert not lock.exists()
-    assert not scan._remove_stale_lock(str(tmp_path))  # no lock: nothing to do
 
 
 # -- the layers --------------------------------------------------------------------------

@@ -70,42 +70,51 @@ def _cflags() -> list[str]:
 _STALE_LOCK_SECONDS = 600
 
 
-def _remove_stale_lock(path: str) -> None:
+def _remove_stale_lock(build_dir: str) -> bool:
     """Remove torch's build lock when a killed build left it behind: torch waits for
     its holder to delete it, which a killed process never does, so every later build
-    would wait forever."""
+    would wait forever. Returns whether it removed one."""
+    lock = os.path.join(build_dir, "lock")
     try:
-        age = time.time() - os.path.getmtime(path)
+        age = time.time() - os.path.getmtime(lock)
     except OSError:
-        return  # no lock
-    if age > _STALE_LOCK_SECONDS:
-        warnings.warn(f"rnnkit: removing a build lock left by an interrupted build "
-                      f"({path}, {age / 60:.0f} min old)", RuntimeWarning, stacklevel=3)
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+        return False  # no lock
+    if age <= _STALE_LOCK_SECONDS:
+        return False  # a build may be running right now
+    warnings.warn(f"rnnkit: removed a stale build lock ({lock}, {age / 60:.0f} min old) "
+                  f"left by an interrupted build", RuntimeWarning, stacklevel=3)
+    try:
+        os.remove(lock)
+    except OSError:
+        pass
+    return True
 
 
-def _build():
+def build_extension(source: Path, prefix: str, flags: list[str], what: str):
+    """Compile and load the C++ file ``source`` with ``flags``, once per machine, torch
+    and Python version (cached under ``TORCH_EXTENSIONS_DIR`` or
+    ``~/.cache/torch_extensions``), saying so while ``what`` compiles. Shared by the
+    compiled engines (this one and the scan's)."""
     from torch.utils import cpp_extension
 
-    flags = _cflags()
     key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
+    for part in (source.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
                  sys.version.encode()):
         key.update(part)
-    name = f"rnnkit_fused_{key.hexdigest()[:16]}"
+    name = f"{prefix}_{key.hexdigest()[:16]}"
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "torch_extensions")
     build_dir = os.path.join(root, name)
     os.makedirs(build_dir, exist_ok=True)
-    _remove_stale_lock(os.path.join(build_dir, "lock"))
+    _remove_stale_lock(build_dir)
     if not os.path.exists(os.path.join(build_dir, name + ".so")):
-        print("rnnkit: compiling the fused engine (once, ~1 min)...", file=sys.stderr,
-              flush=True)
-    return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
+        print(f"rnnkit: compiling {what} (once, ~1 min)...", file=sys.stderr, flush=True)
+    return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=flags,
                               build_directory=build_dir, verbose=False)
+
+
+def _build():
+    return build_extension(_SOURCE, "rnnkit_fused", _cflags(), "the fused engine")
 
 
 def _load():

@@ -51,13 +51,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
-import os
-import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -66,7 +61,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
-from rnnkit.engines.compiled import _cflags
+from rnnkit.engines.compiled import _cflags, build_extension
 
 #: the methods, ``auto`` first
 METHODS = ("auto", "compiled", "chunked", "log", "sequential")
@@ -75,45 +70,15 @@ _SOURCE = Path(__file__).parent / "csrc" / "scan.cpp"
 _lock = threading.Lock()
 _module = None  # the loaded extension
 _tried = False  # whether a build or load was attempted (it is attempted once)
-_STALE_LOCK_S = 600  # a build lock this old was left by a killed build
 
 
 # -- the compiled loop's build -------------------------------------------------------
 
 
 def _build():
-    from torch.utils import cpp_extension
-
     # no fused multiply-add: a step rounds as torch's `a * h + b`, bit for bit
-    flags = [*_cflags(), "-ffp-contract=off"]
-    key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
-                 sys.version.encode()):
-        key.update(part)
-    name = f"rnnkit_scan_{key.hexdigest()[:16]}"
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "torch_extensions")
-    build_dir = os.path.join(root, name)
-    os.makedirs(build_dir, exist_ok=True)
-    _remove_stale_lock(build_dir)
-    if not os.path.exists(os.path.join(build_dir, name + ".so")):
-        print("rnnkit: compiling the scan engine (once, ~1 min)...", file=sys.stderr,
-              flush=True)
-    return cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=flags,
-                              build_directory=build_dir, verbose=False)
-
-
-def _remove_stale_lock(build_dir: str) -> bool:
-    """A build killed midway leaves torch's lock file behind, and every later load waits
-    for it forever: remove one older than any build takes. Returns whether it did."""
-    lock = os.path.join(build_dir, "lock")
-    with contextlib.suppress(OSError):
-        if time.time() - os.path.getmtime(lock) > _STALE_LOCK_S:
-            os.remove(lock)
-            warnings.warn(f"rnnkit: removed a stale build lock ({lock}) left by a build "
-                          "that was killed", RuntimeWarning, stacklevel=3)
-            return True
-    return False
+    return build_extension(_SOURCE, "rnnkit_scan", [*_cflags(), "-ffp-contract=off"],
+                           "the scan engine")
 
 
 def _load():
