@@ -79,6 +79,15 @@ def _reverse_index(lengths: Tensor, T: int, device) -> Tensor:
     return torch.where(t < n, n - 1 - t, t).to(device)
 
 
+def _padding(lengths: Tensor | None, T: int, device):
+    """(valid, rev) for a padded batch, or (None, None) without lengths: valid (T, B, 1) is
+    False past each sample's length; rev reverses each sample within its length."""
+    if lengths is None:
+        return None, None
+    valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(device).unsqueeze(-1)
+    return valid, _reverse_index(lengths, T, device)
+
+
 def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
     """Reverse time-major ``x`` (T, B, F) within each sample's length."""
     if index is None:
@@ -87,6 +96,96 @@ def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
 
 
 INITS = ("default", "orthogonal", "identity")
+
+
+def _time_major(layer, input, lengths):
+    """Check a layer's ``input`` (and ``lengths``) and bring it to time-major.
+
+    Returns ``(x, lengths, packed, unbatched)``: x (T, B, I); lengths a (B,) int64 tensor,
+    or None when no sample is shorter than T; whether the input was a PackedSequence, and
+    whether it was unbatched (T, I).
+    """
+    packed = isinstance(input, PackedSequence)
+    unbatched = False
+    if packed:
+        if lengths is not None:
+            raise ValueError("lengths must be None for PackedSequence input: "
+                             "the PackedSequence carries its own lengths")
+        x, lengths = pad_packed_sequence(input)  # original batch order
+    elif isinstance(input, Tensor):
+        if input.dim() not in (2, 3):
+            raise ValueError(
+                f"input must be 3-D (batched) or 2-D (unbatched), got {input.dim()}-D "
+                f"with shape {tuple(input.shape)}")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (
+            input.transpose(0, 1) if layer.batch_first else input)
+    else:
+        raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
+    T, B = x.shape[0], x.shape[1]
+    _check_input(layer, x, input.data if packed else input)
+    if lengths is not None:
+        if unbatched:
+            raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
+        lengths = _lengths_tensor(lengths, T, B, x.device)
+        if bool((lengths == T).all()):
+            lengths = None  # nothing to mask
+    return x, lengths, packed, unbatched
+
+
+def _check_input(layer, x: Tensor, given: Tensor):
+    """x (T, B, I) time-major, ``given`` as the caller passed it (for the message)."""
+    if x.shape[-1] != layer.input_size:
+        raise ValueError(f"input must have {layer.input_size} features (input_size) in "
+                         f"its last dimension, got shape {tuple(given.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("input must have at least one time step, got a sequence of length 0")
+    weight = layer.weight_ih_l0
+    if x.dtype != weight.dtype:
+        raise TypeError(f"input dtype {x.dtype} does not match the weights' dtype {weight.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"input is on {x.device} but the layer's weights are on "
+                         f"{weight.device}: move one of them (.to(device))")
+
+
+def _initial_tensor(name: str, t: Tensor, LD: int, size: int, x: Tensor, unbatched: bool):
+    """Check one initial state ``t`` given as ``hx`` against torch.nn's shape (LD, B, size),
+    or (LD, size) unbatched, and the input ``x`` (T, B, I); return it as (LD, B, size)."""
+    expected = (LD, size) if unbatched else (LD, x.shape[1], size)
+    if tuple(t.shape) != expected:
+        raise ValueError(f"hx's {name} must have shape {expected} (num_layers * "
+                         f"num_directions, {'' if unbatched else 'batch, '}size), "
+                         f"got {tuple(t.shape)}")
+    if t.dtype != x.dtype or t.device != x.device:
+        raise TypeError(f"hx's {name} must match the input's dtype and device "
+                        f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
+    return t.unsqueeze(1) if unbatched else t
+
+
+def _caller_layout(layer, input, output: Tensor, lengths, packed: bool, unbatched: bool):
+    """The time-major output (T, B, ·) back in the layout of the caller's ``input``."""
+    if packed:
+        T, B = output.shape[0], output.shape[1]
+        order = input.sorted_indices
+        out_sorted = output if order is None else output.index_select(1, order)
+        sorted_lengths = torch.full((B,), T, dtype=torch.int64) if lengths is None else (
+            lengths if order is None else lengths.index_select(0, order.cpu()))
+        data = pack_padded_sequence(out_sorted, sorted_lengths).data
+        return PackedSequence(data, input.batch_sizes, input.sorted_indices,
+                              input.unsorted_indices)
+    if unbatched:
+        return output.squeeze(1)
+    return output.transpose(0, 1) if layer.batch_first else output
+
+
+def _states_layout(layer, states: Tensor | None, unbatched: bool):
+    """Every state (L*D, T, B, ·) in the caller's layout: (L*D, B, T, ·) batch-first,
+    (L*D, T, ·) unbatched."""
+    if states is None:
+        return None
+    if unbatched:
+        return states.squeeze(2)
+    return states.transpose(1, 2) if layer.batch_first else states
 
 
 def _check_probability(name: str, p) -> float:
@@ -244,43 +343,7 @@ class _RecurrentLayer(nn.RNNBase):
                 backend: str | None = None):
         """Run the layer; see the class docstring for inputs and outputs."""
         engine = self.resolve_backend(backend, return_states=return_states)
-
-        # -- input: bring everything to time-major (T, B, I) plus optional lengths
-        packed = isinstance(input, PackedSequence)
-        unbatched = False
-        if packed:
-            if lengths is not None:
-                raise ValueError("lengths must be None for PackedSequence input: "
-                                 "the PackedSequence carries its own lengths")
-            x, lengths = pad_packed_sequence(input)  # original batch order
-        elif isinstance(input, Tensor):
-            if input.dim() not in (2, 3):
-                raise ValueError(
-                    f"input must be 3-D (batched) or 2-D (unbatched), got {input.dim()}-D "
-                    f"with shape {tuple(input.shape)}")
-            unbatched = input.dim() == 2
-            x = input.unsqueeze(1) if unbatched else (
-                input.transpose(0, 1) if self.batch_first else input)
-        else:
-            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        T, B = x.shape[0], x.shape[1]
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features (input_size) in "
-                             f"its last dimension, got shape {tuple(input.shape if not packed else input.data.shape)}")
-        if T == 0:
-            raise ValueError("input must have at least one time step, got a sequence of length 0")
-        if x.dtype != self.weight_ih_l0.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match the weights' "
-                            f"dtype {self.weight_ih_l0.dtype}")
-        if x.device != self.weight_ih_l0.device:
-            raise ValueError(f"input is on {x.device} but the layer's weights are on "
-                             f"{self.weight_ih_l0.device}: move one of them (.to(device))")
-        if lengths is not None:
-            if unbatched:
-                raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
-            lengths = _lengths_tensor(lengths, T, B, x.device)
-            if bool((lengths == T).all()):
-                lengths = None  # nothing to mask
+        x, lengths, packed, unbatched = _time_major(self, input, lengths)
 
         h0, c0 = self._initial_state(hx, x, unbatched)
 
@@ -296,33 +359,16 @@ class _RecurrentLayer(nn.RNNBase):
             output, h_n, c_n, states = self._run_stack(
                 DIRECTION_ENGINES[engine], x, h0, c0, lengths)
 
-        # -- output: back to the caller's layout
-        if packed:
-            order = input.sorted_indices
-            out_sorted = output if order is None else output.index_select(1, order)
-            sorted_lengths = lengths if order is None or lengths is None else \
-                lengths.index_select(0, order.cpu())
-            if sorted_lengths is None:
-                sorted_lengths = torch.full((B,), T, dtype=torch.int64)
-            data = pack_padded_sequence(out_sorted, sorted_lengths).data
-            output = PackedSequence(data, input.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-        elif unbatched:
-            output, h_n = output.squeeze(1), h_n.squeeze(1)
+        output = _caller_layout(self, input, output, lengths, packed, unbatched)
+        if unbatched:
+            h_n = h_n.squeeze(1)
             c_n = c_n.squeeze(1) if c_n is not None else None
-        elif self.batch_first:
-            output = output.transpose(0, 1)
         hidden = (h_n, c_n) if self.cell.has_cell_state else h_n
         if not return_states:
             return output, hidden
         h_all, c_all = states  # (L*D, T, B, ·)
-        if unbatched:
-            h_all = h_all.squeeze(2)
-            c_all = c_all.squeeze(2) if c_all is not None else None
-        elif self.batch_first:
-            h_all = h_all.transpose(1, 2)
-            c_all = c_all.transpose(1, 2) if c_all is not None else None
-        return output, hidden, States(h_all, c_all)
+        return output, hidden, States(_states_layout(self, h_all, unbatched),
+                                      _states_layout(self, c_all, unbatched))
 
     def _initial_state(self, hx, x: Tensor, unbatched: bool):
         """Check ``hx`` against torch.nn's shapes and return (h0, c0) as (L*D, B, ·)."""
@@ -343,17 +389,7 @@ class _RecurrentLayer(nn.RNNBase):
                 raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, "
                                 f"got {type(hx).__name__}")
             pairs = [("h_0", hx, H_out)]
-        out = []
-        for name, t, size in pairs:
-            expected = (LD, size) if unbatched else (LD, B, size)
-            if tuple(t.shape) != expected:
-                raise ValueError(f"hx's {name} must have shape {expected} (num_layers * "
-                                 f"num_directions, {'' if unbatched else 'batch, '}size), "
-                                 f"got {tuple(t.shape)}")
-            if t.dtype != x.dtype or t.device != x.device:
-                raise TypeError(f"hx's {name} must match the input's dtype and device "
-                                f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
-            out.append(t.unsqueeze(1) if unbatched else t)
+        out = [_initial_tensor(name, t, LD, size, x, unbatched) for name, t, size in pairs]
         return out[0], (out[1] if len(out) > 1 else None)
 
     def _native_weights(self):
@@ -401,11 +437,7 @@ class _RecurrentLayer(nn.RNNBase):
     def _run_stack(self, run, x, h0, c0, lengths):
         """Run layers and directions with a one-direction engine's ``run``."""
         T, B = x.shape[0], x.shape[1]
-        valid = rev = None
-        if lengths is not None:
-            valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device)
-            valid = valid.unsqueeze(-1)  # (T, B, 1), False past each sample's length
-            rev = _reverse_index(lengths, T, x.device)
+        valid, rev = _padding(lengths, T, x.device)
         H_out = self.proj_size or self.hidden_size
         zoneout_h, zoneout_c = self.zoneout
         h_last, c_last, h_all, c_all = [], [], [], []
@@ -854,70 +886,18 @@ class _MinRecurrentLayer(nn.Module):
         """Run the layer; see the class docstring for inputs and outputs."""
         if scan is not None:
             _scan.check_method(scan)
-        # -- input: bring everything to time-major (T, B, I) plus optional lengths
-        packed = isinstance(input, PackedSequence)
-        unbatched = False
-        if packed:
-            if lengths is not None:
-                raise ValueError("lengths must be None for PackedSequence input: "
-                                 "the PackedSequence carries its own lengths")
-            x, lengths = pad_packed_sequence(input)  # original batch order
-        elif isinstance(input, Tensor):
-            if input.dim() not in (2, 3):
-                raise ValueError(
-                    f"input must be 3-D (batched) or 2-D (unbatched), got {input.dim()}-D "
-                    f"with shape {tuple(input.shape)}")
-            unbatched = input.dim() == 2
-            x = input.unsqueeze(1) if unbatched else (
-                input.transpose(0, 1) if self.batch_first else input)
-        else:
-            raise TypeError(f"input must be a Tensor or PackedSequence, got {type(input).__name__}")
-        T, B = x.shape[0], x.shape[1]
-        self._check_input(x, input.data if packed else input)
-        if lengths is not None:
-            if unbatched:
-                raise ValueError("lengths needs batched input (3-D), got unbatched 2-D input")
-            lengths = _lengths_tensor(lengths, T, B, x.device)
-            if bool((lengths == T).all()):
-                lengths = None  # nothing to mask
+        x, lengths, packed, unbatched = _time_major(self, input, lengths)
         h0 = self._initial_state(hx, x, unbatched)
         method = self.resolve_scan(scan, x)
 
         output, h_n, h_all = self._run_stack(x, h0, lengths, method, return_states)
 
-        # -- output: back to the caller's layout
-        if packed:
-            order = input.sorted_indices
-            out_sorted = output if order is None else output.index_select(1, order)
-            sorted_lengths = torch.full((B,), T, dtype=torch.int64) if lengths is None else (
-                lengths if order is None else lengths.index_select(0, order.cpu()))
-            data = pack_padded_sequence(out_sorted, sorted_lengths).data
-            output = PackedSequence(data, input.batch_sizes, input.sorted_indices,
-                                    input.unsorted_indices)
-        elif unbatched:
-            output, h_n = output.squeeze(1), h_n.squeeze(1)
-        elif self.batch_first:
-            output = output.transpose(0, 1)
+        output = _caller_layout(self, input, output, lengths, packed, unbatched)
+        if unbatched:
+            h_n = h_n.squeeze(1)
         if not return_states:
             return output, h_n
-        if unbatched:
-            h_all = h_all.squeeze(2)
-        elif self.batch_first:
-            h_all = h_all.transpose(1, 2)
-        return output, h_n, States(h_all, None)
-
-    def _check_input(self, x: Tensor, given: Tensor):
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features (input_size) in "
-                             f"its last dimension, got shape {tuple(given.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("input must have at least one time step, got a sequence of length 0")
-        if x.dtype != self.weight_ih_l0.dtype:
-            raise TypeError(f"input dtype {x.dtype} does not match the weights' "
-                            f"dtype {self.weight_ih_l0.dtype}")
-        if x.device != self.weight_ih_l0.device:
-            raise ValueError(f"input is on {x.device} but the layer's weights are on "
-                             f"{self.weight_ih_l0.device}: move one of them (.to(device))")
+        return output, h_n, States(_states_layout(self, h_all, unbatched), None)
 
     def _initial_state(self, hx, x: Tensor, unbatched: bool) -> Tensor:
         """Check ``hx`` against torch.nn.GRU's shape and return h0 (L*D, B, H)."""
@@ -927,24 +907,13 @@ class _MinRecurrentLayer(nn.Module):
         if not isinstance(hx, Tensor):
             raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, "
                             f"got {type(hx).__name__}")
-        expected = (LD, H) if unbatched else (LD, B, H)
-        if tuple(hx.shape) != expected:
-            raise ValueError(f"hx must have shape {expected} (num_layers * num_directions, "
-                             f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(hx.shape)}")
-        if hx.dtype != x.dtype or hx.device != x.device:
-            raise TypeError(f"hx must match the input's dtype and device ({x.dtype}, "
-                            f"{x.device}), got ({hx.dtype}, {hx.device})")
-        return hx.unsqueeze(1) if unbatched else hx
+        return _initial_tensor("h_0", hx, LD, H, x, unbatched)
 
     def _run_stack(self, x, h0, lengths, method: str, return_states: bool):
         """Layers and directions, each direction one scan over time. Returns (output,
         h_n, every state or None)."""
         T = x.shape[0]
-        valid = rev = None
-        if lengths is not None:
-            valid = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device)
-            valid = valid.unsqueeze(-1)  # (T, B, 1), False past each sample's length
-            rev = _reverse_index(lengths, T, x.device)
+        valid, rev = _padding(lengths, T, x.device)
         h_last, h_all = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -971,13 +940,17 @@ class _MinRecurrentLayer(nn.Module):
             layer_input = output
         return output, torch.stack(h_last), (torch.stack(h_all) if return_states else None)
 
-    def step(self, input: Tensor, hx: Tensor | None = None):
-        """One time step, for streaming: the same function as :meth:`forward` over a
-        sequence, one step at a time.
+    def step(self, input: Tensor, hx: Tensor | None = None, *, scan: str | None = None):
+        """One time step, for streaming: :meth:`forward` over a sequence, one step at a
+        time. With the ``compiled`` scan (the CPU's ``auto``) a stream of steps equals the
+        forward pass bit for bit; with the other scans, to rounding.
 
         Inputs: ``input`` (B, I) or unbatched (I,); ``hx`` (L, B, H) or (L, H), zeros when
-        None. Returns ``(output, h_n)``: (B, H) or (H,), and (L, B, H) or (L, H).
+        None; ``scan`` as for :meth:`forward`. Returns ``(output, h_n)``: (B, H) or (H,),
+        and (L, B, H) or (L, H).
         """
+        if scan is not None:
+            _scan.check_method(scan)
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step needs bidirectional=False: a "
                              "backward direction reads the future, which a stream does "
@@ -989,15 +962,16 @@ class _MinRecurrentLayer(nn.Module):
                              f"got shape {tuple(input.shape)}")
         unbatched = input.dim() == 1
         x = input.view(1, 1, -1) if unbatched else input.unsqueeze(0)  # (1, B, I)
-        self._check_input(x, input)
+        _check_input(self, x, input)
         h0 = self._initial_state(hx, x, unbatched)  # (L, B, H)
+        method = self.resolve_scan(scan, x)  # as forward's: then a stream equals it exactly
         h_n = []
         layer_input = x[0]
         for layer in range(self.num_layers):
             gx = self.cell.input_projection(layer_input, *self._params(layer, 0))  # (B, G*H)
             if gx.dtype != h0.dtype:
                 gx = gx.to(h0.dtype)
-            h, _, _ = self.cell.step(gx, h0[layer])
+            h = _scan.step(self.cell, gx, h0[layer], method=method)
             h_n.append(h)
             layer_input = h
             if self.dropout and self.training and layer < self.num_layers - 1:
@@ -1182,7 +1156,7 @@ class _MinCellModule(nn.Module):
                                 f"{x.device}), got ({hx.dtype}, {hx.device})")
             h = hx.unsqueeze(0) if unbatched else hx
         gx = self.cell.input_projection(x, self.weight_ih, self.bias_ih)  # (B, G*H)
-        h, _, _ = self.cell.step(gx, h)
+        h = _scan.step(self.cell, gx, h)  # as a layer's default scan computes it
         return h.squeeze(0) if unbatched else h
 
     def extra_repr(self) -> str:

@@ -307,25 +307,39 @@ def test_layer_methods_agree(name, method):
     assert_all_close(got[1], want[1], tol)
 
 
+@pytest.mark.parametrize("method", [_method(m) for m in METHODS] + ["sequential"])
 @pytest.mark.parametrize("name", LAYERS)
-def test_step_equals_the_parallel_forward(name):
-    """Streaming one step at a time gives the forward pass's outputs and final state."""
-    layer = LAYERS[name](I, H, num_layers=2).eval()
-    x, hx = torch.randn(T, B, I), torch.randn(2, B, H)
+def test_step_equals_the_parallel_forward(name, method):
+    """Streaming one step at a time gives the forward pass's outputs and final state: bit
+    for bit with the compiled scan (the CPU's default), whose C++ computes every unit's
+    coefficients alike wherever it sits; to rounding with the others (torch's vectorised
+    kernels round a tensor's tail elements differently, and chunked and log associate the
+    products differently)."""
+    torch.manual_seed(0)
+    dtype = torch.float32 if method == "compiled" else torch.float64
+    layer = LAYERS[name](I, H, num_layers=2, scan=method, dtype=dtype).eval()
+    x, hx = torch.randn(T, B, I, dtype=dtype), torch.randn(2, B, H, dtype=dtype)
     out, h_n = layer(x, hx)
     h, outs = hx, []
     for t in range(T):
         o, h = layer.step(x[t], h)
         outs.append(o)
-    assert_all_close([torch.stack(outs), h], [out, h_n], 1e-6)
-    # unbatched, from zeros
-    o1, h1 = layer.step(x[0, 0])
+    o1, h1 = layer.step(x[0, 0])  # unbatched, from zeros
     o2, h2 = layer(x[:1, 0])
-    assert_all_close([o1, h1], [o2[0], h2], 1e-6)
+    got, want = [torch.stack(outs), h, o1, h1], [out, h_n, o2[0], h2]
+    if method == "compiled":
+        for g_, w_ in zip(got, want):
+            assert torch.equal(g_, w_), (g_ - w_).abs().max()
+    else:
+        assert_all_close(got, want, 1e-12)
+    # the method can be chosen per call, as for forward
+    o3, _ = layer.step(x[0], hx, scan="sequential")
+    assert_all_close(o3, out[0], 1e-12 if dtype == torch.float64 else 1e-6)
 
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_cell_equals_the_layer(name):
+    """A cell computes one step as the layer with its default scan does, bit for bit."""
     layer = LAYERS[name](I, H)
     cell = MODULE_CELLS[name](I, H)
     cell.load_state_dict({"weight_ih": layer.weight_ih_l0, "bias_ih": layer.bias_ih_l0})
@@ -335,8 +349,30 @@ def test_cell_equals_the_layer(name):
     for t in range(T):
         h = cell(x[t], h)
         outs.append(h)
+    if layer.resolve_scan() == "compiled":
+        assert torch.equal(torch.stack(outs), out) and torch.equal(h, h_n[0])
     assert_all_close([torch.stack(outs), h], [out, h_n[0]], 1e-6)
     assert cell(x[0, 0]).shape == (H,)  # unbatched, from zeros
+
+
+@pytest.mark.parametrize("method", [_method(m) for m in METHODS] + ["sequential"])
+@pytest.mark.parametrize("name", LAYERS)
+def test_empty_batch(name, method):
+    """A batch of no samples runs as in torch.nn: empty outputs, gradients and states."""
+    layer = LAYERS[name](I, H, num_layers=2, bidirectional=True, scan=method)
+    x = torch.randn(T, 0, I, requires_grad=True)
+    out, h_n, states = layer(x, return_states=True)
+    assert out.shape == (T, 0, 2 * H) and h_n.shape == (4, 0, H)
+    assert states.h.shape == (4, T, 0, H)
+    (out.sum() + h_n.sum()).backward()
+    assert x.grad.shape == x.shape
+    assert all(p.grad is not None and not p.grad.any() for p in layer.parameters())
+    out, h_n = layer(torch.randn(T, 0, I), lengths=[])
+    assert out.shape == (T, 0, 2 * H) and h_n.shape == (4, 0, H)
+    uni = LAYERS[name](I, H, num_layers=2, scan=method)
+    o, h = uni.step(torch.randn(0, I))
+    assert o.shape == (0, H) and h.shape == (2, 0, H)
+    assert MODULE_CELLS[name](I, H)(torch.randn(0, I)).shape == (0, H)
 
 
 @pytest.mark.parametrize("method", [_method(m) for m in METHODS])
@@ -438,7 +474,7 @@ def test_layers_and_cells_refuse_bad_arguments():
         layer(torch.randn(2, 1, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"at least one time step"):
         layer(torch.randn(0, 1, 3))
-    with pytest.raises(ValueError, match=r"hx must have shape \(1, 2, 4\).*\(2, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"hx's h_0 must have shape \(1, 2, 4\).*\(2, 2, 4\)"):
         layer(torch.randn(5, 2, 3), torch.zeros(2, 2, 4))
     with pytest.raises(TypeError, match=r"hx must be a tensor h_0 for MinGRU, got tuple"):
         layer(torch.randn(5, 2, 3), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))

@@ -174,6 +174,25 @@ def run(cell: MinRNNStep, gx: Tensor, h0: Tensor, *, valid: Tensor | None = None
     return linear_scan(a, b, h0, method=method)
 
 
+def step(cell: MinRNNStep, gx: Tensor, h: Tensor, *, method: str = "auto") -> Tensor:
+    """One step, h' = a ⊙ h + b: gx (B, G*H), h (B, H) -> h' (B, H).
+
+    The coefficients come from where :func:`run` takes them for ``method``, and the step
+    rounds as the compiled loop does, so with ``compiled`` steps in a row equal ``run``
+    over the sequence bit for bit: its C++ computes a unit's coefficients alike wherever
+    the unit sits. With the others they agree to rounding: torch's vectorised kernels may
+    round the tail of a tensor differently, and ``chunked`` and ``log`` associate the
+    products differently.
+    """
+    method = resolve(method, gx)
+    if method == "compiled" and compiled_coefficients(cell) is not None:
+        a, b = _CompiledCoefficients.apply(cell, gx.unsqueeze(0), None)  # (1, B, H) each
+        a, b = a[0], b[0]
+    else:
+        a, b = cell.coefficients(gx)
+    return a * h + b
+
+
 def compiled_coefficients(cell) -> int | None:
     """The C++ code of ``cell``'s coefficients, or None where the C++ does not restate
     them (exact types only: a subclass may change the math)."""
@@ -232,9 +251,10 @@ class _CompiledScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, h0):
         T, shape = a.shape[0], a.shape[1:]
-        a2 = a.detach().contiguous().view(T, -1)  # (T, N), N units
-        H = _load().forward(a2, b.detach().contiguous().view(T, -1),
-                            h0.detach().contiguous().view(-1))
+        N = shape.numel()  # units; explicit, since a view (T, -1) of no units is ambiguous
+        a2 = a.detach().contiguous().view(T, N)
+        H = _load().forward(a2, b.detach().contiguous().view(T, N),
+                            h0.detach().contiguous().view(N))
         H = H.view(T, *shape)
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(a2, H, h0)
@@ -245,8 +265,9 @@ class _CompiledScan(torch.autograd.Function):
     def backward(ctx, dH):
         a2, H, h0 = ctx.saved_tensors
         T, shape = H.shape[0], H.shape[1:]
-        da, db, dh0 = _load().backward(a2, H.view(T, -1), h0.detach().contiguous().view(-1),
-                                       dH.contiguous().view(T, -1))
+        N = a2.shape[1]
+        da, db, dh0 = _load().backward(a2, H.view(T, N), h0.detach().contiguous().view(N),
+                                       dH.contiguous().view(T, N))
         need_a, need_b, need_h0 = ctx.needs_input_grad
         return (da.view(T, *shape) if need_a else None, db.view(T, *shape) if need_b else None,
                 dh0.view(shape) if need_h0 else None)
@@ -266,16 +287,17 @@ class _CompiledCoefficients(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             ctx.code, ctx.gx_shape = code, gx.shape
             ctx.save_for_backward(rows, flags)
-        return a.view(T, B, -1), b.view(T, B, -1)
+        H = GH // cell.num_gates  # explicit: a view (T, B, -1) of an empty batch is ambiguous
+        return a.view(T, B, H), b.view(T, B, H)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, da, db):
         rows, flags = ctx.saved_tensors
-        H = rows.shape[1] // (2 if ctx.code == 0 else 3)
+        rows_n, H = rows.shape[0], rows.shape[1] // (2 if ctx.code == 0 else 3)
         # a gradient autograd never filled in arrives as None: zeros then
-        da = rows.new_zeros(rows.shape[0], H) if da is None else da.contiguous().view(-1, H)
-        db = rows.new_zeros(rows.shape[0], H) if db is None else db.contiguous().view(-1, H)
+        da = rows.new_zeros(rows_n, H) if da is None else da.contiguous().view(rows_n, H)
+        db = rows.new_zeros(rows_n, H) if db is None else db.contiguous().view(rows_n, H)
         dgx = _load().coefficients_backward(ctx.code, rows, flags, da, db)  # (T*B, G*H)
         return None, dgx.view(ctx.gx_shape), None
 
