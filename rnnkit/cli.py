@@ -358,7 +358,8 @@ def translate(
 @app.command()
 def gradflow(
     length: int = typer.Option(100, "--T", help="Sequence length of the adding problem."),
-    cells: str = typer.Option("rnn,lstm,gru", help="Comma-separated cells to compare."),
+    cells: str = typer.Option("rnn,lstm,gru", help="Comma-separated cells to compare: rnn, "
+                              "lstm, gru, mingru, minlstm."),
     hidden_size: int = typer.Option(64, help="Hidden size of every cell."),
     train_steps: int = typer.Option(200, help="Training steps after the measurement at "
                                     "initialisation (0: initialisation only)."),
@@ -370,7 +371,8 @@ def gradflow(
     out: Path = typer.Option(Path("runs/gradflow"), help="Folder for gradflow.png and gradflow.json."),
     overwrite: bool = typer.Option(False, help="Replace the results already in --out."),
 ):
-    """Measure ‖dL/dh_t‖ for every step t of RNN, LSTM and GRU on the adding problem:
+    """Measure ‖dL/dh_t‖ for every step t of RNN, LSTM and GRU (or --cells mingru,minlstm)
+    on the adding problem:
     the vanishing gradient of the vanilla RNN, and gate saturation of the gated cells."""
     import json
 

@@ -116,6 +116,11 @@ def test_gradflow(tmp_path):
                                  "--train-steps", "2", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "| rnn |" in result.output and (tmp_path / "gradflow.png").stat().st_size > 0
+    result = runner.invoke(app, ["gradflow", "--T", "12", "--hidden-size", "8", "--cells",
+                                 "gru,mingru,minlstm", "--train-steps", "0", "--out",
+                                 str(tmp_path / "min")])
+    assert result.exit_code == 0, result.output
+    assert "| minlstm | init |" in result.output and "f 0." in result.output
 
 
 @pytest.mark.parametrize("args, message", [

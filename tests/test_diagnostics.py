@@ -14,7 +14,8 @@ from rnnkit.diagnostics import (format_table, gate_activations, gate_saturation,
                                 gradient_flow_experiment, gradient_norms,
                                 plot_gradient_flow)
 
-LAYERS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+LAYERS = {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU,
+          "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}
 
 
 def _seeded(cls, *args, seed=0, **kwargs):
@@ -63,6 +64,24 @@ def test_gradient_norms_matches_brute_force_bptt():
     torch.testing.assert_close(norms, _brute_force(layer, x, w), rtol=1e-10, atol=1e-12)
     # and it is the BPTT gradient, not the direct one: nonzero before the last step
     assert bool((norms[:-1] > 1e-6).all())
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_gradient_norms_of_the_min_cells_are_the_products_of_a(name):
+    """h_t = a_t ⊙ h_{t-1} + b_t with a_t from x_t alone, so for L = Σ_b h_T · w the BPTT
+    gradient is dL/dh_t = w ⊙ a_{t+1} ⊙ ... ⊙ a_T, in closed form."""
+    torch.manual_seed(7)
+    layer = LAYERS[name](3, 5, dtype=torch.float64)
+    x = torch.randn(8, 4, 3, dtype=torch.float64)
+    w = torch.randn(5, dtype=torch.float64)
+    norms = gradient_norms(layer, x, loss=lambda h_T: (h_T @ w).sum())
+    with torch.no_grad():
+        a, _ = layer.cell.coefficients(layer.cell.input_projection(
+            x, layer.weight_ih_l0, layer.bias_ih_l0))  # (T, B, H)
+    later = torch.cat([a[1:], torch.ones_like(a[:1])])  # a_{t+1}, and 1 past the end
+    carried = later.flip(0).cumprod(0).flip(0)  # Π_{s>t} a_s
+    torch.testing.assert_close(norms, (carried * w).norm(dim=-1).mean(-1),
+                               rtol=1e-10, atol=1e-14)
 
 
 def test_gradient_norms_is_not_the_gradient_of_the_states_copy():
@@ -151,7 +170,8 @@ def test_the_vanilla_rnn_forgets_the_start_and_the_lstm_does_not():
 
 # -- gate statistics --------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,gates", [("lstm", {"i", "f", "o"}), ("gru", {"r", "z"})])
+@pytest.mark.parametrize("name,gates", [("lstm", {"i", "f", "o"}), ("gru", {"r", "z"}),
+                                        ("mingru", {"z"}), ("minlstm", {"f", "i"})])
 @pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True},
                                     {"batch_first": True}])
 def test_gate_saturation_fractions(name, gates, kwargs):
@@ -206,6 +226,33 @@ def test_gru_gate_recomputation_reproduces_the_state(reset_after):
     torch.testing.assert_close((1 - z) * n + z * h_prev, h)
 
 
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_min_gate_recomputation_reproduces_the_state(name):
+    """The min cells' gates, recomputed from the input alone, give back
+    h_t = a_t ⊙ h_{t-1} + (1 - a_t) ⊙ g(k_h) in every layer and both directions."""
+    from rnnkit.cells.minrnn import g
+    torch.manual_seed(8)
+    layer = LAYERS[name](3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    acts = gate_activations(layer, x)
+    with torch.no_grad():
+        _, _, states = layer(x, return_states=True)
+    h = states.h  # (L*D, T, B, H)
+    for k in range(4):
+        sfx = f"_l{k // 2}" + ("_reverse" if k % 2 else "")
+        inp = x if k < 2 else torch.cat([h[0], h[1]], -1)
+        k_h = inp @ getattr(layer, "weight_ih" + sfx)[-4:].T + getattr(layer, "bias_ih" + sfx)[-4:]
+        if name == "mingru":
+            a = 1 - acts["z"][k]
+        else:
+            f, i = acts["f"][k], acts["i"][k]
+            a = f / (f + i)
+        seq = h[k] if k % 2 == 0 else h[k].flip(0)  # in the order the direction ran
+        a, k_h = (a, k_h) if k % 2 == 0 else (a.flip(0), k_h.flip(0))
+        prev = torch.cat([torch.zeros_like(seq[:1]), seq[:-1]])
+        torch.testing.assert_close(a * prev + (1 - a) * g(k_h), seq)
+
+
 def test_huge_forget_bias_saturates_the_forget_gate():
     layer = _seeded(rnnkit.LSTM, 2, 8, forget_bias=20.0)
     x, _ = adding_problem(8, 30)
@@ -252,6 +299,15 @@ def test_gradient_flow_experiment_with_training_returns_the_documented_keys():
         assert e["final_train_loss"] == pytest.approx(sum(e["train_losses"]) / 3)
         # training changed the weights, so the measurement after it differs
         assert e["trained"]["grad_norms"] != e["init"]["grad_norms"]
+
+
+def test_gradient_flow_experiment_takes_the_min_cells():
+    r = gradient_flow_experiment(12, cells=("mingru", "minlstm"), hidden_size=6,
+                                 batch_size=3, train_steps=2)
+    assert set(r["cells"]["mingru"]["init"]["saturation"]) == {"z"}
+    assert set(r["cells"]["minlstm"]["trained"]["saturation"]) == {"f", "i"}
+    assert all(len(e["init"]["grad_norms"]) == 12 for e in r["cells"].values())
+    assert "| mingru | trained |" in format_table(r)
 
 
 def test_gradient_flow_experiment_is_seeded_and_leaves_the_global_rng_alone():

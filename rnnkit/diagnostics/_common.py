@@ -6,15 +6,16 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
 
-LAYER_TYPES = (RNN, LSTM, GRU)
+LAYER_TYPES = (RNN, LSTM, GRU, MinGRU, MinLSTM)
 
 
 def check_layer(layer) -> nn.Module:
-    """``layer`` if it is an rnnkit RNN, LSTM or GRU layer, else a TypeError."""
+    """``layer`` if it is an rnnkit RNN, LSTM, GRU, MinGRU or MinLSTM layer, else a
+    TypeError."""
     if not isinstance(layer, LAYER_TYPES):
-        raise TypeError("layer must be an rnnkit.RNN, rnnkit.LSTM or rnnkit.GRU layer, "
+        raise TypeError("layer must be an rnnkit.RNN, LSTM, GRU, MinGRU or MinLSTM layer, "
                         f"got {type(layer).__name__}")
     return layer
 

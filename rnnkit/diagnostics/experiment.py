@@ -1,5 +1,5 @@
-"""The gradient-flow experiment: RNN vs LSTM vs GRU on the adding problem, at
-initialisation and after a short training run, and its markdown table."""
+"""The gradient-flow experiment: RNN vs LSTM vs GRU (and minGRU, minLSTM) on the adding
+problem, at initialisation and after a short training run, and its markdown table."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from torch import nn
 from rnnkit.data import adding_problem
 from rnnkit.diagnostics.gates import gate_saturation
 from rnnkit.diagnostics.gradients import gradient_norms
-from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
 
 __all__ = ["CELLS", "gradient_flow_experiment", "format_table"]
 
 #: The cells the experiment knows, by the names it takes and reports.
-CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM}
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -83,7 +83,7 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
     - ``gradient_norms`` with the loss Σ_b ŷ_b (the prediction, so the numbers do not
       shrink with the residual as the model learns), on a float64 copy of the model so
       that the smallest norms do not underflow;
-    - ``gate_saturation`` (threshold 0.05) for the LSTM and GRU;
+    - ``gate_saturation`` (threshold 0.05) for the gated cells (all but the RNN);
     - the mean squared error (predicting 1.0 always scores about 1/6).
 
     With ``train_steps > 0`` the layer and head are then trained for that many steps on
@@ -97,7 +97,8 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
 
     Args:
         T: sequence length, at least 2. Default 100.
-        cells: names from ``("rnn", "lstm", "gru")``. Default all three.
+        cells: names from ``("rnn", "lstm", "gru", "mingru", "minlstm")``. Default the
+            first three.
         hidden_size: units per layer. Default 64.
         batch_size: samples per batch. Default 32.
         train_steps: training steps; 0 measures at initialisation only. Default 0.

@@ -1,4 +1,5 @@
-"""Gate statistics of LSTM and GRU layers, recomputed from the public parameters.
+"""Gate statistics of LSTM, GRU, MinGRU and MinLSTM layers, recomputed from the public
+parameters.
 
 A gate near 0 or 1 is saturated: σ'(·) = σ(1-σ) is then near 0, so the gradient through
 the gate's own pre-activation vanishes, and the gate acts as a fixed switch. A forget gate
@@ -13,24 +14,25 @@ import torch
 from torch import Tensor
 
 from rnnkit.diagnostics._common import check_input, check_layer, evaluating, time_major
-from rnnkit.layers import GRU, LSTM
+from rnnkit.layers import GRU, LSTM, MinGRU, MinLSTM
 
 __all__ = ["gate_activations", "gate_saturation"]
 
-#: The gate blocks of each layer type, in torch.nn's order along the 4H / 3H rows.
-#: LSTM g and GRU n are candidate values (tanh), not gates; GRU n is not recomputed
-#: because its formula depends on ``reset_after``.
-_BLOCKS = {LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n")}
-_SIGMOID = {LSTM: ("i", "f", "o"), GRU: ("r", "z")}
+#: The gate blocks of each layer type, in the order of the G*H rows of its weights.
+#: LSTM g, GRU n and the min cells' h are candidate values, not gates; GRU n is not
+#: recomputed because its formula depends on ``reset_after``, nor the min cells' h.
+_BLOCKS = {LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n"),
+           MinGRU: ("z", "h"), MinLSTM: ("f", "i", "h")}
+_SIGMOID = {LSTM: ("i", "f", "o"), GRU: ("r", "z"), MinGRU: ("z",), MinLSTM: ("f", "i")}
 
 
 def _layer_type(layer):
     check_layer(layer)
-    for kind in (LSTM, GRU):
+    for kind in _BLOCKS:
         if isinstance(layer, kind):
             return kind
-    raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM or rnnkit.GRU); "
-                     f"layer is an {type(layer).__name__}, which has no gates")
+    raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
+                     f"MinLSTM); layer is an {type(layer).__name__}, which has no gates")
 
 
 def _check_plain_gates(layer) -> None:
@@ -61,19 +63,23 @@ def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
         LSTM:  i, f, o = σ(P blocks 0, 1, 3),  g = tanh(P block 2)
         GRU:   r, z = σ(P blocks 0, 1)
 
+    MinGRU and MinLSTM have no W_hh: their gates read the input alone,
+    P_t = W_ih x_t + b_ih, with z = σ(P block 0) (MinGRU) and f, i = σ(P blocks 0, 1)
+    (MinLSTM, before f / (f + i) normalises them).
+
     Only the public parameters (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
     ``bias_hh_l0``, ... with ``_reverse`` for the backward direction) and the states are
     used. Zoneout is fine (the state stored is the one the next step reads).
 
     Args:
-        layer: an ``rnnkit.LSTM`` or ``rnnkit.GRU``, any num_layers, bidirectional or not.
-            Not ``layer_norm=True`` or ``peephole=True``: their gates are not σ of P
+        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM``, any num_layers,
+            bidirectional or not. Not ``layer_norm=True`` or ``peephole=True``: their gates are not σ of P
             above, and a ValueError says so rather than computing something wrong.
         x: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
 
     Returns:
         ``{name: (L*D, T, B, H)}`` time-major whatever the layout of ``x``, for the LSTM's
-        i, f, g, o and the GRU's r, z, detached. Entry ``[k, t]`` is layer-direction k
+        i, f, g, o, the GRU's r, z, the MinGRU's z and the MinLSTM's f, i, detached. Entry ``[k, t]`` is layer-direction k
         (k = layer * D + direction) at input step t.
 
     Example::
@@ -92,7 +98,7 @@ def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
         _, _, states = layer(xs.transpose(0, 1) if layer.batch_first else xs,
                              return_states=True)
         h = states.h.transpose(1, 2) if layer.batch_first else states.h  # (L*D, T, B, H_out)
-        blocks = {name: [] for name in _BLOCKS[kind] if name != "n"}
+        blocks = {name: [] for name in _BLOCKS[kind] if name in _SIGMOID[kind] or name == "g"}
         for layer_idx in range(layer.num_layers):
             if layer_idx == 0:
                 inp = xs  # (T, B, I)
@@ -106,10 +112,13 @@ def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
                 # the state each step read: forwards the one before it, backwards the one
                 # after it (the backward direction walks time in reverse)
                 h_prev = torch.cat([zero, h_seq[:-1]]) if d == 0 else torch.cat([h_seq[1:], zero])
-                P = inp @ getattr(layer, "weight_ih" + sfx).T \
-                    + h_prev @ getattr(layer, "weight_hh" + sfx).T  # (T, B, G*H)
+                P = inp @ getattr(layer, "weight_ih" + sfx).T  # (T, B, G*H)
                 if layer.bias:
-                    P = P + getattr(layer, "bias_ih" + sfx) + getattr(layer, "bias_hh" + sfx)
+                    P = P + getattr(layer, "bias_ih" + sfx)
+                if hasattr(layer, "weight_hh" + sfx):  # the min cells' gates read x only
+                    P = P + h_prev @ getattr(layer, "weight_hh" + sfx).T
+                    if layer.bias:
+                        P = P + getattr(layer, "bias_hh" + sfx)
                 chunks = P.chunk(len(_BLOCKS[kind]), dim=-1)  # G × (T, B, H)
                 for name, pre in zip(_BLOCKS[kind], chunks):
                     if name in _SIGMOID[kind]:
@@ -124,7 +133,7 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
     """The fraction of each gate's activations that are saturated: < threshold or > 1 - threshold.
 
     Gates (torch.nn's order and names): LSTM i, f, o (g is a tanh candidate, not a gate);
-    GRU r, z. Activations are recomputed with :func:`gate_activations` from the public
+    GRU r, z; MinGRU z; MinLSTM f, i. Activations are recomputed with :func:`gate_activations` from the public
     parameters and the state trajectory.
 
     Why an RNN raises: it has no gates. Why ``layer_norm=True`` and ``peephole=True``
@@ -133,8 +142,8 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
     would report numbers for gates the layer does not have.
 
     Args:
-        layer: an ``rnnkit.LSTM`` or ``rnnkit.GRU`` (plain gates; any num_layers,
-            bidirectional or not).
+        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM`` (plain gates; any
+            num_layers, bidirectional or not).
         x: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
         threshold: in (0, 0.5). Default 0.05.
         by_layer: False (default): one fraction per gate over every layer, direction,
@@ -143,7 +152,8 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
 
     Returns:
         ``{"i": float, "f": float, "o": float}`` for the LSTM, ``{"r": ..., "z": ...}``
-        for the GRU, each in [0, 1]; nested per layer with ``by_layer=True``.
+        for the GRU, ``{"z"}`` for the MinGRU, ``{"f", "i"}`` for the MinLSTM, each in
+        [0, 1]; nested per layer with ``by_layer=True``.
 
     Example::
 
