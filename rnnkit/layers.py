@@ -162,6 +162,38 @@ def _initial_tensor(name: str, t: Tensor, LD: int, size: int, x: Tensor, unbatch
     return t.unsqueeze(1) if unbatched else t
 
 
+def _cell_input(cell, input) -> tuple[Tensor, bool]:
+    """Check a cell module's ``input`` (B, I) or unbatched (I,); return it as (B, I) and
+    whether it was unbatched."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
+    if input.dim() not in (1, 2):
+        raise ValueError(f"input must be 2-D (batch, input_size) or 1-D (input_size,), "
+                         f"got shape {tuple(input.shape)}")
+    if input.shape[-1] != cell.input_size:
+        raise ValueError(f"input must have {cell.input_size} features (input_size), "
+                         f"got shape {tuple(input.shape)}")
+    if input.device != cell.weight_ih.device:
+        raise ValueError(f"input is on {input.device} but the cell's weights are on "
+                         f"{cell.weight_ih.device}: move one of them (.to(device))")
+    if input.dtype != cell.weight_ih.dtype:
+        raise TypeError(f"input dtype {input.dtype} does not match the weights' "
+                        f"dtype {cell.weight_ih.dtype}")
+    unbatched = input.dim() == 1
+    return (input.unsqueeze(0) if unbatched else input), unbatched
+
+
+def _layer_output(module, layer: int, outputs: list[Tensor], valid) -> Tensor:
+    """Layer ``layer``'s output from its directions' (T, B, H) outputs: side by side,
+    zero past each sample's length, and with dropout in training below the top layer."""
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
+    if valid is not None:
+        output = torch.where(valid, output, 0)
+    if module.dropout and module.training and layer < module.num_layers - 1:
+        output = F.dropout(output, module.dropout, training=True)
+    return output
+
+
 def _caller_layout(layer, input, output: Tensor, lengths, packed: bool, unbatched: bool):
     """The time-major output (T, B, ·) back in the layout of the caller's ``input``."""
     if packed:
@@ -467,12 +499,7 @@ class _RecurrentLayer(nn.RNNBase):
                 outputs.append(Hs)
                 h_all.append(Hs)
                 c_all.append(Cs)
-            output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if valid is not None:  # outputs past a sample's length are zero
-                output = torch.where(valid, output, 0)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                output = F.dropout(output, self.dropout, training=True)
-            layer_input = output
+            output = layer_input = _layer_output(self, layer, outputs, valid)
         h_n = torch.stack(h_last)
         c_n = torch.stack(c_last) if c_last else None
         states = States(torch.stack(h_all),
@@ -688,22 +715,7 @@ class _CellModule(nn.RNNCellBase):
             _Variants.initialise(self, "", self.hidden_size, self.init, self.forget_bias)
 
     def forward(self, input: Tensor, hx=None):
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
-        if input.dim() not in (1, 2):
-            raise ValueError(f"input must be 2-D (batch, input_size) or 1-D (input_size,), "
-                             f"got shape {tuple(input.shape)}")
-        if input.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features (input_size), "
-                             f"got shape {tuple(input.shape)}")
-        if input.device != self.weight_ih.device:
-            raise ValueError(f"input is on {input.device} but the cell's weights are on "
-                             f"{self.weight_ih.device}: move one of them (.to(device))")
-        if input.dtype != self.weight_ih.dtype:
-            raise TypeError(f"input dtype {input.dtype} does not match the weights' "
-                            f"dtype {self.weight_ih.dtype}")
-        unbatched = input.dim() == 1
-        x = input.unsqueeze(0) if unbatched else input
+        x, unbatched = _cell_input(self, input)
         B, H = x.shape[0], self.hidden_size
         names = ("h", "c") if self.cell.has_cell_state else ("h",)
         if hx is None:
@@ -932,12 +944,7 @@ class _MinRecurrentLayer(nn.Module):
                     Hs = _reverse(Hs, rev)
                 outputs.append(Hs)
                 h_all.append(Hs)
-            output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)
-            if valid is not None:  # outputs past a sample's length are zero
-                output = torch.where(valid, output, 0)
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                output = F.dropout(output, self.dropout, training=True)
-            layer_input = output
+            output = layer_input = _layer_output(self, layer, outputs, valid)
         return output, torch.stack(h_last), (torch.stack(h_all) if return_states else None)
 
     def step(self, input: Tensor, hx: Tensor | None = None, *, scan: str | None = None):
@@ -1126,22 +1133,7 @@ class _MinCellModule(nn.Module):
             _set_forget_bias(self.cell, self.bias_ih, self.hidden_size, self.forget_bias)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        if not isinstance(input, Tensor):
-            raise TypeError(f"input must be a Tensor, got {type(input).__name__}")
-        if input.dim() not in (1, 2):
-            raise ValueError(f"input must be 2-D (batch, input_size) or 1-D (input_size,), "
-                             f"got shape {tuple(input.shape)}")
-        if input.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features (input_size), "
-                             f"got shape {tuple(input.shape)}")
-        if input.device != self.weight_ih.device:
-            raise ValueError(f"input is on {input.device} but the cell's weights are on "
-                             f"{self.weight_ih.device}: move one of them (.to(device))")
-        if input.dtype != self.weight_ih.dtype:
-            raise TypeError(f"input dtype {input.dtype} does not match the weights' "
-                            f"dtype {self.weight_ih.dtype}")
-        unbatched = input.dim() == 1
-        x = input.unsqueeze(0) if unbatched else input
+        x, unbatched = _cell_input(self, input)
         B, H = x.shape[0], self.hidden_size
         if hx is None:
             h = x.new_zeros(B, H)

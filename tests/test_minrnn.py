@@ -267,13 +267,13 @@ def test_method_choice_and_fallback(monkeypatch):
     with pytest.raises(ValueError, match=r"scan must be one of.*'parallel'"):
         scan.resolve("parallel", x)
     # where the C++ cannot be built: one warning, auto falls back, compiled is refused
-    monkeypatch.setattr(scan, "_tried", False)
-    monkeypatch.setattr(scan, "_module", None)
+    monkeypatch.setattr(scan._extension, "_tried", False)
+    monkeypatch.setattr(scan._extension, "_module", None)
 
     def no_compiler():
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(scan, "_build", no_compiler)
+    monkeypatch.setattr(scan._extension, "build", no_compiler)
     with pytest.warns(RuntimeWarning, match="compiled scan could not be built.*no compiler"):
         assert not scan.available()
     assert scan.resolve("auto", x) == "chunked"

@@ -43,10 +43,6 @@ from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 
-_SOURCE = Path(__file__).parent / "csrc" / "fused.cpp"
-_lock = threading.Lock()
-_module = None  # the loaded extension
-_tried = False  # whether a build or load was attempted (it is attempted once)
 
 # the cell codes of csrc/fused.cpp (enum CellKind)
 _RNN_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}
@@ -113,27 +109,41 @@ def build_extension(source: Path, prefix: str, flags: list[str], what: str):
                               build_directory=build_dir, verbose=False)
 
 
-def _build():
-    return build_extension(_SOURCE, "rnnkit_fused", _cflags(), "the fused engine")
+class Extension:
+    """A C++ file built and loaded on first use, once per process: :meth:`load` returns
+    the module, or None after one warning where it cannot be built (no compiler, no
+    ninja, a compile error), and the caller falls back to ``fallback``."""
+
+    def __init__(self, source: Path, prefix: str, flags, what: str, fallback: str):
+        self.source, self.prefix, self.flags = source, prefix, flags
+        self.what, self.fallback = what, fallback
+        self._lock = threading.Lock()
+        self._module = None
+        self._tried = False  # a build is attempted once, whatever its outcome
+
+    def build(self):
+        return build_extension(self.source, self.prefix, self.flags(), self.what)
+
+    def load(self):
+        if self._tried:
+            return self._module
+        with self._lock:
+            if not self._tried:
+                try:
+                    self._module = self.build()
+                except Exception as e:
+                    first = (str(e).strip().splitlines() or [""])[0][:300]
+                    warnings.warn(f"rnnkit: {self.what} could not be built "
+                                  f"({type(e).__name__}: {first}); using {self.fallback} "
+                                  f"instead", RuntimeWarning, stacklevel=4)
+                    self._module = None
+                self._tried = True
+        return self._module
 
 
-def _load():
-    """The extension module, built on first call; None if it cannot be built."""
-    global _module, _tried
-    if _tried:
-        return _module
-    with _lock:
-        if not _tried:
-            try:
-                _module = _build()
-            except Exception as e:  # no compiler, no ninja, a compile error: fall back
-                first = (str(e).strip().splitlines() or [""])[0][:300]
-                warnings.warn(f"rnnkit: the compiled fused engine could not be built "
-                              f"({type(e).__name__}: {first}); using the Python fused "
-                              f"engine instead", RuntimeWarning, stacklevel=3)
-                _module = None
-            _tried = True
-    return _module
+_extension = Extension(Path(__file__).parent / "csrc" / "fused.cpp", "rnnkit_fused", _cflags,
+                       "the compiled fused engine", "the Python fused engine")
+_load = _extension.load
 
 
 def available() -> bool:

@@ -52,8 +52,6 @@ Example::
 from __future__ import annotations
 
 import math
-import threading
-import warnings
 from pathlib import Path
 
 import torch
@@ -61,43 +59,16 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
-from rnnkit.engines.compiled import _cflags, build_extension
+from rnnkit.engines.compiled import Extension, _cflags
 
 #: the methods, ``auto`` first
 METHODS = ("auto", "compiled", "chunked", "log", "sequential")
 
-_SOURCE = Path(__file__).parent / "csrc" / "scan.cpp"
-_lock = threading.Lock()
-_module = None  # the loaded extension
-_tried = False  # whether a build or load was attempted (it is attempted once)
-
-
-# -- the compiled loop's build -------------------------------------------------------
-
-
-def _build():
-    # no fused multiply-add: a step rounds as torch's `a * h + b`, bit for bit
-    return build_extension(_SOURCE, "rnnkit_scan", [*_cflags(), "-ffp-contract=off"],
-                           "the scan engine")
-
-
-def _load():
-    """The extension module, built on first call; None if it cannot be built."""
-    global _module, _tried
-    if _tried:
-        return _module
-    with _lock:
-        if not _tried:
-            try:
-                _module = _build()
-            except Exception as e:  # no compiler, no ninja, a compile error: fall back
-                first = (str(e).strip().splitlines() or [""])[0][:300]
-                warnings.warn(f"rnnkit: the compiled scan could not be built "
-                              f"({type(e).__name__}: {first}); using the chunked scan "
-                              f"instead", RuntimeWarning, stacklevel=3)
-                _module = None
-            _tried = True
-    return _module
+# no fused multiply-add: a step rounds as torch's `a * h + b`, bit for bit
+_extension = Extension(Path(__file__).parent / "csrc" / "scan.cpp", "rnnkit_scan",
+                       lambda: [*_cflags(), "-ffp-contract=off"], "the compiled scan",
+                       "the chunked scan")
+_load = _extension.load
 
 
 def available() -> bool:
