@@ -1024,11 +1024,12 @@ _MIN_LAYER_DOC = """
         bidirectional: add a direction that reads each sequence backwards (within its
             length); outputs of the two directions are concatenated. Default False.
         device, dtype: of the parameters.
-        scan: how the recurrence is solved over time: ``"auto"`` (the fastest measured
-            for the device: ``"compiled"`` on the CPU, ``"chunked"`` on CUDA),
-            ``"compiled"`` (C++ loop, hand-written backward; CPU), ``"chunked"``,
-            ``"log"`` (log-space, Heinsen 2023) or ``"sequential"`` (autograd through a
-            Python loop: the reference). Keyword-only; can be overridden per call.
+        scan: how the recurrence is solved over time: ``"auto"`` (``"compiled"`` on the
+            CPU, measured fastest there; ``"chunked"`` on CUDA), ``"compiled"`` (C++
+            loop, hand-written backward; CPU), ``"chunked"``, ``"log"`` (log-space,
+            Heinsen 2023), ``"triton"`` (a parallel prefix scan as one GPU kernel; needs
+            Triton) or ``"sequential"`` (autograd through a Python loop: the
+            reference). Keyword-only; can be overridden per call.
         forget_bias: start the gate biases so that a_t = σ(forget_bias) at zero input,
             the share of the state each step keeps ({fb_blocks}); 3 or 4 lets gradients
             reach back tens of steps from the start. None keeps nn.Linear's

@@ -1,7 +1,7 @@
 """The scan engine: the linear recurrence h_t = a_t ⊙ h_{t-1} + b_t of minGRU / minLSTM
 over a whole sequence at once. See :mod:`rnnkit.cells.minrnn` for where (a, b) come from.
 
-Four methods, one result (to rounding), every one tested against ``sequential``:
+Five methods, one result (to rounding), every one tested against ``sequential``:
 
 - ``sequential``: a Python loop over time under autograd. The reference: slow and
   obviously right.
@@ -19,6 +19,10 @@ Four methods, one result (to rounding), every one tested against ``sequential``:
   adds it in. √T-fold fewer sequential steps, three times the memory traffic; exact in
   the linear domain. Its backward is the same scan run backwards (hand-written, as for
   ``compiled``). Any device and dtype.
+- ``triton``: the parallel prefix scan as one GPU kernel (:mod:`rnnkit.engines.triton_scan`):
+  per block of steps ``tl.associative_scan`` composes the steps in log₂ rounds, and the
+  blocks carry the state; the backward is the same kernel run backwards. CUDA (or
+  Triton's CPU interpreter, for the tests), float32 and float64; needs Triton.
 - ``log``: Heinsen (2023)'s scan in log space, with ``torch.logcumsumexp``::
 
       a*_t = Σ_{s≤t} log a_s,   h_t = exp(a*_t + logcumsumexp_{s≤t}(log b_s - a*_s)) + exp(a*_t) ⊙ h_0
@@ -32,9 +36,10 @@ Four methods, one result (to rounding), every one tested against ``sequential``:
 the CPU, where it was the fastest at every size measured (a two-core CPU has no parallel
 width for the parallel forms to use; they only add memory traffic), falling back to
 ``chunked`` where the C++ is not built or the dtype is not float32/float64. On CUDA
-``chunked``: √T-fold fewer steps and exact, while ``log`` has no loop at all but loses
-precision over long sequences; that choice is not measured yet (the benchmark measures
-it with ``--device cuda``). While tracing (ONNX export) every method runs as
+``chunked``: √T-fold fewer steps and exact, and it needs only torch; ``triton`` (one
+kernel launch each way) and ``log`` (no loop, but fewer digits over long sequences) are
+the candidates to replace it, which the benchmark measures with ``--device cuda``; that
+choice has not been measured yet. While tracing (ONNX export) every method runs as
 ``sequential``, whose loop the tracer can record.
 
 Padding: where ``valid`` is False a step has a = 1, b = 0, so the state is carried
@@ -51,6 +56,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -62,7 +68,7 @@ from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.engines.compiled import Extension, _cflags
 
 #: the methods, ``auto`` first
-METHODS = ("auto", "compiled", "chunked", "log", "sequential")
+METHODS = ("auto", "compiled", "chunked", "log", "triton", "sequential")
 
 # no fused multiply-add: a step rounds as torch's `a * h + b`, bit for bit
 _extension = Extension(Path(__file__).parent / "csrc" / "scan.cpp", "rnnkit_scan",
@@ -74,6 +80,16 @@ _load = _extension.load
 def available() -> bool:
     """Whether the compiled scan is built (building it on the first call)."""
     return _load() is not None
+
+
+def _triton_kernels():
+    """:mod:`rnnkit.engines.triton_scan`, imported on first use; raises ValueError naming
+    why where Triton is missing (it is optional: the other methods need only torch)."""
+    try:
+        return importlib.import_module("rnnkit.engines.triton_scan")
+    except ImportError as e:
+        raise ValueError(f"scan='triton' needs Triton ({e}); pip install triton, or use "
+                         "scan='auto' or 'chunked'") from None
 
 
 def compiled_supports(a: Tensor) -> bool:
@@ -105,6 +121,12 @@ def resolve(method: str, like: Tensor) -> str:
         if compiled_supports(like) and available():
             return "compiled"
         return "chunked"
+    if method == "triton":
+        kernels = _triton_kernels()
+        if not kernels.supports(like):
+            raise ValueError(f"scan='triton' runs on CUDA (or on the CPU under "
+                             f"TRITON_INTERPRET=1) in float32 or float64, got {like.dtype} "
+                             f"on {like.device}; use scan='auto' or 'chunked'")
     if method == "compiled":
         if not compiled_supports(like):
             raise ValueError(f"scan='compiled' runs on the CPU in float32 or float64, got "
@@ -173,8 +195,8 @@ def compiled_coefficients(cell) -> int | None:
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Tensor:
     """h_t = a_t ⊙ h_{t-1} + b_t for t = 1..T: a, b (T, ...), h0 (...) -> (T, ...).
 
-    ``method``: ``auto``, ``compiled``, ``chunked`` or ``sequential`` (``log`` needs the
-    coefficients' logs: :func:`log_scan`). Differentiable in a, b and h0.
+    ``method``: ``auto``, ``compiled``, ``chunked``, ``triton`` or ``sequential`` (``log``
+    needs the coefficients' logs: :func:`log_scan`). Differentiable in a, b and h0.
     """
     if a.shape != b.shape or a.shape[1:] != h0.shape or a.dim() < 1:
         raise ValueError(f"a and b must be (T, ...) and h0 (...), got {tuple(a.shape)}, "
@@ -186,7 +208,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Te
         return _CompiledScan.apply(a, b, h0)
     if method == "chunked":
         return _ChunkedScan.apply(a, b, h0)
-    raise ValueError(f"linear_scan runs 'compiled', 'chunked' or 'sequential', got "
+    if method == "triton":
+        return _triton_kernels().TritonScan.apply(a, b, h0)
+    raise ValueError(f"linear_scan runs 'compiled', 'chunked', 'triton' or 'sequential', got "
                      f"{method!r}; the log-space scan is log_scan")
 
 

@@ -1,0 +1,116 @@
+"""The scan's GPU kernel: h_t = a_t ⊙ h_{t-1} + b_t as a parallel prefix scan in Triton.
+
+Each program owns ``BLOCK_N`` units (columns of the (T, N) coefficients) and walks time
+in blocks of ``BLOCK_T`` steps. Within a block, ``tl.associative_scan`` solves the
+recurrence in log₂(BLOCK_T) parallel rounds with the operator that composes two steps,
+
+    (a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)      (step 1, then step 2)
+
+so the block's prefix (A_t, B_t) maps the state entering it to h_t = A_t h_in + B_t, and
+its last row is the state entering the next block. One kernel launch per direction, in
+the linear domain, exact up to rounding (no logs, unlike the ``log`` method).
+
+The backward pass is the same kernel run backwards in time over the shifted
+coefficients, g_t = dh_t + a_{t+1} ⊙ g_{t+1} (a_{T+1} = 0); then da_t = g_t ⊙ h_{t-1},
+db_t = g_t and dh_0 = a_1 ⊙ g_1, as in the other methods of :mod:`rnnkit.engines.scan`.
+
+Runs on CUDA tensors, and on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1``, set before this module is imported), which is how the tests
+hold it to the sequential reference on machines without a GPU. float32 and float64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+#: units per program (a warp's worth of float32 loads side by side) and steps per block
+BLOCK_N, BLOCK_T = 32, 64
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter in this process."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def supports(a: Tensor) -> bool:
+    """Whether the kernel can run on tensors like ``a`` here."""
+    on_device = a.device.type == "cuda" or (a.device.type == "cpu" and interpreting())
+    return on_device and a.dtype in (torch.float32, torch.float64)
+
+
+@triton.jit
+def _compose(a1, b1, a2, b2):
+    # step (a1, b1) then step (a2, b2): h -> a2 (a1 h + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _scan_kernel(a_ptr, b_ptr, h0_ptr, out_ptr, T, N,
+                 BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BACKWARD: tl.constexpr):
+    """Forward: out_t = a_t out_{t-1} + b_t from h0, t = 0..T-1.
+    BACKWARD: out_t = b_t + a_{t+1} out_{t+1} from zero, t = T-1..0 (a_T = 0)."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    in_cols = cols < N
+    rows = tl.arange(0, BLOCK_T)
+    h = tl.load(h0_ptr + cols, mask=in_cols, other=0.0)
+    for start in range(0, T, BLOCK_T):
+        step = start + rows  # steps in the order they are solved
+        t = T - 1 - step if BACKWARD else step  # and in time
+        inside = (step < T)[:, None] & in_cols[None, :]
+        here = t[:, None] * N + cols[None, :]
+        if BACKWARD:  # a_{t+1}, with nothing beyond the last step
+            a = tl.load(a_ptr + here + N, mask=inside & (t < T - 1)[:, None], other=0.0)
+        else:
+            a = tl.load(a_ptr + here, mask=inside, other=1.0)
+        b = tl.load(b_ptr + here, mask=inside, other=0.0)  # past T: a = 1, b = 0 keep h
+        A, B = tl.associative_scan((a, b), 0, _compose)
+        hs = A * h[None, :] + B
+        tl.store(out_ptr + here, hs, mask=inside)
+        h = tl.sum(tl.where(rows[:, None] == BLOCK_T - 1, hs, 0.0), axis=0)  # the last row
+
+
+def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
+    """a, b (T, N) contiguous, h0 (N,) -> (T, N): one kernel launch."""
+    T, N = a.shape
+    out = torch.empty_like(b)
+    if T and N:
+        _scan_kernel[(triton.cdiv(N, BLOCK_N),)](a, b, h0, out, T, N, BLOCK_T=BLOCK_T,
+                                                 BLOCK_N=BLOCK_N, BACKWARD=backward)
+    return out
+
+
+class TritonScan(torch.autograd.Function):
+    """h = scan(a, b, h0) for a, b (T, ...) and h0 (...), differentiable in all three."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        T, shape = a.shape[0], a.shape[1:]
+        N = shape.numel()
+        a2 = a.detach().contiguous().view(T, N)
+        H = _solve(a2, b.detach().contiguous().view(T, N), h0.detach().contiguous().view(N))
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(a2, H, h0)
+        return H.view(T, *shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dH):
+        a2, H, h0 = ctx.saved_tensors
+        T, N = H.shape
+        shape = h0.shape
+        g = _solve(a2, dH.contiguous().view(T, N), H.new_zeros(N), backward=True)
+        need_a, need_b, need_h0 = ctx.needs_input_grad
+        da = None
+        if need_a:  # through a_t ⊙ h_{t-1}
+            da = torch.empty_like(g)
+            torch.mul(g[1:], H[:-1], out=da[1:])
+            torch.mul(g[0], h0.reshape(N), out=da[0])
+            da = da.view(T, *shape)
+        dh0 = (a2[0] * g[0]).view(shape) if need_h0 else None
+        return da, (g.view(T, *shape) if need_b else None), dh0
