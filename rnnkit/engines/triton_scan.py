@@ -21,6 +21,7 @@ hold it to the sequential reference on machines without a GPU. float32 and float
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -63,7 +64,7 @@ def _scan_kernel(a_ptr, b_ptr, h0_ptr, out_ptr, T, N,
         step = start + rows  # steps in the order they are solved
         t = T - 1 - step if BACKWARD else step  # and in time
         inside = (step < T)[:, None] & in_cols[None, :]
-        here = t[:, None] * N + cols[None, :]
+        here = t[:, None].to(tl.int64) * N + cols[None, :]  # T*N may pass 2³¹
         if BACKWARD:  # a_{t+1}, with nothing beyond the last step
             a = tl.load(a_ptr + here + N, mask=inside & (t < T - 1)[:, None], other=0.0)
         else:
@@ -80,8 +81,9 @@ def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
     T, N = a.shape
     out = torch.empty_like(b)
     if T and N:
-        _scan_kernel[(triton.cdiv(N, BLOCK_N),)](a, b, h0, out, T, N, BLOCK_T=BLOCK_T,
-                                                 BLOCK_N=BLOCK_N, BACKWARD=backward)
+        with torch.cuda.device(a.device) if a.is_cuda else contextlib.nullcontext():
+            _scan_kernel[(triton.cdiv(N, BLOCK_N),)](a, b, h0, out, T, N, BLOCK_T=BLOCK_T,
+                                                     BLOCK_N=BLOCK_N, BACKWARD=backward)
     return out
 
 
