@@ -1,6 +1,8 @@
 """The rnnkit command: --help, and tiny real runs of each subcommand."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -16,6 +18,10 @@ def test_help():
     assert result.exit_code == 0 and "bench" in result.output
     result = runner.invoke(app, ["bench", "--help"])
     assert result.exit_code == 0 and "--size" in result.output
+    # python -m rnnkit is the same command
+    done = subprocess.run([sys.executable, "-m", "rnnkit", "--help"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "Usage: rnnkit" in done.stdout
 
 
 def test_bench_tiny_run(tmp_path):
