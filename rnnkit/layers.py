@@ -947,17 +947,14 @@ class _MinRecurrentLayer(nn.Module):
             output = layer_input = _layer_output(self, layer, outputs, valid)
         return output, torch.stack(h_last), (torch.stack(h_all) if return_states else None)
 
-    def step(self, input: Tensor, hx: Tensor | None = None, *, scan: str | None = None):
-        """One time step, for streaming: :meth:`forward` over a sequence, one step at a
-        time. With the ``compiled`` scan (the CPU's ``auto``) a stream of steps equals the
-        forward pass bit for bit; with the other scans, to rounding.
+    def step(self, input: Tensor, hx: Tensor | None = None):
+        """One time step, for streaming: the function :meth:`forward` computes over a
+        sequence, one step at a time, equal to it up to float rounding (the forward
+        projects all steps in one GEMM, whose rounding depends on its row count).
 
         Inputs: ``input`` (B, I) or unbatched (I,); ``hx`` (L, B, H) or (L, H), zeros when
-        None; ``scan`` as for :meth:`forward`. Returns ``(output, h_n)``: (B, H) or (H,),
-        and (L, B, H) or (L, H).
+        None. Returns ``(output, h_n)``: (B, H) or (H,), and (L, B, H) or (L, H).
         """
-        if scan is not None:
-            _scan.check_method(scan)
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step needs bidirectional=False: a "
                              "backward direction reads the future, which a stream does "
@@ -971,14 +968,13 @@ class _MinRecurrentLayer(nn.Module):
         x = input.view(1, 1, -1) if unbatched else input.unsqueeze(0)  # (1, B, I)
         _check_input(self, x, input)
         h0 = self._initial_state(hx, x, unbatched)  # (L, B, H)
-        method = self.resolve_scan(scan, x)  # as forward's: then a stream equals it exactly
         h_n = []
         layer_input = x[0]
         for layer in range(self.num_layers):
             gx = self.cell.input_projection(layer_input, *self._params(layer, 0))  # (B, G*H)
             if gx.dtype != h0.dtype:
                 gx = gx.to(h0.dtype)
-            h = _scan.step(self.cell, gx, h0[layer], method=method)
+            h, _, _ = self.cell.step(gx, h0[layer])
             h_n.append(h)
             layer_input = h
             if self.dropout and self.training and layer < self.num_layers - 1:
@@ -1149,7 +1145,7 @@ class _MinCellModule(nn.Module):
                                 f"{x.device}), got ({hx.dtype}, {hx.device})")
             h = hx.unsqueeze(0) if unbatched else hx
         gx = self.cell.input_projection(x, self.weight_ih, self.bias_ih)  # (B, G*H)
-        h = _scan.step(self.cell, gx, h)  # as a layer's default scan computes it
+        h, _, _ = self.cell.step(gx, h)
         return h.squeeze(0) if unbatched else h
 
     def extra_repr(self) -> str:

@@ -20,6 +20,9 @@ triton_scan = pytest.importorskip("rnnkit.engines.triton_scan",
                                   reason="Triton is not installed (pip install triton)")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(
+    not triton_scan.supports(torch.empty(0, device=DEVICE)),
+    reason="Triton runs neither a GPU nor its interpreter here (TRITON_INTERPRET=0)")
 
 
 @pytest.fixture
@@ -95,18 +98,24 @@ def test_layers_with_lengths(small_blocks, name):
         return [out, h_n, xs.grad, h.grad] + [p.grad for p in layer.parameters()]
 
     assert_all_close(run("triton"), run("sequential"), 1e-12)
+    # a stream of steps from hx equals the triton forward
     uni = cls(4, 5, scan="triton", dtype=torch.float64, device=DEVICE)
-    out, _ = uni(x)
-    o, _ = uni.step(x[0])
-    assert_all_close(o, out[0], 1e-12)
+    out, h_n = uni(x, hx[:1])
+    h, outs = hx[:1], []
+    for x_t in x:
+        o, h = uni.step(x_t, h)
+        outs.append(o)
+    assert_all_close([torch.stack(outs), h], [out, h_n], 1e-12)
 
 
 def test_refusals(monkeypatch):
     x = torch.zeros(3, 2, device=DEVICE)
+    with pytest.raises(TypeError, match=r"a, b and h0 must share a dtype"):
+        scan.linear_scan(x, x, x[0].double(), method="triton")
     with pytest.raises(ValueError, match=r"scan='triton' runs on CUDA.*bfloat16"):
         scan.resolve("triton", x.bfloat16())
-    if DEVICE == "cpu":
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
+    if DEVICE == "cpu":  # as if TRITON_INTERPRET had been off when Triton compiled it
+        monkeypatch.setattr(triton_scan, "INTERPRETED", False)
         with pytest.raises(ValueError, match=r"scan='triton' runs on CUDA.*cpu"):
             scan.resolve("triton", x)
     # without Triton installed: a clear error, and the other methods unaffected

@@ -73,14 +73,15 @@ def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
 
     Args:
         layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM``, any num_layers,
-            bidirectional or not. Not ``layer_norm=True`` or ``peephole=True``: their gates are not σ of P
-            above, and a ValueError says so rather than computing something wrong.
+            bidirectional or not. Not ``layer_norm=True`` or ``peephole=True``: their
+            gates are not σ of P above, and a ValueError says so rather than computing
+            something wrong.
         x: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
 
     Returns:
         ``{name: (L*D, T, B, H)}`` time-major whatever the layout of ``x``, for the LSTM's
-        i, f, g, o, the GRU's r, z, the MinGRU's z and the MinLSTM's f, i, detached. Entry ``[k, t]`` is layer-direction k
-        (k = layer * D + direction) at input step t.
+        i, f, g, o, the GRU's r, z, the MinGRU's z and the MinLSTM's f, i, detached.
+        Entry ``[k, t]`` is layer-direction k (k = layer * D + direction) at input step t.
 
     Example::
 
@@ -133,8 +134,8 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
     """The fraction of each gate's activations that are saturated: < threshold or > 1 - threshold.
 
     Gates (torch.nn's order and names): LSTM i, f, o (g is a tanh candidate, not a gate);
-    GRU r, z; MinGRU z; MinLSTM f, i. Activations are recomputed with :func:`gate_activations` from the public
-    parameters and the state trajectory.
+    GRU r, z; MinGRU z; MinLSTM f, i. Activations are recomputed with
+    :func:`gate_activations` from the public parameters and the state trajectory.
 
     Why an RNN raises: it has no gates. Why ``layer_norm=True`` and ``peephole=True``
     raise: layer normalisation rescales W_ih x_t and W_hh h_{t-1} before the sigmoid,

@@ -37,6 +37,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -114,7 +115,8 @@ class Extension:
     the module, or None after one warning where it cannot be built (no compiler, no
     ninja, a compile error), and the caller falls back to ``fallback``."""
 
-    def __init__(self, source: Path, prefix: str, flags, what: str, fallback: str):
+    def __init__(self, source: Path, prefix: str, flags: Callable[[], list[str]], what: str,
+                 fallback: str):
         self.source, self.prefix, self.flags = source, prefix, flags
         self.what, self.fallback = what, fallback
         self._lock = threading.Lock()
@@ -135,7 +137,7 @@ class Extension:
                     first = (str(e).strip().splitlines() or [""])[0][:300]
                     warnings.warn(f"rnnkit: {self.what} could not be built "
                                   f"({type(e).__name__}: {first}); using {self.fallback} "
-                                  f"instead", RuntimeWarning, stacklevel=4)
+                                  f"instead", RuntimeWarning, stacklevel=3)
                     self._module = None
                 self._tried = True
         return self._module

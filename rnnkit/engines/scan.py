@@ -112,8 +112,8 @@ def _tracing() -> bool:
 
 def resolve(method: str, like: Tensor) -> str:
     """The method a call runs: ``method`` itself, or for ``auto`` the fastest one
-    measured for ``like``'s device and dtype. Raises ValueError where ``compiled`` was
-    asked for and cannot run."""
+    measured for ``like``'s device and dtype. Raises ValueError where ``compiled`` or
+    ``triton`` was asked for and cannot run."""
     check_method(method)
     if _tracing():
         return "sequential"
@@ -125,8 +125,9 @@ def resolve(method: str, like: Tensor) -> str:
         kernels = _triton_kernels()
         if not kernels.supports(like):
             raise ValueError(f"scan='triton' runs on CUDA (or on the CPU under "
-                             f"TRITON_INTERPRET=1) in float32 or float64, got {like.dtype} "
-                             f"on {like.device}; use scan='auto' or 'chunked'")
+                             f"TRITON_INTERPRET=1, set before rnnkit imports Triton) in "
+                             f"float32 or float64, got {like.dtype} on {like.device}; use "
+                             f"scan='auto' or 'chunked'")
     if method == "compiled":
         if not compiled_supports(like):
             raise ValueError(f"scan='compiled' runs on the CPU in float32 or float64, got "
@@ -167,25 +168,6 @@ def run(cell: MinRNNStep, gx: Tensor, h0: Tensor, *, valid: Tensor | None = None
     return linear_scan(a, b, h0, method=method)
 
 
-def step(cell: MinRNNStep, gx: Tensor, h: Tensor, *, method: str = "auto") -> Tensor:
-    """One step, h' = a ⊙ h + b: gx (B, G*H), h (B, H) -> h' (B, H).
-
-    The coefficients come from where :func:`run` takes them for ``method``, and the step
-    rounds as the compiled loop does, so with ``compiled`` steps in a row equal ``run``
-    over the sequence bit for bit: its C++ computes a unit's coefficients alike wherever
-    the unit sits. With the others they agree to rounding: torch's vectorised kernels may
-    round the tail of a tensor differently, and ``chunked`` and ``log`` associate the
-    products differently.
-    """
-    method = resolve(method, gx)
-    if method == "compiled" and compiled_coefficients(cell) is not None:
-        a, b = _CompiledCoefficients.apply(cell, gx.unsqueeze(0), None)  # (1, B, H) each
-        a, b = a[0], b[0]
-    else:
-        a, b = cell.coefficients(gx)
-    return a * h + b
-
-
 def compiled_coefficients(cell) -> int | None:
     """The C++ code of ``cell``'s coefficients, or None where the C++ does not restate
     them (exact types only: a subclass may change the math)."""
@@ -201,6 +183,10 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Te
     if a.shape != b.shape or a.shape[1:] != h0.shape or a.dim() < 1:
         raise ValueError(f"a and b must be (T, ...) and h0 (...), got {tuple(a.shape)}, "
                          f"{tuple(b.shape)}, {tuple(h0.shape)}")
+    if not (a.dtype == b.dtype == h0.dtype and a.device == b.device == h0.device):
+        raise TypeError(f"a, b and h0 must share a dtype and device, got "
+                        f"({a.dtype}, {a.device}), ({b.dtype}, {b.device}), "
+                        f"({h0.dtype}, {h0.device})")
     method = resolve(method, a)
     if method == "sequential":
         return _sequential(a, b, h0)

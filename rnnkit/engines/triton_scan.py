@@ -17,12 +17,12 @@ db_t = g_t and dh_0 = a_1 ⊙ g_1, as in the other methods of :mod:`rnnkit.engin
 Runs on CUDA tensors, and on CPU tensors under Triton's interpreter
 (``TRITON_INTERPRET=1``, set before this module is imported), which is how the tests
 hold it to the sequential reference on machines without a GPU. float32 and float64.
+No fused multiply-add, as in the compiled CPU scan: each product and sum rounds alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import triton
@@ -32,17 +32,6 @@ from torch.autograd.function import once_differentiable
 
 #: units per program (a warp's worth of float32 loads side by side) and steps per block
 BLOCK_N, BLOCK_T = 32, 64
-
-
-def interpreting() -> bool:
-    """Whether Triton runs kernels in its CPU interpreter in this process."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def supports(a: Tensor) -> bool:
-    """Whether the kernel can run on tensors like ``a`` here."""
-    on_device = a.device.type == "cuda" or (a.device.type == "cpu" and interpreting())
-    return on_device and a.dtype in (torch.float32, torch.float64)
 
 
 @triton.jit
@@ -76,6 +65,17 @@ def _scan_kernel(a_ptr, b_ptr, h0_ptr, out_ptr, T, N,
         h = tl.sum(tl.where(rows[:, None] == BLOCK_T - 1, hs, 0.0), axis=0)  # the last row
 
 
+#: whether Triton made the kernel an interpreted one (TRITON_INTERPRET was on when this
+#: module was imported): then it runs on CPU tensors, and only on those
+INTERPRETED = type(_scan_kernel).__name__ == "InterpretedFunction"
+
+
+def supports(a: Tensor) -> bool:
+    """Whether the kernel can run on tensors like ``a`` here."""
+    device = "cpu" if INTERPRETED else "cuda"
+    return a.device.type == device and a.dtype in (torch.float32, torch.float64)
+
+
 def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
     """a, b (T, N) contiguous, h0 (N,) -> (T, N): one kernel launch."""
     T, N = a.shape
@@ -83,7 +83,8 @@ def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
     if T and N:
         with torch.cuda.device(a.device) if a.is_cuda else contextlib.nullcontext():
             _scan_kernel[(triton.cdiv(N, BLOCK_N),)](a, b, h0, out, T, N, BLOCK_T=BLOCK_T,
-                                                     BLOCK_N=BLOCK_N, BACKWARD=backward)
+                                                     BLOCK_N=BLOCK_N, BACKWARD=backward,
+                                                     enable_fp_fusion=False)
     return out
 
 
