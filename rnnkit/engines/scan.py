@@ -193,9 +193,10 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Te
     if method == "compiled":
         return _CompiledScan.apply(a, b, h0)
     if method == "chunked":
-        return _ChunkedScan.apply(a, b, h0)
+        return _SolvedScan.apply(a, b, h0, _chunked_solve, _chunked_reverse)
     if method == "triton":
-        return _triton_kernels().TritonScan.apply(a, b, h0)
+        kernels = _triton_kernels()
+        return _SolvedScan.apply(a, b, h0, kernels.solve, kernels.solve_reverse)
     raise ValueError(f"linear_scan runs 'compiled', 'chunked', 'triton' or 'sequential', got "
                      f"{method!r}; the log-space scan is log_scan")
 
@@ -319,11 +320,23 @@ def _chunked_solve(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return H.reshape(n * C, *rest)[:T]
 
 
-class _ChunkedScan(torch.autograd.Function):
+def _chunked_reverse(a: Tensor, dH: Tensor) -> Tensor:
+    """g_t = dH_t + a_{t+1} ⊙ g_{t+1}: the chunked scan over reversed time, with a shifted
+    by one step (a_{T+1} = 0: nothing comes from beyond the last step)."""
+    a_next = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])
+    return _chunked_solve(a_next.flip(0), dH.flip(0), torch.zeros_like(dH[0])).flip(0)
+
+
+class _SolvedScan(torch.autograd.Function):
+    """The scan for the methods whose solves run outside autograd (``chunked``,
+    ``triton``): ``solve(a, b, h0)`` forwards, then ``reverse(a, dH)`` gives
+    g_t = dH_t + a_{t+1} ⊙ g_{t+1}, from which every gradient follows."""
+
     @staticmethod
-    def forward(ctx, a, b, h0):
-        H = _chunked_solve(a.detach(), b.detach(), h0.detach())
+    def forward(ctx, a, b, h0, solve, reverse):
+        H = solve(a.detach(), b.detach(), h0.detach())
         if any(ctx.needs_input_grad):
+            ctx.reverse = reverse
             ctx.save_for_backward(a, H, h0)
         return H
 
@@ -331,15 +344,12 @@ class _ChunkedScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, dH):
         a, H, h0 = ctx.saved_tensors
-        # g_t = dH_t + a_{t+1} g_{t+1}: the same scan over reversed time, with a shifted
-        # by one step (a_{T+1} = 0: nothing comes from beyond the last step)
-        a_next = torch.cat([a[1:], a.new_zeros(1, *a.shape[1:])])
-        g = _chunked_solve(a_next.flip(0), dH.flip(0), torch.zeros_like(h0)).flip(0)
-        need_a, need_b, need_h0 = ctx.needs_input_grad
+        g = ctx.reverse(a, dH)
+        need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
         da = None
         if need_a:  # through a_t ⊙ h_{t-1}
             da = torch.empty_like(g)
             torch.mul(g[1:], H[:-1], out=da[1:])
             torch.mul(g[0], h0, out=da[0])
         dh0 = a[0] * g[0] if need_h0 else None  # through a_1 ⊙ h_0
-        return da, (g if need_b else None), dh0
+        return da, (g if need_b else None), dh0, None, None

@@ -28,7 +28,6 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 #: units per program (a warp's worth of float32 loads side by side) and steps per block
 BLOCK_N, BLOCK_T = 32, 64
@@ -76,7 +75,7 @@ def supports(a: Tensor) -> bool:
     return a.device.type == device and a.dtype in (torch.float32, torch.float64)
 
 
-def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
+def _launch(a: Tensor, b: Tensor, h0: Tensor, backward: bool) -> Tensor:
     """a, b (T, N) contiguous, h0 (N,) -> (T, N): one kernel launch."""
     T, N = a.shape
     out = torch.empty_like(b)
@@ -88,32 +87,17 @@ def _solve(a: Tensor, b: Tensor, h0: Tensor, backward: bool = False) -> Tensor:
     return out
 
 
-class TritonScan(torch.autograd.Function):
-    """h = scan(a, b, h0) for a, b (T, ...) and h0 (...), differentiable in all three."""
+def _units(t: Tensor, T: int, N: int) -> Tensor:
+    return t.detach().contiguous().view(T, N)
 
-    @staticmethod
-    def forward(ctx, a, b, h0):
-        T, shape = a.shape[0], a.shape[1:]
-        N = shape.numel()
-        a2 = a.detach().contiguous().view(T, N)
-        H = _solve(a2, b.detach().contiguous().view(T, N), h0.detach().contiguous().view(N))
-        if any(ctx.needs_input_grad):
-            ctx.save_for_backward(a2, H, h0)
-        return H.view(T, *shape)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dH):
-        a2, H, h0 = ctx.saved_tensors
-        T, N = H.shape
-        shape = h0.shape
-        g = _solve(a2, dH.contiguous().view(T, N), H.new_zeros(N), backward=True)
-        need_a, need_b, need_h0 = ctx.needs_input_grad
-        da = None
-        if need_a:  # through a_t ⊙ h_{t-1}
-            da = torch.empty_like(g)
-            torch.mul(g[1:], H[:-1], out=da[1:])
-            torch.mul(g[0], h0.reshape(N), out=da[0])
-            da = da.view(T, *shape)
-        dh0 = (a2[0] * g[0]).view(shape) if need_h0 else None
-        return da, (g.view(T, *shape) if need_b else None), dh0
+def solve(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """h_t = a_t ⊙ h_{t-1} + b_t: a, b (T, ...), h0 (...) -> H (T, ...), no autograd."""
+    T, N = a.shape[0], h0.numel()
+    return _launch(_units(a, T, N), _units(b, T, N), _units(h0, 1, N)[0], False).view(a.shape)
+
+
+def solve_reverse(a: Tensor, dH: Tensor) -> Tensor:
+    """g_t = dH_t + a_{t+1} ⊙ g_{t+1} (a_{T+1} = 0): a, dH (T, ...) -> g (T, ...)."""
+    T, N = a.shape[0], a[0].numel()
+    return _launch(_units(a, T, N), _units(dH, T, N), dH.new_zeros(N), True).view(a.shape)
