@@ -842,12 +842,15 @@ def _check_bool(name: str, value) -> bool:
 class _MinRecurrentLayer(nn.Module):
     """What MinGRU and MinLSTM share: parameters, stacking, directions, lengths, states."""
 
-    def __init__(self, cell: cells.MinRNNStep, input_size: int, hidden_size: int,
-                 num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, scan: str = "auto", forget_bias: float | None = None):
+    #: the cell family's step (set by MinGRU and MinLSTM)
+    cell_type: type[cells.MinRNNStep]
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, *,
+                 scan: str = "auto", forget_bias: float | None = None):
         super().__init__()
-        self.cell = cell
+        self.cell = cell = self.cell_type()
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
@@ -1067,13 +1070,7 @@ class MinGRU(_MinRecurrentLayer):
         >>> y, h = gru.step(torch.randn(3, 10), h_n)  # one more step of each stream
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None, *,
-                 scan: str = "auto", forget_bias: float | None = None):
-        super().__init__(cells.MinGRUStep(), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, device, dtype, scan=scan,
-                         forget_bias=forget_bias)
+    cell_type = cells.MinGRUStep
 
 
 class MinLSTM(_MinRecurrentLayer):
@@ -1094,22 +1091,19 @@ class MinLSTM(_MinRecurrentLayer):
         (torch.Size([50, 4, 40]), torch.Size([2, 4, 20]), torch.Size([2, 50, 4, 20]))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None, *,
-                 scan: str = "auto", forget_bias: float | None = None):
-        super().__init__(cells.MinLSTMStep(), input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, device, dtype, scan=scan,
-                         forget_bias=forget_bias)
+    cell_type = cells.MinLSTMStep
 
 
 class _MinCellModule(nn.Module):
     """One step of minGRU / minLSTM, for step-by-step use: the layer's math on one x_t."""
 
-    def __init__(self, cell: cells.MinRNNStep, input_size: int, hidden_size: int,
-                 bias: bool = True, device=None, dtype=None, forget_bias=None):
+    #: the cell family's step (set by MinGRUCell and MinLSTMCell)
+    cell_type: type[cells.MinRNNStep]
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
+                 dtype=None, *, forget_bias: float | None = None):
         super().__init__()
-        self.cell = cell
+        self.cell = cell = self.cell_type()
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
@@ -1161,10 +1155,7 @@ class MinGRUCell(_MinCellModule):
     ``bias_ih_l0`` load into them unchanged. Keyword-only ``forget_bias`` as for the layer.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, forget_bias: float | None = None):
-        super().__init__(cells.MinGRUStep(), input_size, hidden_size, bias, device, dtype,
-                         forget_bias)
+    cell_type = cells.MinGRUStep
 
 
 class MinLSTMCell(_MinCellModule):
@@ -1175,7 +1166,4 @@ class MinLSTMCell(_MinCellModule):
     for the layer.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
-                 dtype=None, *, forget_bias: float | None = None):
-        super().__init__(cells.MinLSTMStep(), input_size, hidden_size, bias, device, dtype,
-                         forget_bias)
+    cell_type = cells.MinLSTMStep
