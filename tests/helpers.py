@@ -91,3 +91,17 @@ def assert_all_close(a, b, tol=1e-5):
         scale = max(1.0, v.abs().max().item()) if v.numel() else 1.0
         torch.testing.assert_close(u, v, atol=tol * scale, rtol=tol,
                                    msg=lambda m: f"item {i}: {m}")
+
+
+def train(model, loss_fn, steps: int, lr: float = 1e-2) -> list[float]:
+    """Adam on ``loss_fn(step)`` for ``steps`` steps, gradient norm clipped to 1; the losses."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for step in range(steps):
+        loss = loss_fn(step)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return losses

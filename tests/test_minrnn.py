@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnnkit
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, g, log_g
 from rnnkit.engines import reference, scan
-from helpers import assert_all_close
+from helpers import assert_all_close, train
 
 CELLS = {"mingru": MinGRUStep, "minlstm": MinLSTMStep}
 LAYERS = {"mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}
@@ -631,16 +631,6 @@ def test_onnx_export_unrolls_the_scan(name, tmp_path):
 # -- learning ----------------------------------------------------------------------------
 
 
-def _train(model, loss_fn, steps, lr):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for step in range(steps):
-        loss = loss_fn(step)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-
 @pytest.mark.parametrize("name", LAYERS)
 def test_learns_the_adding_problem_at_T100(name):
     """Predicting the mean scores an MSE of 1/6 and remembering only the recent value
@@ -654,7 +644,7 @@ def test_learns_the_adding_problem_at_T100(name):
         x, y = adding_problem(64, 100, seed=step)
         return F.mse_loss(model(x).squeeze(-1), y)
 
-    _train(model, loss, ADDING_STEPS, 1e-2)
+    train(model, loss, ADDING_STEPS, 1e-2)
     x, y = adding_problem(500, 100, seed=10_000)
     with torch.no_grad():
         mse = F.mse_loss(model(x).squeeze(-1), y).item()
@@ -675,10 +665,11 @@ def test_learns_a_character_language_model(name):
     text = D.default_corpus()[:60_000]
     vocab = D.Vocabulary.build([text], level="char")
     ids = torch.tensor(vocab.encode(text))
-    train, val = ids[:-5000], ids[-5000:]
+    train_ids, val = ids[:-5000], ids[-5000:]
     V = len(vocab)
     pairs = torch.zeros(V, V, dtype=torch.float64)
-    pairs.index_put_((train[:-1], train[1:]), torch.ones(len(train) - 1, dtype=torch.float64),
+    pairs.index_put_((train_ids[:-1], train_ids[1:]),
+                     torch.ones(len(train_ids) - 1, dtype=torch.float64),
                      accumulate=True)
     bigram = (pairs + 0.01) / (pairs + 0.01).sum(1, keepdim=True)  # P(next | current)
     v = val[:4000].view(8, 500)
@@ -688,12 +679,12 @@ def test_learns_a_character_language_model(name):
     gen = torch.Generator().manual_seed(0)
 
     def loss(step):
-        starts = torch.randint(0, len(train) - 65, (32,), generator=gen)
-        s = torch.stack([train[i:i + 65] for i in starts.tolist()])
+        starts = torch.randint(0, len(train_ids) - 65, (32,), generator=gen)
+        s = torch.stack([train_ids[i:i + 65] for i in starts.tolist()])
         logits, _ = model(s[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1), s[:, 1:].flatten())
 
-    _train(model, loss, LM_STEPS, 1e-2)
+    train(model, loss, LM_STEPS, 1e-2)
     with torch.no_grad():
         logits, _ = model(v[:, :-1])
         val_loss = F.cross_entropy(logits.flatten(0, 1), v[:, 1:].flatten()).item()

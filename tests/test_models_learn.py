@@ -12,19 +12,7 @@ import torch.nn.functional as F
 from rnnkit.models import (ClassifierConfig, Forecaster, ForecasterConfig, LanguageModel,
                            LanguageModelConfig, RecurrentConfig, Seq2Seq, Seq2SeqConfig,
                            SequenceClassifier, SequenceTagger, TaggerConfig)
-
-
-def _train(model, batches, steps, lr=1e-2):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for step in range(steps):
-        loss = batches(step)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-    return losses
+from helpers import train
 
 
 def test_classifier_learns_first_token_parity_under_padding():
@@ -38,7 +26,7 @@ def test_classifier_learns_first_token_parity_under_padding():
         lengths = torch.randint(4, 13, (n,), generator=g)
         return x, lengths, x[:, 0] % 2
 
-    losses = _train(model, lambda _: _classifier_loss(model, data(64)), 150)
+    losses = train(model, lambda _: _classifier_loss(model, data(64)), 150)
     x, lengths, y = data(500)
     with torch.no_grad():
         accuracy = (model(x, lengths).argmax(-1) == y).float().mean().item()
@@ -67,7 +55,7 @@ def test_tagger_learns_repeated_tokens():
         x, y = batch(64)
         return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
-    _train(model, loss, 150)
+    train(model, loss, 150)
     x, y = batch(500)
     with torch.no_grad():
         accuracy = (model(x).argmax(-1) == y).float().mean().item()
@@ -86,7 +74,7 @@ def test_language_model_learns_a_pattern():
         logits, _ = model(x[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
 
-    losses = _train(model, loss, 120)
+    losses = train(model, loss, 120)
     assert losses[0] > math.log(7) * 0.8 and losses[-1] < 0.2
     assert model.generate([3], 6, temperature=0) == [4, 5, 6, 0, 1, 2]
 
@@ -107,7 +95,7 @@ def test_forecaster_learns_a_sine():
             idx = torch.randint(0, len(starts), (64,), generator=g)
             return model.loss(x[idx], y[idx])
 
-        losses = _train(model, loss, 150)
+        losses = train(model, loss, 150)
         with torch.no_grad():  # held-out windows, after the training range
             tx = torch.stack([series[s:s + 20] for s in range(450, 560, 10)])
             ty = torch.stack([series[s + 20:s + 25] for s in range(450, 560, 10)])
@@ -135,7 +123,7 @@ def test_seq2seq_learns_reversal():
         logits, _ = model(src, tgt[:, :-1], lengths)
         return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=0)
 
-    _train(model, loss, 300)
+    train(model, loss, 300)
     src, lengths, tgt = batch(200)
     model.eval()
     decoded, _ = model.greedy(src, lengths, max_length=7)
