@@ -13,6 +13,8 @@ direction to an engine (or the whole stack to the native engine).
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -95,7 +97,7 @@ def _reverse(x: Tensor, index: Tensor | None) -> Tensor:
     return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
-INITS = ("default", "orthogonal", "identity")
+INITS = ("default", "orthogonal", "identity", "chrono")
 
 
 def _time_major(layer, input, lengths):
@@ -266,9 +268,11 @@ class _Variants:
 
     @staticmethod
     @torch.no_grad()
-    def initialise(module: nn.Module, suffix: str, H: int, init: str, forget_bias):
+    def initialise(module: nn.Module, suffix: str, H: int, init: str, forget_bias,
+                   t_max: float | None = None):
         """After torch.nn's uniform initialisation: layer-norm gains 1 and biases 0, then
-        ``init`` for W_hh and ``forget_bias`` for the LSTM's forget gate."""
+        ``init`` for W_hh (or, for "chrono", the gate biases) and ``forget_bias`` for the
+        LSTM's forget gate."""
         for name, p in module.named_parameters():
             if name.startswith("layer_norm_") and name.endswith(suffix):
                 p.fill_(1.0 if "_weight" in name else 0.0)
@@ -281,12 +285,28 @@ class _Variants:
             for name in ("bias_ih", "bias_hh"):
                 if getattr(module, name + suffix, None) is not None:
                     getattr(module, name + suffix).zero_()
+        elif init == "chrono":  # Tallec & Ollivier 2018; W_hh stays torch.nn's
+            _Variants.chrono(module.cell, getattr(module, "bias_ih" + suffix),
+                             getattr(module, "bias_hh" + suffix), H, t_max)
         if forget_bias is not None:  # the two biases add up: b_ih carries it all
             getattr(module, "bias_ih" + suffix)[H:2 * H] = forget_bias
             getattr(module, "bias_hh" + suffix)[H:2 * H] = 0.0
 
+    @staticmethod
+    def chrono(cell: cells.Cell, b_ih: Tensor, b_hh: Tensor, H: int, t_max: float):
+        """b_keep = log u, u ~ U(1, t_max - 1) per unit, and b_input = -b_keep. At zero
+        input a unit then keeps σ(log u) = u / (1 + u) of its state per step, a leaky
+        unit with time constant 1 + u: the units start spread over time scales 2 to
+        t_max, as the paper derives. The two biases add up: b_ih carries it all."""
+        b_keep = b_ih.new_empty(H).uniform_(1, t_max - 1).log_()  # (H,)
+        for block, value in ((cell.keep_block, b_keep), (cell.input_block, -b_keep)):
+            if block is not None:
+                b_ih[block * H:(block + 1) * H] = value
+                b_hh[block * H:(block + 1) * H] = 0.0
 
-def _check_init(init, forget_bias, cell: cells.Cell, bias: bool):
+
+def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
+    """Check ``init`` and its companions; return t_max as a float, or None."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if init == "identity" and not isinstance(cell, cells.RNNStep):
@@ -297,6 +317,38 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool):
             raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
         if not bias:
             raise ValueError("forget_bias needs bias=True, got bias=False")
+    if init != "chrono":
+        if t_max is not None:
+            raise ValueError(f"t_max is only used by init='chrono', got t_max={t_max!r} with "
+                             f"init={init!r}: drop t_max or use init='chrono'")
+        return None
+    if cell.keep_block is None:
+        raise ValueError("init='chrono' sets the biases of the gates that keep the state "
+                         f"(Tallec & Ollivier 2018); {type(cell).__name__[:-4]} has no "
+                         "gates: use 'default', 'orthogonal' or 'identity'")
+    if not bias:
+        raise ValueError("init='chrono' sets the gate biases and needs bias=True, "
+                         "got bias=False")
+    if forget_bias is not None:
+        raise ValueError("forget_bias and init='chrono' both set the forget gate's bias: "
+                         f"give one of them, got forget_bias={forget_bias!r}")
+    if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real):
+        raise TypeError("init='chrono' needs t_max, the longest dependency in steps that "
+                        f"the gates should start able to keep: a number > 2, got {t_max!r}")
+    if not 2 < t_max < math.inf:
+        raise ValueError("t_max must be a finite number > 2 for init='chrono' (biases "
+                         f"log U(1, t_max - 1)), got {t_max!r}")
+    return float(t_max)
+
+
+def _init_repr(module) -> list[str]:
+    """A layer's or cell module's initialisation options that are not the default."""
+    extras = [f"init={module.init!r}"] if module.init != "default" else []
+    if module.t_max is not None:
+        extras.append(f"t_max={module.t_max}")
+    if module.forget_bias is not None:
+        extras.append(f"forget_bias={module.forget_bias}")
+    return extras
 
 
 class _RecurrentLayer(nn.RNNBase):
@@ -304,14 +356,14 @@ class _RecurrentLayer(nn.RNNBase):
 
     def __init__(self, mode: str, cell: cells.Cell, *args, backend: str, zoneout=0.0,
                  recurrent_dropout=0.0, weight_drop=0.0, init="default", forget_bias=None,
-                 **kwargs):
+                 t_max=None, **kwargs):
         super().__init__(mode, *args, **kwargs)
         self.cell = cell
         self.backend = _check_backend(backend)
         self.zoneout = _zoneout_rates(zoneout, cell.has_cell_state)
         self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout)
         self.weight_drop = _check_probability("weight_drop", weight_drop)
-        _check_init(init, forget_bias, cell, self.bias)
+        self.t_max = _check_init(init, forget_bias, cell, self.bias, t_max)
         self.init, self.forget_bias = init, forget_bias
         factory = {"device": self.weight_ih_l0.device, "dtype": self.weight_ih_l0.dtype}
         for suffix in self._suffixes():
@@ -329,7 +381,8 @@ class _RecurrentLayer(nn.RNNBase):
         super().reset_parameters()  # uniform(±1/√H) on every parameter, as torch.nn
         if getattr(self, "_options_ready", False):
             for suffix in self._suffixes():
-                _Variants.initialise(self, suffix, self.hidden_size, self.init, self.forget_bias)
+                _Variants.initialise(self, suffix, self.hidden_size, self.init,
+                                     self.forget_bias, self.t_max)
 
     @property
     def num_directions(self) -> int:
@@ -521,10 +574,7 @@ class _RecurrentLayer(nn.RNNBase):
         for name in ("recurrent_dropout", "weight_drop"):
             if getattr(self, name):
                 extras.append(f"{name}={getattr(self, name)}")
-        if self.init != "default":
-            extras.append(f"init={self.init!r}")
-        if self.forget_bias is not None:
-            extras.append(f"forget_bias={self.forget_bias}")
+        extras += _init_repr(self)
         if self.backend != "auto":
             extras.append(f"backend={self.backend!r}")
         return ", ".join([super().extra_repr(), *extras])
@@ -553,8 +603,8 @@ _LAYER_DOC = """
         weight_drop: DropConnect on W_hh, one mask per forward call (Merity et al. 2017).
             Default 0.
         init: W_hh's initialisation: ``"default"`` (torch.nn's), ``"orthogonal"`` (each
-            gate block){identity}. Default "default".
-        backend: ``"auto"`` (torch's native kernels when they compute exactly this
+            gate block){inits}. Default "default".
+{t_max_arg}        backend: ``"auto"`` (torch's native kernels when they compute exactly this
             configuration, else ``"fused"``), ``"native"``, ``"fused"`` (hand-written
             BPTT: compiled C++ where it applies, else Python), ``"fused-compiled"``,
             ``"fused-python"`` or ``"reference"`` (autograd through a Python loop). Can
@@ -577,7 +627,22 @@ _LAYER_DOC = """
         {hidden_doc}
 """
 
-_NO_PAIR = dict(zoneout_c="", zoneout_pair="", ln_extra="", identity="")
+_NO_PAIR = dict(zoneout_c="", zoneout_pair="", ln_extra="", inits="", t_max_arg="")
+
+
+def _chrono_doc(equation: str) -> dict:
+    """The ``init`` and ``t_max`` entries of a gated layer's docstring."""
+    return dict(
+        inits=', or ``"chrono"`` (Tallec & Ollivier 2018), which sets the gate\n'
+              f"            biases instead, one draw per unit: {equation}\n"
+              "            (in b_ih, with b_hh 0 there; W_hh stays torch.nn's)",
+        t_max_arg='        t_max: with init="chrono", the longest dependency, in steps, that the\n'
+                  "            gates should start able to keep: a number > 2, needed by\n"
+                  '            "chrono" and refused by the other inits. Default None.\n')
+
+
+_LSTM_CHRONO = "b_f = log U(1, t_max - 1), b_i = -b_f"
+_GRU_CHRONO = "b_z = log U(1, t_max - 1), z keeping h_{t-1}"
 
 
 class RNN(_RecurrentLayer):
@@ -586,7 +651,7 @@ class RNN(_RecurrentLayer):
         extra_args="        nonlinearity: ``'tanh'``, ``'relu'`` or ``'sigmoid'``. Default 'tanh'.\n",
         proj_arg="", kw_args="", hx_doc="h_0 (L*D, B, H)", hidden_name="h_n",
         out_size="H", hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.",
-        **{**_NO_PAIR, "identity": " or ``\"identity\"`` (with relu: the IRNN of Le et al.\n"
+        **{**_NO_PAIR, "inits": " or ``\"identity\"`` (with relu: the IRNN of Le et al.\n"
            "            2015; also zeroes the biases)"}) + """
     Example::
 
@@ -626,7 +691,8 @@ class LSTM(_RecurrentLayer):
         hx_doc="(h_0 (L*D, B, H_out), c_0 (L*D, B, H)), H_out = proj_size or H",
         hidden_name="(h_n, c_n)", out_size="H_out",
         hidden_doc="(h_n, c_n): (L*D, B, H_out) and (L*D, B, H), the final states.",
-        zoneout_c=" and c", zoneout_pair="            A pair (p_h, p_c) sets the two separately.\n", ln_extra=", and c_t before its tanh", identity="") + """
+        zoneout_c=" and c", zoneout_pair="            A pair (p_h, p_c) sets the two separately.\n",
+        ln_extra=", and c_t before its tanh", **_chrono_doc(_LSTM_CHRONO)) + """
     Example::
 
         >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
@@ -642,12 +708,13 @@ class LSTM(_RecurrentLayer):
                  *, layer_norm: bool = False, peephole: bool = False,
                  zoneout: float | tuple[float, float] = 0.0, recurrent_dropout: float = 0.0,
                  weight_drop: float = 0.0, forget_bias: float | None = None,
-                 init: str = "default", backend: str = "auto"):
+                 init: str = "default", t_max: float | None = None, backend: str = "auto"):
         cell = cells.LSTMStep(layer_norm=layer_norm, peephole=peephole)
         super().__init__("LSTM", cell, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, proj_size, device, dtype,
                          backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
-                         weight_drop=weight_drop, init=init, forget_bias=forget_bias)
+                         weight_drop=weight_drop, init=init, forget_bias=forget_bias,
+                         t_max=t_max)
 
 
 class GRU(_RecurrentLayer):
@@ -663,7 +730,7 @@ class GRU(_RecurrentLayer):
                 "            (2014), where r multiplies h before W_hn. Default True.\n",
         hx_doc="h_0 (L*D, B, H)", hidden_name="h_n", out_size="H",
         hidden_doc="h_n: (L*D, B, H), the final state of each layer and direction.",
-        **{**_NO_PAIR, "ln_extra": " (reset_after=True only)"}) + """
+        **{**_NO_PAIR, "ln_extra": " (reset_after=True only)", **_chrono_doc(_GRU_CHRONO)}) + """
     Example::
 
         >>> gru = rnnkit.GRU(10, 20, reset_after=False)
@@ -675,12 +742,12 @@ class GRU(_RecurrentLayer):
                  bidirectional: bool = False, device=None, dtype=None, *,
                  reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
-                 init: str = "default", backend: str = "auto"):
+                 init: str = "default", t_max: float | None = None, backend: str = "auto"):
         cell = cells.GRUStep(reset_after, layer_norm=layer_norm)
         super().__init__("GRU", cell, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, 0, device, dtype,
                          backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
-                         weight_drop=weight_drop, init=init)
+                         weight_drop=weight_drop, init=init, t_max=t_max)
         self.reset_after = reset_after
 
 
@@ -691,7 +758,7 @@ class _CellModule(nn.RNNCellBase):
     BACKENDS = ("auto", "native", "reference")
 
     def __init__(self, cell: cells.Cell, input_size, hidden_size, bias, device, dtype,
-                 init="default", forget_bias=None, backend="auto"):
+                 init="default", forget_bias=None, backend="auto", t_max=None):
         super().__init__(input_size, hidden_size, bias, num_chunks=cell.num_gates,
                          device=device, dtype=dtype)
         self.cell = cell
@@ -700,7 +767,7 @@ class _CellModule(nn.RNNCellBase):
         if backend == "native" and not native.supports(cell, return_states=False):
             raise ValueError(f"backend='native' cannot run {cell!r}: torch's kernels lack it")
         self.backend = backend
-        _check_init(init, forget_bias, cell, bias)
+        self.t_max = _check_init(init, forget_bias, cell, bias, t_max)
         self.init, self.forget_bias = init, forget_bias
         _Variants.register(self, cell, "", hidden_size, {"device": self.weight_ih.device,
                                                          "dtype": self.weight_ih.dtype})
@@ -712,7 +779,11 @@ class _CellModule(nn.RNNCellBase):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if getattr(self, "_options_ready", False):
-            _Variants.initialise(self, "", self.hidden_size, self.init, self.forget_bias)
+            _Variants.initialise(self, "", self.hidden_size, self.init, self.forget_bias,
+                                 self.t_max)
+
+    def extra_repr(self) -> str:
+        return ", ".join([super().extra_repr(), *_init_repr(self)])
 
     def forward(self, input: Tensor, hx=None):
         x, unbatched = _cell_input(self, input)
@@ -777,30 +848,32 @@ class RNNCell(_CellModule):
 class LSTMCell(_CellModule):
     """One LSTM step, torch.nn.LSTMCell compatible (gates i, f, g, o).
 
-    Keyword-only: ``layer_norm``, ``peephole``, ``forget_bias``, ``init`` as for :class:`LSTM`.
+    Keyword-only: ``layer_norm``, ``peephole``, ``forget_bias``, ``init``, ``t_max`` as for
+    :class:`LSTM`; ``init="chrono"`` needs ``t_max``: b_f = log U(1, t_max - 1), b_i = -b_f.
     Inputs ``input`` (B, I) or (I,), ``hx = (h, c)`` each (B, H) or (H,); returns (h', c').
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, layer_norm: bool = False, peephole: bool = False,
                  forget_bias: float | None = None, init: str = "default",
-                 backend: str = "auto"):
+                 t_max: float | None = None, backend: str = "auto"):
         super().__init__(cells.LSTMStep(layer_norm=layer_norm, peephole=peephole), input_size,
-                         hidden_size, bias, device, dtype, init, forget_bias, backend)
+                         hidden_size, bias, device, dtype, init, forget_bias, backend, t_max)
 
 
 class GRUCell(_CellModule):
     """One GRU step, torch.nn.GRUCell compatible (gates r, z, n); see :class:`GRU`.
 
-    Keyword-only: ``reset_after``, ``layer_norm``, ``init`` as for :class:`GRU`.
+    Keyword-only: ``reset_after``, ``layer_norm``, ``init``, ``t_max`` as for :class:`GRU`;
+    ``init="chrono"`` needs ``t_max``: b_z = log U(1, t_max - 1), z keeping h.
     Inputs ``input`` (B, I) or (I,), ``hx`` (B, H) or (H,); returns h'.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None,
                  dtype=None, *, reset_after: bool = True, layer_norm: bool = False,
-                 init: str = "default", backend: str = "auto"):
+                 init: str = "default", t_max: float | None = None, backend: str = "auto"):
         super().__init__(cells.GRUStep(reset_after, layer_norm=layer_norm), input_size,
-                         hidden_size, bias, device, dtype, init, backend=backend)
+                         hidden_size, bias, device, dtype, init, backend=backend, t_max=t_max)
         self.reset_after = reset_after
 
 

@@ -268,7 +268,8 @@ def test_a_run_folder_is_never_overwritten_unless_asked(tmp_path):
     args = ["train", "adding", "--out", str(out), "--seq-len", "5", *TINY]
     assert runner.invoke(app, args).exit_code == 0
     before = (out / "last.pt").read_bytes()
-    _fails(args, "already holds a run (last.pt, best.pt, metrics.csv, curves.png)")
+    _fails(args, "already holds a run (last.pt, best.pt, metrics.csv, curves.png, "
+                 "summary.json)")
     assert (out / "last.pt").read_bytes() == before
     (out / "notes.txt").write_text("mine")
     (out / "last.pt.123.tmp").write_bytes(b"half")  # left by a writer that was killed

@@ -108,7 +108,8 @@ def test_config_file(tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(runner.invoke(app, ["info", str(out / "last.pt")]).output)
     assert info["step"] == 3 and info["config"]["rnn"]["cell"] == "gru"
-    assert info["config"]["rnn"]["options"] == {"zoneout": 0.1}
+    # init auto: chrono for the GRU, over the task's sequence length
+    assert info["config"]["rnn"]["options"] == {"zoneout": 0.1, "init": "chrono", "t_max": 8.0}
 
 
 def test_gradflow(tmp_path):

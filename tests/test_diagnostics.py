@@ -10,6 +10,7 @@ torch.set_num_threads(1)  # tiny ops: one thread is faster on shared cores
 
 import rnnkit
 from rnnkit.data import adding_problem
+from rnnkit.diagnostics.experiment import verdicts
 from rnnkit.diagnostics import (format_table, gate_activations, gate_saturation,
                                 gradient_flow_experiment, gradient_norms,
                                 plot_gradient_flow)
@@ -336,8 +337,12 @@ def test_format_table_and_plot(tmp_path):
     table = format_table(r)
     lines = table.splitlines()
     assert lines[0].startswith("| cell |") and "t=1 / t=16" in lines[0]
-    rows = lines[2:]
+    rows = [line for line in lines[2:] if line.startswith("|")]
     assert len(rows) == 6  # three cells, init and trained
+    words = lines[2 + len(rows):]  # then a blank line and one verdict per trained cell
+    assert words[0] == "" and len(words) == 4
+    assert words[1].startswith("rnn: did not learn the task (MSE ")
+    assert words[2].startswith("lstm: ") and "times the vanilla RNN's" in words[2]
     for name in ("rnn", "lstm", "gru"):
         assert sum(row.startswith(f"| {name} |") for row in rows) == 2
     lstm_init = next(row for row in rows if row.startswith("| lstm | init"))
@@ -349,3 +354,13 @@ def test_format_table_and_plot(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
     with pytest.raises(ValueError, match="result"):
         plot_gradient_flow({"T": 3}, tmp_path / "x.png")
+
+
+def test_verdicts_say_who_learnt_and_compare_with_the_rnn():
+    def entry(mse, first, last):
+        return {"trained": {"loss": mse, "grad_norms": [first, 1.0, last]}}
+    result = {"T": 3, "cells": {"rnn": entry(0.16, 1e-20, 1.0), "lstm": entry(0.001, 1e-2, 1.0),
+                                "gru": {"trained": None}}}
+    rnn, lstm = verdicts(result)
+    assert rnn.startswith("rnn: did not learn the task (MSE 0.1600") and "1.00e-20" in rnn
+    assert lstm.startswith("lstm: learnt the task (MSE 0.0010") and "1.00e+18 times" in lstm

@@ -107,6 +107,12 @@ class Cell:
     num_gates: int = 1
     #: whether the state carries a cell state c_t besides h_t
     has_cell_state: bool = False
+    #: the gate block whose σ is the share of the state kept per step, and the one that
+    #: lets new input in (None where 1 - keep does, as in the GRU): the cell owns its
+    #: gate order, so the layers' chrono initialisation reads the rows from here; None
+    #: for a cell without gates
+    keep_block: int | None = None
+    input_block: int | None = None
 
     def __init__(self, *, layer_norm: bool = False):
         if not isinstance(layer_norm, bool):

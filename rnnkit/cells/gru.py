@@ -21,6 +21,7 @@ from rnnkit.cells.base import Cell, Recurrent, sigmoid_grad, tanh_grad
 class GRUStep(Cell):
     num_gates = 3
     has_cell_state = False
+    keep_block = 1  # z: h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
 
     def __init__(self, reset_after: bool = True, *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)

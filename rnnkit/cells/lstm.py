@@ -27,6 +27,7 @@ from rnnkit.cells.base import (Cell, Recurrent, _sum_steps, layer_norm, layer_no
 class LSTMStep(Cell):
     num_gates = 4
     has_cell_state = True
+    keep_block, input_block = 1, 0  # f and i
 
     def __init__(self, *, layer_norm: bool = False, peephole: bool = False):
         super().__init__(layer_norm=layer_norm)

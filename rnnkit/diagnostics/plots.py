@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from rnnkit.diagnostics.experiment import verdicts
+
 __all__ = ["plot_gradient_flow"]
 
 
@@ -59,7 +61,12 @@ def plot_gradient_flow(result: dict, path) -> Path:
         ax.set_title(f"Gradient flow on the adding problem, T={T}, loss at t=T only")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend()
-        fig.tight_layout()
+        words = verdicts(result)
+        if words:  # what the lines show, under the plot
+            fig.text(0.01, 0.01, "\n".join(words), fontsize=7, va="bottom")
+            fig.tight_layout(rect=(0, 0.04 * len(words), 1, 1))
+        else:
+            fig.tight_layout()
         fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)  # figures stay alive in pyplot's registry until closed

@@ -32,8 +32,8 @@ class RecurrentConfig:
     #: read each sequence both ways too (not for streaming models)
     bidirectional: bool = False
     #: the variants and options of rnnkit's layers (layer_norm, zoneout, peephole,
-    #: recurrent_dropout, weight_drop, forget_bias, init, nonlinearity, reset_after,
-    #: backend; scan for mingru / minlstm), passed through unchanged
+    #: recurrent_dropout, weight_drop, forget_bias, init, t_max, nonlinearity,
+    #: reset_after, backend; scan for mingru / minlstm), passed through unchanged
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -10,22 +10,44 @@ import torch
 
 from rnnkit import data as D
 from rnnkit.train.checkpoint import load_checkpoint, model_from_checkpoint
-from rnnkit.train.tasks import TASKS, TaskOptions
+from rnnkit.train.tasks import SPLITS, TASKS, TaskOptions, recipe
 from rnnkit.train.trainer import TrainConfig, Trainer
 
 #: prompts for the samples printed after training a language model on the built-in corpus
 DEFAULT_PROMPTS = ("The ", "A function ", "If the ")
 
 
+#: the names ``settings`` takes: the fields of TaskOptions and TrainConfig
+SETTINGS = frozenset(f.name for cls in (TaskOptions, TrainConfig) for f in dataclasses.fields(cls))
+
+
+def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
+    """The task's options and training config: the settings ``given`` (TaskOptions and
+    TrainConfig fields by name), over the task's recipe, over the generic defaults."""
+    merged = {**recipe(task), **(given or {})}
+    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(merged) - SETTINGS
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}: the settings are the fields "
+                         f"of TaskOptions and TrainConfig")
+    return (TaskOptions(**{k: v for k, v in merged.items() if k in task_fields}),
+            TrainConfig(**{k: v for k, v in merged.items() if k in train_fields}))
+
+
 def train(task: str, options: TaskOptions | None = None, config: TrainConfig | None = None,
           out_dir: str | Path = "runs/run", *, resume: bool = False, overwrite: bool = False,
           samples: int = 3) -> dict:
-    """Train ``task`` (a name in TASKS) into ``out_dir``; returns the Trainer's summary,
-    plus generated ``samples`` for a language model. A folder that holds a run is only
-    continued (``resume``) or replaced (``overwrite``), never mixed with a new one."""
+    """Train ``task`` (a name in TASKS) into ``out_dir``; returns the Trainer's summary
+    (also written to ``out_dir/summary.json``: the best checkpoint's validation and test
+    metrics beside the baselines'), plus generated ``samples`` for a language model.
+    ``options`` and ``config`` default to the task's recipe (see :func:`settings`). A
+    folder that holds a run is only continued (``resume``) or replaced (``overwrite``),
+    never mixed with a new one."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
-    options, config = options or TaskOptions(), config or TrainConfig()
+    default_options, default_config = settings(task)
+    options, config = options or default_options, config or default_config
     trainer = Trainer(TASKS[task](options), config, out_dir, resume=resume, overwrite=overwrite)
     summary = trainer.fit()
     summary["checkpoints"] = [str(p) for p in sorted(Path(out_dir).glob("*.pt"))]
@@ -112,14 +134,16 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
     return prompt + joiner + vocab.decode(new, skip_special=True)
 
 
-def evaluate(path: str | Path, data: str | None = None) -> dict:
-    """The task's validation metrics for a checkpoint, on its data or on ``data``; with
-    ``data``, also the share of its tokens unknown to the checkpoint's vocabulary (data
-    mostly unknown to it is refused)."""
+def evaluate(path: str | Path, data: str | None = None, *, split: str = "validation") -> dict:
+    """The task's metrics for a checkpoint on the ``split`` ("validation" or "test") of
+    its data or of ``data``; with ``data``, also the share of its tokens unknown to the
+    checkpoint's vocabulary (data mostly unknown to it is refused)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     model, payload = load(path)
     task = _task(payload, data)
     with torch.no_grad():
-        metrics = task.evaluate(model)
+        metrics = task.evaluate(model, split=split)
     if data is not None and any(key.endswith("vocab") for key in payload["task"]):
         metrics["unknown_tokens"] = task.unknown_tokens
     return metrics
@@ -222,3 +246,29 @@ def export(path: str | Path, out: str | Path | None = None) -> tuple[Path, float
     out = Path(out) if out is not None else Path(path).with_suffix(".onnx")
     export_onnx(model, out, inputs)
     return out, check_onnx(out, model, inputs)
+
+
+def format_summary(summary: dict) -> str:
+    """A training summary as a small table: the model's and each baseline's metrics on
+    the validation and test splits, with units, then the steps, time and throughput."""
+    names = summary.get("metric_names", {})
+    keys = list(summary.get("validation") or {})
+    splits = [s for s in SPLITS if summary.get(s)]
+    columns = [(s, k) for s in splits for k in keys]
+    header = ["", *[f"{s} {names.get(k, k)}" for s, k in columns]]
+
+    def cells(metrics: dict) -> list[str]:
+        return [f"{metrics[s][k]:.4g}" if k in metrics.get(s, {}) else "-" for s, k in columns]
+
+    rows = [header, [f"rnnkit (best, step {summary.get('best_step')})", *cells(summary)]]
+    rows += [[name, *cells(by_split)] for name, by_split in summary.get("baselines", {}).items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    better = "higher" if summary.get("higher_is_better") else "lower"
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"metric: {summary['metric']} ({better} is better); {summary['stop_reason']} "
+                 f"after {summary['steps']} steps, {summary['seconds']:.0f} s "
+                 f"({summary['train_seconds']:.0f} s training, "
+                 f"{summary['tokens_per_second']:,.0f} tokens/s)")
+    return "\n".join(lines)

@@ -4,9 +4,16 @@ run on built-in data with no arguments.
 A task gives the Trainer: ``build_model()``; ``train_batch(step)``, which depends only
 on the seed and the step (so a resumed run sees the same batches); ``loss(model,
 batch, state) -> (loss, state)`` where ``state`` is carried between steps (the
-language model's TBPTT state); ``evaluate(model) -> metrics``; ``extra()``, what a
-checkpoint must keep to use the model again (vocabularies, scalers); ``units(batch)``
-for the throughput shown while training.
+language model's TBPTT state); ``evaluate(model, split) -> metrics`` on the
+``"validation"`` or the ``"test"`` split; ``baselines()``, the simple baselines'
+metrics on the same splits; ``extra()``, what a checkpoint must keep to use the model
+again (vocabularies, scalers); ``units(batch)``, the tokens (time steps) of a batch,
+for the throughput.
+
+Every task has a training, a validation and a test split that never overlap: models
+are chosen on validation, and the test split is scored once, after training. Each
+task's ``recipe`` holds its default settings (options and training), chosen by
+measurement on the validation split.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ from rnnkit.data.text import LEVELS
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
 from rnnkit.models.base import CELL_NAMES
+from rnnkit.train import baselines as B
+
+#: the splits a task evaluates on
+SPLITS = ("validation", "test")
+#: the values of TaskOptions.init: "auto" is the task's recipe for the cell, the rest are
+#: the layers' own
+INIT_CHOICES = ("auto", "default", "orthogonal", "identity", "chrono")
 
 #: the largest share of a data set's tokens that may be unknown to a checkpoint's
 #: vocabulary; above it the data is not what the model was trained on
@@ -62,6 +76,16 @@ class TaskOptions:
     columns: list[str] | None = None
     #: the CSV's date or index column (forecast), left out of the features
     index_column: str | None = None
+    #: initialisation of the recurrent layer: "auto" (chrono for the LSTM and GRU, whose
+    #: gates then start keeping their state over about t_max steps; torch.nn's for the
+    #: others), "default", "orthogonal", "identity" (IRNN) or "chrono"
+    init: str = "auto"
+    #: the chrono initialisation's longest dependency in steps (None: the task's
+    #: sequence length)
+    t_max: float | None = None
+    #: the cycle of the seasonal-naive forecast baseline in steps (forecast; None: the
+    #: lag of the training series' highest autocorrelation)
+    season: int | None = None
     #: seed of the data splits and batches
     seed: int = 0
 
@@ -101,12 +125,30 @@ class TaskOptions:
                             f"{self.index_column!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if self.init not in INIT_CHOICES:
+            raise ValueError(f"init must be one of {INIT_CHOICES}, got {self.init!r}")
+        if self.t_max is not None and (isinstance(self.t_max, bool) or not isinstance(
+                self.t_max, (int, float)) or not 2 < self.t_max < math.inf):
+            raise ValueError(f"t_max must be a number of steps > 2 or None, got {self.t_max!r}")
+        if self.season is not None and (isinstance(self.season, bool) or not isinstance(
+                self.season, int) or self.season < 1):
+            raise ValueError(f"season must be a positive int or None, got {self.season!r}")
 
-    def rnn_kwargs(self, hidden: int, bidirectional: bool = False) -> dict:
-        return {"cell": self.cell, "hidden_size": self.hidden_size or hidden,
-                "num_layers": self.num_layers, "dropout": self.dropout,
-                "bidirectional": bidirectional if self.bidirectional is None else self.bidirectional,
-                **self.layer_options}
+    def rnn_kwargs(self, hidden: int, bidirectional: bool = False, *, t_max: float) -> dict:
+        """The model's recurrent settings; ``t_max``: the task's sequence length, the
+        chrono initialisation's default horizon."""
+        kwargs = {"cell": self.cell, "hidden_size": self.hidden_size or hidden,
+                  "num_layers": self.num_layers, "dropout": self.dropout,
+                  "bidirectional": bidirectional if self.bidirectional is None else self.bidirectional}
+        if "init" not in self.layer_options:  # an explicit layer option wins
+            init = self.init
+            if init == "auto":
+                init = "chrono" if self.cell in ("lstm", "gru") else "default"
+            if init != "default":
+                kwargs["init"] = init
+            if init == "chrono" and "t_max" not in self.layer_options:
+                kwargs["t_max"] = float(self.t_max or max(t_max, 3))
+        return {**kwargs, **self.layer_options}
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -114,11 +156,32 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
+#: seeds of the generated tasks' held-out sets, far from every training step's seed
+#: (seed * 1_000_003 + step), so that no training batch is a held-out one
+_VALIDATION_SEED, _TEST_SEED = 2 ** 40, 2 ** 41
+
+
+def _check_split(split: str):
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _both(score) -> dict:
+    """{"validation": score("validation"), "test": score("test")}."""
+    return {split: score(split) for split in SPLITS}
+
+
 class Task:
     name = ""
     metric = "loss"
     higher_is_better = False
-    unit_name = "samples"
+    #: the held-out splits ``evaluate`` takes
+    eval_splits = SPLITS
+    #: what each metric measures, for the reports
+    metric_names = {"loss": "loss", "accuracy": "accuracy"}
+    #: the task's defaults where they differ from TaskOptions' and TrainConfig's,
+    #: chosen on the validation split (see benchmarks/learning.py)
+    recipe: dict = {}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         self.options = options
@@ -153,7 +216,13 @@ class Task:
                              generator=_step_generator(self.options.seed, step))
 
     def units(self, batch) -> int:
-        return self.options.batch_size
+        """Tokens (time steps of every sequence) in a batch."""
+        x = batch[0]
+        return x.shape[0] * x.shape[1]
+
+    def baselines(self) -> dict:
+        """{baseline name: {"validation": metrics, "test": metrics}}."""
+        return {}
 
     def extra(self) -> dict:
         return {}
@@ -165,10 +234,13 @@ class Task:
 
 class LanguageModelling(Task):
     """Character- (or word-) level language model on a text; built-in: the pydoc topic
-    texts. Trained with truncated BPTT over contiguous streams; metric: validation loss
-    in nats per token (bits per character shown too)."""
+    texts. Trained with truncated BPTT over contiguous streams; the last two
+    twentieths of the text are the validation and the test split. Metric: loss in
+    nats per token (bits per token shown too). Baseline: the unigram distribution of
+    the training text."""
 
-    name, unit_name = "lm", "tokens"
+    name = "lm"
+    recipe = {"init": "default"}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
@@ -177,16 +249,26 @@ class LanguageModelling(Task):
         encoded = self.vocab.encode(text)
         self._check_known("vocab", self.vocab, [encoded])
         ids = torch.tensor(encoded, dtype=torch.long)
-        n_val = max(len(ids) // 20, 2 * (options.seq_len or 100) + 2)
         self.k = options.seq_len or 100
-        self.train_stream = D.batchify(ids[:-n_val], options.batch_size)  # (T, B)
-        self.val_stream = D.batchify(ids[-n_val:], min(options.batch_size, 8))
+        n_held = max(len(ids) // 20, 2 * self.k + 2)  # each of validation and test
+        if len(ids) < 3 * n_held:
+            raise ValueError(f"the text has {len(ids)} {options.level}-level tokens: too few "
+                             f"for training, validation and test parts of {n_held} tokens "
+                             f"each at seq_len={self.k}; give a longer text or a smaller "
+                             "--seq-len")
+        self.parts = {"train": ids[:-2 * n_held], "validation": ids[-2 * n_held:-n_held],
+                      "test": ids[-n_held:]}
+        self.train_stream = D.batchify(self.parts["train"], options.batch_size)  # (T, B)
+        held_batch = min(options.batch_size, 8)
+        self.streams = {split: D.batchify(self.parts[split], held_batch) for split in SPLITS}
         self.n_chunks = (self.train_stream.shape[0] - 1) // self.k
+        unit = "character" if options.level == "char" else "word"
+        self.metric_names = {"loss": f"nats per {unit}", "bits_per_token": f"bits per {unit}"}
 
     def build_model(self):
         o = self.options
         return LanguageModel(vocab_size=len(self.vocab), embedding_size=64,
-                             embedding_dropout=0.1, **o.rnn_kwargs(256))
+                             embedding_dropout=0.1, **o.rnn_kwargs(256, t_max=self.k))
 
     def shard(self, rank: int, world: int):
         # every rank keeps whole streams (columns), so TBPTT's carried state stays valid
@@ -205,9 +287,10 @@ class LanguageModelling(Task):
     def units(self, batch):
         return batch[1].numel()
 
-    def evaluate(self, model):
+    def evaluate(self, model, split: str = "validation"):
+        _check_split(split)
         total, count, state = 0.0, 0, None
-        stream = self.val_stream
+        stream = self.streams[split]
         for start in range(0, stream.shape[0] - 1, self.k):
             s = stream[start:start + self.k + 1].t()
             logits, state = model(s[:, :-1], state)
@@ -216,17 +299,35 @@ class LanguageModelling(Task):
         loss = total / count
         return {"loss": loss, "bits_per_token": loss / math.log(2)}
 
+    def baselines(self):
+        def unigram(split):
+            # the tokens the model is scored on: every stream position after the first
+            targets = self.streams[split][1:].flatten()
+            loss = B.unigram_cross_entropy(self.parts["train"], targets, len(self.vocab))
+            return {"loss": loss, "bits_per_token": loss / math.log(2)}
+        return {"unigram": _both(unigram)}
+
     def extra(self):
         return {"vocab": self.vocab.to_dict()}
 
 
 class _Split:
-    """Indices of a shuffled train/val split of n items."""
+    """Indices of a shuffled train/validation/test split of n items."""
 
-    def __init__(self, n: int, seed: int, val_fraction: float = 0.15):
+    def __init__(self, n: int, seed: int, val_fraction: float = 0.15,
+                 test_fraction: float | None = None):
+        test_fraction = val_fraction if test_fraction is None else test_fraction
+        n_val, n_test = max(1, int(n * val_fraction)), max(1, int(n * test_fraction))
+        if n < n_val + n_test + 1:
+            raise ValueError(f"the data has {n} examples: too few for a training, a "
+                             f"validation and a test part (at least 3)")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        n_val = max(1, int(n * val_fraction))
-        self.val, self.train = order[:n_val], order[n_val:]
+        self.validation, self.test = order[:n_val], order[n_val:n_val + n_test]
+        self.train = order[n_val + n_test:]
+
+    def __getitem__(self, split: str) -> list[int]:
+        _check_split(split)
+        return getattr(self, split)
 
 
 class _SplitTask(Task):
@@ -236,11 +337,15 @@ class _SplitTask(Task):
     def train_batch(self, step):
         return self._batch([self.split.train[i] for i in self._pick(len(self.split.train), step)])
 
+    def units(self, batch):
+        return int(batch[1].sum())  # the real tokens, not the padding
+
 
 class Classification(_SplitTask):
     """Text classification from a TSV file (label<TAB>text per line); built-in:
     generated reviews whose sentiment depends on negation and on "but". Metric:
-    validation accuracy."""
+    accuracy. Baselines: the majority class, and a logistic regression on word uni-
+    and bigrams."""
 
     name, metric, higher_is_better = "classify", "accuracy", True
 
@@ -256,7 +361,8 @@ class Classification(_SplitTask):
             raise ValueError(f"data has labels the model does not know: {sorted(unknown)}")
         self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([t for t, _ in pairs],
                                                                      level="word"))
-        self.x = [self.vocab.encode(t) for t, _ in pairs]
+        self.texts = [t for t, _ in pairs]
+        self.x = [self.vocab.encode(t) for t in self.texts]
         self._check_known("vocab", self.vocab, self.x)
         self.y = torch.tensor([self.labels.index(label) for _, label in pairs])
         self.split = _Split(len(pairs), options.seed)
@@ -264,7 +370,8 @@ class Classification(_SplitTask):
     def build_model(self):
         return SequenceClassifier(num_classes=max(2, len(self.labels)),
                                   vocab_size=len(self.vocab), embedding_size=64,
-                                  **self.options.rnn_kwargs(64))
+                                  **self.options.rnn_kwargs(
+                                      64, t_max=max(len(x) for x in self.x)))
 
     def _batch(self, idx):
         x, lengths = D.pad_batch([self.x[i] for i in idx])
@@ -274,11 +381,22 @@ class Classification(_SplitTask):
         x, lengths, y = batch
         return F.cross_entropy(model(x, lengths), y), None
 
-    def evaluate(self, model):
-        x, lengths, y = self._batch(self.split.val)
+    def evaluate(self, model, split: str = "validation"):
+        x, lengths, y = self._batch(self.split[split])
         logits = model(x, lengths)
         return {"loss": F.cross_entropy(logits, y).item(),
                 "accuracy": (logits.argmax(-1) == y).float().mean().item()}
+
+    def baselines(self):
+        train = self.split.train
+        majority = _both(lambda s: {"accuracy": B.majority_class(
+            self.y[train].tolist(), self.y[self.split[s]].tolist())})
+        ngram = B.ngram_logistic_regression(
+            [self.texts[i] for i in train], self.y[train].tolist(),
+            {s: ([self.texts[i] for i in self.split[s]], self.y[self.split[s]].tolist())
+             for s in SPLITS})
+        return {"majority_class": majority,
+                "ngram_logistic_regression": {s: {"accuracy": a} for s, a in ngram.items()}}
 
     def extra(self):
         return {"vocab": self.vocab.to_dict(), "labels": self.labels}
@@ -286,7 +404,8 @@ class Classification(_SplitTask):
 
 class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
-    word's tag depends on its context. Metric: validation token accuracy."""
+    word's tag depends on its context. Metric: token accuracy. Baseline: each word's
+    most frequent training tag."""
 
     name, metric, higher_is_better = "tag", "accuracy", True
 
@@ -307,7 +426,8 @@ class Tagging(_SplitTask):
 
     def build_model(self):
         return SequenceTagger(num_tags=len(self.tags), vocab_size=len(self.vocab),
-                              embedding_size=64, **self.options.rnn_kwargs(64, bidirectional=True))
+                              embedding_size=64, **self.options.rnn_kwargs(
+                                  64, bidirectional=True, t_max=max(len(x) for x in self.x)))
 
     def _batch(self, idx):
         x, lengths = D.pad_batch([self.x[i] for i in idx])
@@ -320,12 +440,19 @@ class Tagging(_SplitTask):
         x, lengths, y = batch
         return F.cross_entropy(model(x, lengths).flatten(0, 1), y.flatten(), ignore_index=-100), None
 
-    def evaluate(self, model):
-        x, lengths, y = self._batch(self.split.val)
+    def evaluate(self, model, split: str = "validation"):
+        x, lengths, y = self._batch(self.split[split])
         logits = model(x, lengths)
         real = y != -100
         return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100).item(),
                 "accuracy": (logits.argmax(-1)[real] == y[real]).float().mean().item()}
+
+    def baselines(self):
+        def examples(idx):
+            return [(self.x[i], self.y[i]) for i in idx]
+        train = examples(self.split.train)
+        return {"most_frequent_tag": _both(lambda s: {"accuracy": B.most_frequent_tag(
+            train, examples(self.split[s]))})}
 
     def extra(self):
         return {"vocab": self.vocab.to_dict(), "tags": self.tags}
@@ -334,13 +461,18 @@ class Tagging(_SplitTask):
 class Translation(_SplitTask):
     """Sequence to sequence from a TSV file of pairs (source<TAB>target), character
     level; built-in: dates in words and several numeric forms to ISO dates. Metric:
-    exact match of greedy decoding on validation pairs."""
+    exact match of greedy decoding (on at most 300 pairs of a split). Baseline: the
+    source copied as it is."""
 
     name, metric, higher_is_better = "translate", "exact_match", True
+    metric_names = {"loss": "loss", "exact_match": "exact match"}
+    #: pairs of a split that an evaluation decodes (greedy decoding is the slow part)
+    max_eval_pairs = 300
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         pairs = D.read_pairs(options.data) if options.data else D.date_pairs(6000, seed=options.seed)
+        self.pairs = pairs
         self.src_vocab = self._vocab("src_vocab", lambda: D.Vocabulary.build(
             [s for s, _ in pairs], level="char"))
         self.tgt_vocab = self._vocab("tgt_vocab", lambda: D.Vocabulary.build(
@@ -357,7 +489,8 @@ class Translation(_SplitTask):
                        embedding_size=32, attention="bahdanau",
                        pad_id=self.tgt_vocab.pad_id, bos_id=self.tgt_vocab.bos_id,
                        eos_id=self.tgt_vocab.eos_id,
-                       **self.options.rnn_kwargs(128, bidirectional=True))
+                       **self.options.rnn_kwargs(128, bidirectional=True,
+                                                 t_max=max(len(s) for s in self.src)))
 
     def _batch(self, idx):
         src, lengths = D.pad_batch([self.src[i] for i in idx])
@@ -370,13 +503,17 @@ class Translation(_SplitTask):
         return F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(),
                                ignore_index=self.tgt_vocab.pad_id), None
 
-    def evaluate(self, model):
-        idx = self.split.val[:300]
+    def evaluate(self, model, split: str = "validation"):
+        idx = self.split[split][:self.max_eval_pairs]
         src, lengths, tgt = self._batch(idx)
         loss, _ = self.loss(model, (src, lengths, tgt), None)
         decoded, _ = model.greedy(src, lengths, max_length=self.max_length)
         exact = sum(d == self.tgt[i][1:-1] for d, i in zip(decoded, idx)) / len(idx)
         return {"loss": loss.item(), "exact_match": exact}
+
+    def baselines(self):
+        return {"copy_source": _both(lambda s: {"exact_match": B.copy_source(
+            [self.pairs[i] for i in self.split[s][:self.max_eval_pairs]])})}
 
     def extra(self):
         return {"src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict()}
@@ -384,11 +521,15 @@ class Translation(_SplitTask):
 
 class Forecasting(Task):
     """Forecast the next ``horizon`` steps of a series from a CSV file (``--columns``)
-    or a series statsmodels bundles (built-in: yearly sunspots). Splits in time order;
-    the scaler is fitted on the training part. Metric: validation MSE in standardised
-    units."""
+    or a series statsmodels bundles (built-in: yearly sunspots). Splits in time order
+    (70/15/15%); the scaler is fitted on the training part. Metric: MSE in
+    standardised units (each feature divided by its training standard deviation); the
+    MSE in the series' own units is shown too. Baselines, on the same windows and
+    horizon: persistence, seasonal-naive and statsmodels' AutoReg with its order
+    chosen by AIC on the training part."""
 
     name = "forecast"
+    metric_names = {"loss": "MSE, standardised", "mse": "MSE, series units"}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
@@ -404,14 +545,19 @@ class Forecasting(Task):
         self.splits = D.time_split(values)
         self.window = options.seq_len or 48
         self.train_x, self.train_y = D.windows(self.splits.train, self.window, options.horizon)
-        # validation windows may start in the training part but predict only validation
-        # values: no future value reaches training, and the first val steps are used
-        ctx = torch.cat([self.splits.train[-self.window:], self.splits.val])
-        self.val_x, self.val_y = D.windows(ctx, self.window, options.horizon)
+        # held-out windows may start in the earlier parts but predict only values of
+        # their own split: no future value reaches training, and every value is predicted
+        before = {"validation": self.splits.train,
+                  "test": torch.cat([self.splits.train, self.splits.val])}
+        self.held_out = {}
+        for split, part in (("validation", self.splits.val), ("test", self.splits.test)):
+            context = torch.cat([before[split][-self.window:], part])
+            self.held_out[split] = D.windows(context, self.window, options.horizon)
+        self.std = self.splits.train.std(0).clamp_min(1e-8)  # as the model's scaler
 
     def build_model(self):
         model = Forecaster(input_size=self.splits.train.shape[1], horizon=self.options.horizon,
-                           **self.options.rnn_kwargs(64))
+                           **self.options.rnn_kwargs(64, t_max=self.window))
         return model.fit_scaler(self.splits.train)
 
     def train_batch(self, step):
@@ -423,8 +569,27 @@ class Forecasting(Task):
         core = getattr(model, "module", model)
         return F.mse_loss(model(x, scaled_output=True), core.scale_targets(y)), None
 
-    def evaluate(self, model):
-        return {"loss": model.loss(self.val_x, self.val_y).item()}
+    def evaluate(self, model, split: str = "validation"):
+        _check_split(split)
+        x, y = self.held_out[split]
+        return B.forecast_errors(model(x), y, self.std)
+
+    def season(self) -> int:
+        """The seasonal-naive cycle: ``options.season``, else found in the training data."""
+        if self.options.season is not None:
+            return min(self.options.season, self.window)
+        return B.seasonal_period(self.splits.train, self.window)
+
+    def baselines(self):
+        h, train = self.options.horizon, self.splits.train
+        period, orders = self.season(), B.autoreg_order(train, self.window)
+        forecasts = {"persistence": lambda x: B.persistence(x, h),
+                     f"seasonal_naive_{period}": lambda x: B.seasonal_naive(x, h, period),
+                     f"autoreg_{'_'.join(map(str, orders))}": lambda x: B.autoreg(
+                         train, x, h, orders)}
+        return {name: _both(lambda s, f=f: B.forecast_errors(
+            f(self.held_out[s][0]), self.held_out[s][1], self.std))
+            for name, f in forecasts.items()}
 
     def extra(self):
         return {"columns": self.columns, "window": self.window}
@@ -432,7 +597,8 @@ class Forecasting(Task):
 
 class Digits(Task):
     """scikit-learn's handwritten digits as sequences: rows (8 steps of 8), pixels (64
-    steps of 1) or permuted pixels. Metric: validation accuracy."""
+    steps of 1) or permuted pixels; 70/10/20% train/validation/test. Metric: accuracy.
+    Baselines: scikit-learn's logistic regression and MLP on the flat pixels."""
 
     name, metric, higher_is_better = "digits", "accuracy", True
 
@@ -442,7 +608,7 @@ class Digits(Task):
 
     def build_model(self):
         return SequenceClassifier(num_classes=10, input_size=self.d.n_features,
-                                  **self.options.rnn_kwargs(64))
+                                  **self.options.rnn_kwargs(64, t_max=self.d.n_steps))
 
     def train_batch(self, step):
         pick = self._pick(len(self.d.y_train), step)
@@ -452,10 +618,22 @@ class Digits(Task):
         x, y = batch
         return F.cross_entropy(model(x), y), None
 
-    def evaluate(self, model):
-        logits = model(self.d.x_val)
-        return {"loss": F.cross_entropy(logits, self.d.y_val).item(),
-                "accuracy": (logits.argmax(-1) == self.d.y_val).float().mean().item()}
+    def _split(self, split: str):
+        _check_split(split)
+        return (self.d.x_val, self.d.y_val) if split == "validation" else \
+            (self.d.x_test, self.d.y_test)
+
+    def evaluate(self, model, split: str = "validation"):
+        x, y = self._split(split)
+        logits = model(x)
+        return {"loss": F.cross_entropy(logits, y).item(),
+                "accuracy": (logits.argmax(-1) == y).float().mean().item()}
+
+    def baselines(self):
+        scores = B.flat_classifiers(self.d.x_train, self.d.y_train,
+                                    {s: self._split(s) for s in SPLITS})
+        return {name: {s: {"accuracy": a} for s, a in by_split.items()}
+                for name, by_split in scores.items()}
 
     def extra(self):
         return {"digits_mode": self.d.mode}
@@ -463,18 +641,23 @@ class Digits(Task):
 
 class Adding(Task):
     """The adding problem (Hochreiter & Schmidhuber 1997) at length ``seq_len`` (default
-    100): remember two marked values across the sequence and add them. Predicting the
-    mean scores an MSE of about 0.167. Metric: validation MSE."""
+    100): remember two marked values across the sequence and add them. Metric: MSE.
+    Baselines: always predicting 1 (the expected sum; MSE about 1/6) and the split's
+    own mean target (the best any constant does)."""
 
     name = "adding"
+    metric_names = {"loss": "MSE"}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         self.T = options.seq_len or 100
-        self.val = D.adding_problem(1000, self.T, seed=options.seed + 10_000)
+        self.held_out = {
+            "validation": D.adding_problem(1000, self.T, seed=_VALIDATION_SEED + options.seed),
+            "test": D.adding_problem(2000, self.T, seed=_TEST_SEED + options.seed)}
 
     def build_model(self):
-        return SequenceClassifier(num_classes=1, input_size=2, **self.options.rnn_kwargs(64))
+        return SequenceClassifier(num_classes=1, input_size=2,
+                                  **self.options.rnn_kwargs(64, t_max=self.T))
 
     def train_batch(self, step):
         return D.adding_problem(self.options.batch_size, self.T,
@@ -484,27 +667,41 @@ class Adding(Task):
         x, y = batch
         return F.mse_loss(model(x).squeeze(-1), y), None
 
-    def evaluate(self, model):
-        x, y = self.val
+    def evaluate(self, model, split: str = "validation"):
+        _check_split(split)
+        x, y = self.held_out[split]
         return {"loss": F.mse_loss(model(x).squeeze(-1), y).item()}
+
+    def baselines(self):
+        def targets(s):
+            return self.held_out[s][1]
+        return {"predict_1": _both(lambda s: {"loss": B.constant_mse(targets(s), 1.0)}),
+                "predict_the_mean": _both(lambda s: {"loss": B.constant_mse(
+                    targets(s), float(targets(s).double().mean()))})}
 
 
 class Copying(Task):
     """The copy-memory task: recall 10 symbols after ``seq_len`` (default 50) blank
-    steps. Metric: validation accuracy on the recalled symbols (chance: 1/8)."""
+    steps. Metrics: cross-entropy per step (the loss) and accuracy on the recalled
+    symbols (chance: 1/8). Baseline: the memoryless predictor (blanks, then uniform
+    guesses: 10 ln 8 / (seq_len + 20) nats per step)."""
 
     name, metric, higher_is_better = "copy", "accuracy", True
+    metric_names = {"loss": "nats per step", "accuracy": "recall accuracy"}
     n_symbols, length = 8, 10
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         self.delay = options.seq_len or 50
-        self.val = D.copy_memory(500, self.delay, n_symbols=self.n_symbols, length=self.length,
-                                 seed=options.seed + 10_000)
+        self.held_out = {split: D.copy_memory(n, self.delay, n_symbols=self.n_symbols,
+                                              length=self.length, seed=seed + options.seed)
+                         for split, n, seed in (("validation", 500, _VALIDATION_SEED),
+                                                ("test", 1000, _TEST_SEED))}
 
     def build_model(self):
         return SequenceTagger(num_tags=self.n_symbols + 2, vocab_size=self.n_symbols + 2,
-                              embedding_size=16, **self.options.rnn_kwargs(128, bidirectional=False))
+                              embedding_size=16, **self.options.rnn_kwargs(
+                                  128, bidirectional=False, t_max=self.delay + 2 * self.length))
 
     def train_batch(self, step):
         return D.copy_memory(self.options.batch_size, self.delay, n_symbols=self.n_symbols,
@@ -514,13 +711,26 @@ class Copying(Task):
         x, y = batch
         return F.cross_entropy(model(x).flatten(0, 1), y.flatten()), None
 
-    def evaluate(self, model):
-        x, y = self.val
+    def evaluate(self, model, split: str = "validation"):
+        _check_split(split)
+        x, y = self.held_out[split]
         logits = model(x)
         recall = slice(-self.length, None)
         return {"loss": F.cross_entropy(logits.flatten(0, 1), y.flatten()).item(),
                 "accuracy": (logits[:, recall].argmax(-1) == y[:, recall]).float().mean().item()}
 
+    def baselines(self):
+        return {"memoryless": _both(lambda s: B.memoryless_copy(
+            self.held_out[s][1], self.length, self.n_symbols))}
+
 
 TASKS = {t.name: t for t in (LanguageModelling, Classification, Tagging, Translation,
                              Forecasting, Digits, Adding, Copying)}
+
+
+def recipe(task: str) -> dict:
+    """The task's default settings (TaskOptions and TrainConfig fields) where they differ
+    from the generic defaults."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    return dict(TASKS[task].recipe)

@@ -10,12 +10,16 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
+import json
 import math
 import os
 import random
 import shutil
+import signal
+import threading
 import tempfile
 import time
 import warnings
@@ -33,7 +37,7 @@ SCHEDULES = ("cosine", "plateau", "constant")
 #: consecutive steps with a non-finite loss or gradient before a run gives up
 MAX_BAD_STEPS = 5
 #: the files a run writes into its folder: a folder holding any of them holds a run
-RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png")
+RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "summary.json")
 
 
 class NumericalError(FloatingPointError):
@@ -159,7 +163,8 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         for name in found:
             (out_dir / name).unlink()
         shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-    for stale in [*out_dir.glob("*.pt.*.tmp"), *out_dir.glob("metrics.csv.tmp")]:
+    for stale in [*out_dir.glob("*.pt.*.tmp"), *out_dir.glob("metrics.csv.tmp"),
+                  *out_dir.glob("summary.json.tmp")]:
         stale.unlink(missing_ok=True)
 
 
@@ -280,15 +285,23 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
 
     def fit(self) -> dict:
-        """Train until max_steps, max_time or early stopping; returns a summary."""
+        """Train until max_steps, max_time, early stopping or an interrupt (Ctrl-C, SIGINT);
+        then evaluate the last weights on validation, score the best checkpoint once on
+        the test split beside the task's baselines, and write ``summary.json``. Returns
+        that summary, with the history and the output paths."""
         task = self.task
         lead = self.rank == 0  # only rank 0 logs, evaluates and writes
         start_time, start_step = time.perf_counter(), self.step
+        self.train_seconds = 0.0  # the steps only, without evaluations and checkpoints
         log = _CsvLog(self.out_dir / "metrics.csv", upto=self.step) if lead else _NoLog()
         tensorboard = _tensorboard(self.out_dir) if lead else None
         try:
-            stop_reason = self._loop(log, tensorboard, lead, start_time)
-            self.save("last.pt")
+            with _StopOnInterrupt() as interrupt:
+                stop_reason = self._loop(log, tensorboard, lead, start_time, interrupt)
+                if lead and (not self.history or self.history[-1]["step"] != self.step):
+                    with _Progress(False, 0, 0, task.metric) as lines:  # the last word
+                        self._evaluate(log, tensorboard, lines)
+                self.save("last.pt")
         finally:  # the rows so far reach metrics.csv even when the run stops on an error
             log.close()
             if tensorboard is not None:
@@ -296,20 +309,51 @@ class Trainer:
         train_rows = [r for r in log.rows if r.get("split") == "train"]
         curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows) \
             if lead else None
-        return {"steps": self.step, "trained_steps": self.step - start_step,
-                "seconds": time.perf_counter() - start_time, "stop_reason": stop_reason,
-                "best": self.best, "metric": task.metric, "history": self.history,
-                "skipped_steps": self.skipped_steps,
-                "out_dir": str(self.out_dir), "curves": str(curves) if curves else None}
+        seconds = time.perf_counter() - start_time
+        summary = {"task": task.name, "metric": task.metric,
+                   "higher_is_better": task.higher_is_better,
+                   "metric_names": dict(getattr(task, "metric_names", {})),
+                   **(self._held_out_report() if lead else {}),
+                   "steps": self.step, "trained_steps": self.step - start_step,
+                   "seconds": seconds, "train_seconds": self.train_seconds,
+                   "tokens_per_second": self.units_trained / max(self.train_seconds, 1e-9),
+                   "stop_reason": stop_reason, "best": self.best,
+                   "skipped_steps": self.skipped_steps}
+        if lead:
+            _write_json(summary, self.out_dir / "summary.json")
+        return {**summary, "history": self.history, "out_dir": str(self.out_dir),
+                "curves": str(curves) if curves else None}
 
-    def _loop(self, log, tensorboard, lead: bool, start_time: float) -> str:
+    def _held_out_report(self) -> dict:
+        """The best checkpoint's validation and test metrics (the test split scored here,
+        once), and the baselines' on the same splits."""
+        best = self.out_dir / "best.pt"
+        model = self.model
+        if best.is_file():  # the weights model selection chose, not the last ones
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(load_checkpoint(best)["model_state"])
+        model.eval()
+        splits = getattr(self.task, "eval_splits", ("validation",))
+        report = {"validation": {}, "test": {}}
+        with torch.no_grad():
+            report["validation"] = self.task.evaluate(model)
+            if "test" in splits:
+                report["test"] = self.task.evaluate(model, split="test")
+        baselines = getattr(self.task, "baselines", None)
+        report["baselines"] = baselines() if baselines is not None else {}
+        report["best_step"] = load_checkpoint(best)["step"] if best.is_file() else self.step
+        return report
+
+    def _loop(self, log, tensorboard, lead: bool, start_time: float, interrupt) -> str:
         """The training steps, evaluations and checkpoints; returns why it stopped."""
         c, task = self.config, self.task
-        units, window_start = 0, time.perf_counter()
+        self.units_trained = 0
+        units, window_seconds = 0, 0.0
         stop_reason = "max_steps"
         with _Progress(c.progress and lead, c.max_steps, self.step, task.metric,
                        quiet=not lead) as bar:
             while self.step < c.max_steps:
+                step_start = time.perf_counter()
                 self.model.train()
                 batch = _to_device(task.train_batch(self.step), self.device)
                 with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
@@ -332,17 +376,20 @@ class Trainer:
                         self.scheduler.step()
                 self.train_state = detach_state(self.train_state)  # truncate BPTT here
                 self.step += 1
-                units += task.units(batch)
+                n = task.units(batch)
+                units += n
+                self.units_trained += n
+                elapsed = time.perf_counter() - step_start
+                window_seconds += elapsed
+                self.train_seconds += elapsed
                 if self.step % c.log_every == 0 or self.step == c.max_steps:
-                    now = time.perf_counter()
-                    speed = units / max(now - window_start, 1e-9)
-                    units, window_start = 0, now
+                    speed = units / max(window_seconds, 1e-9)  # training time only
+                    units, window_seconds = 0, 0.0
                     row = {"step": self.step, "split": "train", "loss": loss.item(),
-                           "lr": self.optimizer.param_groups[0]["lr"],
-                           f"{task.unit_name}_per_s": speed}
+                           "lr": self.optimizer.param_groups[0]["lr"], "tokens_per_s": speed}
                     log.write(row)
                     _tb_write(tensorboard, row)
-                    bar.update(self.step, loss=row["loss"], speed=speed, unit=task.unit_name)
+                    bar.update(self.step, loss=row["loss"], speed=speed, unit="tokens")
                 if self.on_step is not None:
                     self.on_step(self.step)
                 if self.step % c.eval_every == 0 or self.step == c.max_steps:
@@ -353,6 +400,9 @@ class Trainer:
                 if c.max_time is not None and _agree(
                         time.perf_counter() - start_time > c.max_time, self.world):
                     stop_reason = "max_time"
+                    break
+                if _agree(interrupt.requested, self.world):
+                    stop_reason = "interrupted"
                     break
         return stop_reason
 
@@ -401,6 +451,40 @@ class Trainer:
         if improved:
             self.save("best.pt")
         return self.config.patience is not None and self.bad_evals >= self.config.patience
+
+
+class _StopOnInterrupt:
+    """While training: the first Ctrl-C (SIGINT) asks the loop to stop after the step
+    it is in, so that the run still ends with a final evaluation, its test score and a
+    consistent checkpoint; a second one interrupts at once. Only the main thread can
+    take signals; elsewhere the default handling stays."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupted: stopping after this step (Ctrl-C again to stop at once)",
+              flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _write_json(obj: dict, path: Path):
+    """Write ``obj`` as JSON atomically: a temporary file, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _differences(saved: dict, current: dict) -> str:
