@@ -199,6 +199,12 @@ def train(
                                           "(forecast; default every numeric column)."),
     index_column: Optional[str] = typer.Option(None, help="The CSV's date or index column "
                                                "(forecast), not a feature."),
+    pooling: Optional[str] = typer.Option(None, help="classify, digits: how the classifier "
+                                          "reads its outputs over time: last, mean, max or "
+                                          "attention (default last)."),
+    skip_lags: Optional[int] = typer.Option(None, help="forecast: a linear autoregressive "
+                                            "skip over the window's last N values, added to "
+                                            "the recurrent forecast (LSTNet's highway); 0: off."),
     season: Optional[int] = typer.Option(None, help="The cycle in steps of the seasonal-naive "
                                          "baseline (forecast; default: found in the training data)."),
     init: Optional[str] = typer.Option(None, help="auto (chrono for lstm and gru, torch.nn's for "
@@ -243,7 +249,7 @@ def train(
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
                  seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
                  columns=columns.split(",") if columns else None, index_column=index_column,
-                 season=season, init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr, schedule=schedule,
+                 pooling=pooling, skip_lags=skip_lags, season=season, init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr, schedule=schedule,
                  clip_grad_norm=clip_grad_norm, eval_every=eval_every, patience=patience,
                  bf16=bf16, seed=seed, device=device)
     settings.update({k: v for k, v in flags.items() if v is not None})

@@ -120,6 +120,31 @@ def test_forecaster(mode, cell):
     torch.testing.assert_close(restored(x), y)
 
 
+def test_forecaster_linear_skip_adds_a_linear_map_of_the_last_lags():
+    torch.manual_seed(0)
+    m = Forecaster(ForecasterConfig(input_size=2, output_size=1, horizon=3, skip_lags=4,
+                                    rnn=_rnn("lstm")))
+    m.fit_scaler(torch.randn(50, 2) * 3 + 1)
+    x = torch.randn(B, 10, 2)
+    with torch.no_grad():
+        y = m(x, scaled_output=True)
+        recurrent = m.head(m.rnn(m._scale(x, 2))[0][:, -1]).view(B, 3, 1)
+        lags = m._scale(x, 2)[:, -4:, 0]  # (B, 4): the forecast feature's last four values
+        expected = recurrent + (lags @ m.skip.weight.t() + m.skip.bias).unsqueeze(-1)
+    torch.testing.assert_close(y, expected)
+    restored = Forecaster.from_config(m.to_config())
+    restored.load_state_dict(m.state_dict())
+    torch.testing.assert_close(restored(x), m(x))
+    with pytest.raises(ValueError, match=r"at least skip_lags=4 steps"):
+        m(torch.randn(B, 3, 2))
+    with pytest.raises(ValueError, match="call the model on the window"):
+        m.step(x[:, 0])
+    with pytest.raises(ValueError, match="skip_lags .*needs mode='direct'"):
+        ForecasterConfig(skip_lags=2, mode="autoregressive")
+    with pytest.raises(ValueError, match="skip_lags must be an int >= 0"):
+        ForecasterConfig(skip_lags=-1)
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", None])
 @pytest.mark.parametrize("cell", CELLS)
 def test_seq2seq(attention, cell):

@@ -27,6 +27,12 @@ class ForecasterConfig:
     #: "direct" (one head emits every future step at once) or "autoregressive" (one step
     #: at a time, each forecast fed back as the next input; needs output_size = input_size)
     mode: str = "direct"
+    #: a linear autoregressive skip: each forecast feature also gets a linear map of its
+    #: own last ``skip_lags`` input values (one map from lags to horizon, shared by the
+    #: features), added to the recurrent head's output, so the recurrence learns what a
+    #: linear AR model misses (the "highway" of LSTNet, Lai et al. 2018); 0: off.
+    #: Direct mode only; windows must be at least this long
+    skip_lags: int = 0
     rnn: RecurrentConfig = field(default_factory=RecurrentConfig)
 
     def __post_init__(self):
@@ -44,6 +50,13 @@ class ForecasterConfig:
             raise ValueError(f"horizon must be >= 1, got {self.horizon}")
         if self.rnn.bidirectional and self.mode == "autoregressive":
             raise ValueError("mode='autoregressive' steps forward in time: rnn.bidirectional must be False")
+        if isinstance(self.skip_lags, bool) or not isinstance(self.skip_lags, int) \
+                or self.skip_lags < 0:
+            raise ValueError(f"skip_lags must be an int >= 0 (0: no linear skip), got "
+                             f"{self.skip_lags!r}")
+        if self.skip_lags and self.mode != "direct":
+            raise ValueError("skip_lags maps the window's last values to the whole horizon at "
+                             f"once: it needs mode='direct', got mode={self.mode!r}")
 
 
 class Forecaster(ConfigurableModel):
@@ -63,6 +76,8 @@ class Forecaster(ConfigurableModel):
         self.rnn = config.rnn.make_layer(config.input_size)
         out = config.output_size * (config.horizon if config.mode == "direct" else 1)
         self.head = nn.Linear(config.rnn.output_size, out)
+        # (B, F, lags) -> (B, F, horizon)
+        self.skip = nn.Linear(config.skip_lags, config.horizon) if config.skip_lags else None
         self.register_buffer("mean", torch.zeros(config.input_size))
         self.register_buffer("std", torch.ones(config.input_size))
 
@@ -95,9 +110,16 @@ class Forecaster(ConfigurableModel):
         """Forecast the next ``horizon`` steps after each window of ``x``."""
         check_inputs(x, None, tokens=False, input_size=self.config.input_size)
         c = self.config
-        out, state = self.rnn(self._scale(x, c.input_size))  # (B, T, D*H)
+        if c.skip_lags and x.shape[1] < c.skip_lags:
+            raise ValueError(f"x must have at least skip_lags={c.skip_lags} steps for the "
+                             f"linear skip, got shape {tuple(x.shape)}")
+        scaled = self._scale(x, c.input_size)
+        out, state = self.rnn(scaled)  # (B, T, D*H)
         if c.mode == "direct":
             y = self.head(out[:, -1]).view(x.shape[0], c.horizon, c.output_size)
+            if self.skip is not None:
+                lags = scaled[:, -c.skip_lags:, :c.output_size].transpose(1, 2)  # (B, F, lags)
+                y = y + self.skip(lags).transpose(1, 2)  # (B, horizon, F)
         else:
             preds, y_t = [], self.head(out[:, -1])  # (B, F): the next step
             for _ in range(c.horizon):
@@ -125,6 +147,10 @@ class Forecaster(ConfigurableModel):
         """Read one step (B, input_size); return the forecast of the next step
         (B, output_size) in the series' units and the new state."""
         check_streaming(self.config.rnn, "Forecaster")
+        if self.config.skip_lags:
+            raise ValueError("Forecaster.step reads one step at a time, but skip_lags="
+                             f"{self.config.skip_lags} needs the window's last values: call "
+                             "the model on the window instead")
         check_inputs(x_t, None, tokens=False, name="x_t", input_size=self.config.input_size,
                      step=True)
         out, state = self.rnn(self._scale(x_t, self.config.input_size).unsqueeze(1), state)

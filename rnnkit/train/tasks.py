@@ -31,6 +31,7 @@ from rnnkit.data.text import LEVELS
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
 from rnnkit.models.base import CELL_NAMES
+from rnnkit.models.classifier import POOLINGS
 from rnnkit.train import baselines as B
 
 #: the splits a task evaluates on
@@ -83,6 +84,12 @@ class TaskOptions:
     #: the chrono initialisation's longest dependency in steps (None: the task's
     #: sequence length)
     t_max: float | None = None
+    #: how a classifier (classify, digits) reads its outputs over time: "last", "mean",
+    #: "max" or "attention" (see ClassifierConfig.pooling)
+    pooling: str = "last"
+    #: the forecaster's linear autoregressive skip over the window's last values
+    #: (forecast; 0: off; see ForecasterConfig.skip_lags)
+    skip_lags: int = 0
     #: the cycle of the seasonal-naive forecast baseline in steps (forecast; None: the
     #: lag of the training series' highest autocorrelation)
     season: int | None = None
@@ -130,6 +137,11 @@ class TaskOptions:
         if self.t_max is not None and (isinstance(self.t_max, bool) or not isinstance(
                 self.t_max, (int, float)) or not 2 < self.t_max < math.inf):
             raise ValueError(f"t_max must be a number of steps > 2 or None, got {self.t_max!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if isinstance(self.skip_lags, bool) or not isinstance(self.skip_lags, int) \
+                or self.skip_lags < 0:
+            raise ValueError(f"skip_lags must be an int >= 0, got {self.skip_lags!r}")
         if self.season is not None and (isinstance(self.season, bool) or not isinstance(
                 self.season, int) or self.season < 1):
             raise ValueError(f"season must be a positive int or None, got {self.season!r}")
@@ -142,8 +154,13 @@ class TaskOptions:
                   "bidirectional": bidirectional if self.bidirectional is None else self.bidirectional}
         if "init" not in self.layer_options:  # an explicit layer option wins
             init = self.init
+            gated = self.cell in ("lstm", "gru")
             if init == "auto":
-                init = "chrono" if self.cell in ("lstm", "gru") else "default"
+                init = "chrono" if gated else "default"
+            if init == "chrono" and not gated:
+                raise ValueError(f"init 'chrono' sets the LSTM's and GRU's gate biases; cell "
+                                 f"{self.cell!r} has none: choose --cell lstm or gru, or "
+                                 "another init")
             if init != "default":
                 kwargs["init"] = init
             if init == "chrono" and "t_max" not in self.layer_options:
@@ -370,6 +387,7 @@ class Classification(_SplitTask):
     def build_model(self):
         return SequenceClassifier(num_classes=max(2, len(self.labels)),
                                   vocab_size=len(self.vocab), embedding_size=64,
+                                  pooling=self.options.pooling,
                                   **self.options.rnn_kwargs(
                                       64, t_max=max(len(x) for x in self.x)))
 
@@ -556,7 +574,11 @@ class Forecasting(Task):
         self.std = self.splits.train.std(0).clamp_min(1e-8)  # as the model's scaler
 
     def build_model(self):
+        if self.options.skip_lags > self.window:
+            raise ValueError(f"skip_lags ({self.options.skip_lags}) must not exceed the input "
+                             f"window (seq_len {self.window})")
         model = Forecaster(input_size=self.splits.train.shape[1], horizon=self.options.horizon,
+                           skip_lags=self.options.skip_lags,
                            **self.options.rnn_kwargs(64, t_max=self.window))
         return model.fit_scaler(self.splits.train)
 
@@ -608,6 +630,7 @@ class Digits(Task):
 
     def build_model(self):
         return SequenceClassifier(num_classes=10, input_size=self.d.n_features,
+                                  pooling=self.options.pooling,
                                   **self.options.rnn_kwargs(64, t_max=self.d.n_steps))
 
     def train_batch(self, step):

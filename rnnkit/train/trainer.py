@@ -309,11 +309,11 @@ class Trainer:
         train_rows = [r for r in log.rows if r.get("split") == "train"]
         curves = plot_curves(self.history, self.out_dir / "curves.png", task.metric, train_rows) \
             if lead else None
-        seconds = time.perf_counter() - start_time
+        held_out = self._held_out_report() if lead else {}
+        seconds = time.perf_counter() - start_time  # all of it: training, evaluations, test
         summary = {"task": task.name, "metric": task.metric,
                    "higher_is_better": task.higher_is_better,
-                   "metric_names": dict(getattr(task, "metric_names", {})),
-                   **(self._held_out_report() if lead else {}),
+                   "metric_names": dict(getattr(task, "metric_names", {})), **held_out,
                    "steps": self.step, "trained_steps": self.step - start_step,
                    "seconds": seconds, "train_seconds": self.train_seconds,
                    "tokens_per_second": self.units_trained / max(self.train_seconds, 1e-9),

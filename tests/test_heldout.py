@@ -1,0 +1,178 @@
+"""Held-out scoring: every run ends with a final validation evaluation, scores its best
+checkpoint once on the test split beside the task's baselines, and writes summary.json,
+whatever stopped it."""
+
+import json
+import math
+import os
+import signal
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from rnnkit.cli import app
+from rnnkit.train import api
+from rnnkit.train.checkpoint import load_checkpoint
+from rnnkit.train.tasks import SPLITS, TASKS, TaskOptions
+from rnnkit.train.trainer import TrainConfig, Trainer
+
+runner = CliRunner()
+
+#: tiny settings of each task: seconds, not minutes
+TINY = {"hidden_size": 8, "max_steps": 4, "eval_every": 3, "batch_size": 4, "progress": False}
+TINY_TASK = {"lm": {"seq_len": 20}, "adding": {"seq_len": 10}, "copy": {"seq_len": 5},
+             "forecast": {"seq_len": 12, "horizon": 3}}
+#: each task's baselines, by name (forecast's carry their order or cycle in the name)
+BASELINES = {"lm": ["unigram"], "classify": ["majority_class", "ngram_logistic_regression"],
+             "tag": ["most_frequent_tag"], "translate": ["copy_source"],
+             "forecast": ["persistence", "seasonal_naive_", "autoreg_"],
+             "digits": ["logistic_regression", "mlp"], "adding": ["predict_1", "predict_the_mean"],
+             "copy": ["memoryless"]}
+
+
+def test_every_task_has_a_row_here():
+    assert set(BASELINES) == set(TASKS)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_summary_json_after_every_task(task, tmp_path):
+    torch.manual_seed(0)
+    options, config = api.settings(task, {**TINY, **TINY_TASK.get(task, {})})
+    summary = api.train(task, options, config, tmp_path, samples=0)
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("task", "metric", "higher_is_better", "validation", "test", "baselines",
+                "steps", "seconds", "tokens_per_second"):
+        assert key in on_disk, key
+    assert on_disk["task"] == task and on_disk["steps"] == 4
+    metric = on_disk["metric"]
+    for split in SPLITS:
+        assert math.isfinite(on_disk[split][metric])
+        assert on_disk[split] == pytest.approx(summary[split])
+    names = list(on_disk["baselines"])
+    assert len(names) == len(BASELINES[task])
+    for name, prefix in zip(names, BASELINES[task]):
+        assert name.startswith(prefix)
+        for split in SPLITS:
+            assert math.isfinite(on_disk["baselines"][name][split][metric])
+    # the test figures are the best checkpoint's, as `rnnkit eval --split test` gives them
+    assert api.evaluate(tmp_path / "best.pt", split="test") == pytest.approx(on_disk["test"])
+    assert api.evaluate(tmp_path / "best.pt") == pytest.approx(on_disk["validation"])
+    assert on_disk["best_step"] == load_checkpoint(tmp_path / "best.pt")["step"]
+    table = api.format_summary(on_disk)
+    assert table.splitlines()[0].split()[:2] == ["validation", "validation"] or "validation" \
+        in table.splitlines()[0]
+    for name in names:
+        assert name in table
+
+
+def test_held_out_splits_do_not_overlap():
+    lm = TASKS["lm"](TaskOptions(seq_len=20))
+    sizes = {k: len(v) for k, v in lm.parts.items()}
+    assert sum(sizes.values()) == len(lm.vocab.encode(__import__("rnnkit").data.default_corpus()))
+    classify = TASKS["classify"](TaskOptions())
+    parts = [set(classify.split[s]) for s in SPLITS] + [set(classify.split.train)]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == len(classify.x)
+    adding = TASKS["adding"](TaskOptions(seq_len=10))
+    assert not torch.equal(adding.held_out["validation"][0][:5], adding.held_out["test"][0][:5])
+    with pytest.raises(ValueError, match="split must be one of"):
+        adding.evaluate(adding.build_model(), split="train")
+
+
+def _run(tmp_path, **config):
+    task = TASKS["adding"](TaskOptions(hidden_size=4, seq_len=6, batch_size=4))
+    return Trainer(task, TrainConfig(progress=False, **config), tmp_path)
+
+
+def test_max_time_ends_with_a_final_evaluation_and_the_test_score(tmp_path):
+    trainer = _run(tmp_path, max_steps=10_000, eval_every=5000, max_time=0.5)
+    summary = trainer.fit()
+    assert summary["stop_reason"] == "max_time" and summary["steps"] < 5000
+    assert summary["history"][-1]["step"] == summary["steps"]  # evaluated where it stopped
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == summary["steps"]
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == summary["steps"]
+    assert "loss" in json.loads((tmp_path / "summary.json").read_text())["test"]
+
+
+def test_ctrl_c_stops_after_the_step_and_still_evaluates(tmp_path, capsys):
+    trainer = _run(tmp_path, max_steps=50, eval_every=20)
+    trainer.on_step = lambda step: os.kill(os.getpid(), signal.SIGINT) if step == 7 else None
+    summary = trainer.fit()
+    assert summary["stop_reason"] == "interrupted" and summary["steps"] == 7
+    assert "interrupted: stopping after this step" in capsys.readouterr().out
+    assert [h["step"] for h in summary["history"]] == [7]
+    assert "loss" in json.loads((tmp_path / "summary.json").read_text())["test"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = Trainer(trainer.task, TrainConfig(max_steps=10, eval_every=20, progress=False),
+                      tmp_path, resume=True).fit()
+    assert resumed["steps"] == 10 and resumed["trained_steps"] == 3
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    trainer = _run(tmp_path, max_steps=50, eval_every=20)
+
+    def twice(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+    trainer.on_step = twice
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
+def test_throughput_leaves_out_evaluation_time(tmp_path):
+    trainer = _run(tmp_path, max_steps=4, eval_every=1, log_every=1)
+    evaluate = trainer.task.evaluate
+
+    def slow(model, split="validation"):
+        time.sleep(0.25)
+        return evaluate(model, split)
+    trainer.task.evaluate = slow
+    summary = trainer.fit()
+    # four evaluations during training and two after it sleep 1.5 s in all, outside training
+    assert summary["seconds"] - summary["train_seconds"] >= 1.5
+    assert summary["tokens_per_second"] == pytest.approx(4 * 4 * 6 / summary["train_seconds"])
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert "tokens_per_s" in rows[0]
+
+
+def test_settings_layer_given_over_recipe_over_defaults(monkeypatch):
+    monkeypatch.setattr(TASKS["adding"], "recipe", {"lr": 0.5, "max_steps": 7, "seq_len": 9})
+    options, config = api.settings("adding", {"max_steps": 3})
+    assert (config.lr, config.max_steps, options.seq_len) == (0.5, 3, 9)
+    assert config.weight_decay == TrainConfig().weight_decay
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lrr'\]"):
+        api.settings("adding", {"lrr": 1})
+
+
+def test_init_auto_is_chrono_over_the_tasks_length_for_gated_cells():
+    def layer(cell, **options):
+        task = TASKS["adding"](TaskOptions(cell=cell, seq_len=30, hidden_size=4, **options))
+        return task.build_model().rnn
+    lstm = layer("lstm")
+    assert (lstm.init, lstm.t_max) == ("chrono", 30.0)
+    assert layer("gru", t_max=7).t_max == 7.0
+    assert layer("rnn").init == "default" and layer("lstm", init="default").init == "default"
+    with pytest.raises(ValueError, match="t_max"):
+        TaskOptions(t_max=1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        TaskOptions(init="chronos")
+
+
+def test_cli_eval_split_and_the_closing_table(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "adding", "--seq-len", "6", "--hidden-size", "4",
+                                 "--max-steps", "3", "--eval-every", "3", "--out", str(out),
+                                 "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "predict_1" in result.output and "test MSE" in result.output
+    assert f"summary: {out / 'summary.json'}" in result.output
+    test = json.loads((out / "summary.json").read_text())["test"]["loss"]
+    result = runner.invoke(app, ["eval", str(out / "best.pt"), "--split", "test"])
+    assert result.exit_code == 0 and f"loss: {test:.6g}" in result.output
+    result = runner.invoke(app, ["eval", str(out / "best.pt"), "--split", "train"])
+    assert result.exit_code != 0 and "--split must be 'validation' or 'test'" in result.output
+    result = runner.invoke(app, ["train", "adding", "--cell", "rnn", "--init", "chrono",
+                                 "--out", str(tmp_path / "x"), "--no-progress"])
+    assert result.exit_code != 0 and "chrono" in result.output
