@@ -205,6 +205,8 @@ def train(
     skip_lags: Optional[int] = typer.Option(None, help="forecast: a linear autoregressive "
                                             "skip over the window's last N values, added to "
                                             "the recurrent forecast (LSTNet's highway); 0: off."),
+    relative: Optional[bool] = typer.Option(None, help="forecast: read each window relative "
+                                            "to its last value and forecast the change."),
     season: Optional[int] = typer.Option(None, help="The cycle in steps of the seasonal-naive "
                                          "baseline (forecast; default: found in the training data)."),
     init: Optional[str] = typer.Option(None, help="auto (chrono for lstm and gru, torch.nn's for "
@@ -215,6 +217,8 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Optimiser steps (default 1000)."),
     max_time: Optional[float] = typer.Option(None, help="Stop after this many seconds (resumable)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default 3e-3)."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW's decoupled weight decay "
+                                                 "(default 0.01)."),
     schedule: Optional[str] = typer.Option(None, help="cosine, plateau or constant (default cosine)."),
     clip_grad_norm: Optional[float] = typer.Option(None, help="Gradient-norm clipping (default "
                                                    "1.0; 0 turns clipping off)."),
@@ -249,9 +253,10 @@ def train(
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
                  seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
                  columns=columns.split(",") if columns else None, index_column=index_column,
-                 pooling=pooling, skip_lags=skip_lags, season=season, init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr, schedule=schedule,
-                 clip_grad_norm=clip_grad_norm, eval_every=eval_every, patience=patience,
-                 bf16=bf16, seed=seed, device=device)
+                 pooling=pooling, skip_lags=skip_lags, relative=relative, season=season,
+                 init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr, weight_decay=weight_decay,
+                 schedule=schedule, clip_grad_norm=clip_grad_norm, eval_every=eval_every,
+                 patience=patience, bf16=bf16, seed=seed, device=device)
     settings.update({k: v for k, v in flags.items() if v is not None})
     if settings.get("clip_grad_norm") == 0:  # off
         settings["clip_grad_norm"] = None
@@ -276,8 +281,9 @@ def train(
             _fail(f"--threads must be a positive int, got {threads}")
         torch.set_num_threads(threads)
     try:
-        options, train_config = api.settings(task, {**settings, "layer_options": {
-            **api.recipe(task).get("layer_options", {}), **layer}, "progress": progress})
+        recipe_layer = api.recipe(task, settings).get("layer_options", {})
+        options, train_config = api.settings(task, {
+            **settings, "layer_options": {**recipe_layer, **layer}, "progress": progress})
         summary = api.train(task, options, train_config, out or Path("runs") / task,
                             resume=resume, overwrite=overwrite)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:

@@ -487,6 +487,23 @@ def test_date_pairs_targets_and_surface_forms():
     assert seen == set(DATE_FORMS)
 
 
+def test_date_pairs_ranges():
+    import datetime
+
+    assert date_pairs(50, seed=4) == date_pairs(50, seed=4, range_fraction=0.0)
+    pairs = date_pairs(200, seed=4, range_fraction=0.5)
+    ranges = [(s, t) for s, t in pairs if s.startswith("from ")]
+    assert 60 < len(ranges) < 140
+    singles = {s: t for s, t in date_pairs(200, seed=4)}
+    for (source, target), (plain, iso) in zip(pairs, singles.items()):
+        assert target.split("/")[0] == iso  # the first date is the single one
+    for source, target in ranges:
+        a, b = (datetime.date.fromisoformat(x) for x in target.split("/"))
+        assert a < b <= a + datetime.timedelta(days=365) and " to " in source
+    with pytest.raises(ValueError, match="range_fraction must be a number in"):
+        date_pairs(3, range_fraction=-0.1)
+
+
 def test_date_pairs_examples_and_bad_input():
     d = datetime.date(2019, 3, 5)
     assert [DATE_FORMS[f](d) for f in ("words", "us", "day_first", "numeric")] == \
@@ -540,6 +557,35 @@ def test_synthetic_tagging_is_deterministic_and_needs_context():
     assert ambiguous and all(tag_of[t] == {"NOUN", "VERB"} for t in ambiguous)
 
 
+def test_synthetic_tagging_modifiers_and_ambiguity():
+    plain = synthetic_tagging(300, seed=0)
+    hard = synthetic_tagging(300, seed=0, max_modifiers=2, ambiguity=0.8)
+    ambiguous = {"run", "watch", "fly", "park", "book"}
+
+    def share(data):
+        words = [w for tokens, tags in data for w, t in zip(tokens, tags) if t in ("NOUN", "VERB")]
+        return sum(w in ambiguous for w in words) / len(words)
+    assert share(plain) < 0.6 < 0.8 < share(hard)
+    for tokens, tags in hard:
+        verb = tags.index("VERB")
+        # between the subject and the verb: only prepositional phrases, each ending in a noun
+        assert tags[verb - 1] == "NOUN" and "VERB" not in tags[:verb]
+        assert tags[:verb].count("PREP") == tags[:verb].count("DET") - 1 <= 2
+    with pytest.raises(ValueError, match="ambiguity must be a number in"):
+        synthetic_tagging(3, ambiguity=1.5)
+    with_roles = synthetic_tagging(300, seed=0, max_modifiers=2, ambiguity=0.8, roles=True)
+    for (tokens, tags), (same_tokens, plain_tags) in zip(with_roles, hard):
+        assert tokens == same_tokens
+        verb = tags.index("VERB")
+        for i, (tag, plain) in enumerate(zip(tags, plain_tags)):
+            if plain != "NOUN":
+                assert tag == plain
+            elif i < verb:  # the first noun is the subject's, the others follow a PREP
+                assert tag == ("NOUN-SUBJ" if "NOUN" not in plain_tags[:i] else "NOUN-PREP")
+            else:
+                assert tag == ("NOUN-PREP" if "PREP" in plain_tags[verb:i] else "NOUN-OBJ")
+
+
 def test_synthetic_tagging_bad_input():
     with pytest.raises(ValueError, match="max_adjectives must be an int >= 0, got -1"):
         synthetic_tagging(3, max_adjectives=-1)
@@ -568,10 +614,20 @@ def test_sentiment_sentences_labels_follow_the_last_clause():
     assert pairs == sentiment_sentences(300, seed=1)
     positive = {"good", "great", "wonderful", "fine", "excellent", "lovely", "pleasant", "superb"}
     for text, label in pairs:
-        last = text.split(" , but ")[-1].split()
+        last = text.split(" , but ")[-1].split(" , and ")[0].split()  # the last verdict
         polarity = last[-1] in positive
         assert label == int(polarity != ("not" in last))
     assert any(" , but " in t for t, _ in pairs) and 0.3 < sum(l for _, l in pairs) / 300 < 0.7
+    assert max(t.count(" , but ") for t, _ in pairs) == 2  # three judging clauses at most
+    assert any(t.split(" , but ")[-1].count(" , and ") == 2 for t, _ in pairs)
+    plain = sentiment_sentences(50, seed=1, max_clauses=1, max_asides=0)
+    assert not any(" , " in t for t, _ in plain)
+    with_aspects = sentiment_sentences(300, seed=1, aspects=True)
+    for (text, label), (_, polarity) in zip(with_aspects, pairs):
+        last = text.split(" , but ")[-1].split(" , and ")[0]
+        noun = last.removeprefix("the ").split(" was ")[0]
+        assert label == f"{('negative', 'positive')[polarity]} {noun}"
+    assert len({label for _, label in with_aspects}) == 18
 
 
 def test_vocabulary_from_token_lists_keeps_tokens_whole():

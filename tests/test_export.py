@@ -97,7 +97,7 @@ def test_language_model_with_state_out_and_in(cell, tmp_path):
     ("gru", "autoregressive", 0), ("lstm", "direct", 3)])
 def test_forecaster(cell, mode, skip_lags, tmp_path):
     model = Forecaster(input_size=3, horizon=4, mode=mode, cell=cell, skip_lags=skip_lags,
-                       **SMALL)
+                       relative=bool(skip_lags), **SMALL)
     model.fit_scaler(torch.randn(50, 3) * 2 + 1)
     _, ops, path = _export_and_check(model, (torch.randn(B, T, 3),), tmp_path)
     assert ONNX_OP[cell] in ops

@@ -145,6 +145,24 @@ def test_forecaster_linear_skip_adds_a_linear_map_of_the_last_lags():
         ForecasterConfig(skip_lags=-1)
 
 
+@pytest.mark.parametrize("mode", ["direct", "autoregressive"])
+def test_relative_forecaster_moves_with_the_level_of_its_window(mode):
+    torch.manual_seed(0)
+    m = Forecaster(ForecasterConfig(input_size=2, horizon=3, mode=mode, relative=True,
+                                    rnn=_rnn("gru")))
+    m.fit_scaler(torch.randn(50, 2) * torch.tensor([2.0, 5.0]) + 3)
+    x = torch.randn(B, 8, 2)
+    shift = torch.tensor([10.0, -40.0])  # far outside the training range
+    torch.testing.assert_close(m(x + shift), m(x) + shift, rtol=1e-5, atol=1e-4)
+    plain = Forecaster(ForecasterConfig(input_size=2, horizon=3, mode=mode, rnn=_rnn("gru")))
+    plain.load_state_dict(m.state_dict())
+    assert not torch.allclose(plain(x + shift), plain(x) + shift, atol=1e-2)
+    with pytest.raises(ValueError, match="relative=True needs the whole window"):
+        m.step(x[:, 0])
+    with pytest.raises(TypeError, match="relative must be a bool"):
+        ForecasterConfig(relative=1)
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", None])
 @pytest.mark.parametrize("cell", CELLS)
 def test_seq2seq(attention, cell):

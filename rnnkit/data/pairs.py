@@ -87,7 +87,8 @@ DATE_FORMS = {
 
 
 def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2049,
-               forms: Sequence[str] | None = None) -> list[tuple[str, str]]:
+               forms: Sequence[str] | None = None,
+               range_fraction: float = 0.0) -> list[tuple[str, str]]:
     """Dates written out by people, paired with their ISO form: a character-level
     seq2seq task where the model must reorder, look up month names and read ordinal
     words, not copy.
@@ -101,6 +102,9 @@ def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2
         seed: seed of the generator.
         min_year, max_year: the inclusive range of years (1 .. 9999).
         forms: names from :data:`DATE_FORMS`; default all of them.
+        range_fraction: the share of pairs that are ranges, "from A to B" with each date
+            in its own form and B up to a year after A, to the ISO 8601 interval
+            "A/B": twice the length, and the model must find where each date begins.
     """
     check_int("n", n)
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -110,6 +114,9 @@ def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2
     if not min_year <= max_year <= 9999:
         raise ValueError(f"max_year must lie in [min_year, 9999] = [{min_year}, 9999], "
                          f"got {max_year}")
+    if isinstance(range_fraction, bool) or not isinstance(range_fraction, (int, float)) \
+            or not 0 <= range_fraction <= 1:
+        raise ValueError(f"range_fraction must be a number in [0, 1], got {range_fraction!r}")
     names = list(DATE_FORMS) if forms is None else list(forms)
     unknown = [f for f in names if f not in DATE_FORMS]
     if not names or unknown or isinstance(forms, str):
@@ -120,8 +127,19 @@ def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2
     g = torch.Generator().manual_seed(seed)
     offsets = torch.randint(0, n_days, (n,), generator=g).tolist()
     choices = torch.randint(0, len(names), (n,), generator=g).tolist()
+    # drawn after the single dates, so that range_fraction=0 keeps the pairs of old
+    ranges = (torch.rand(n, generator=g) < range_fraction).tolist()
+    spans = torch.randint(1, 366, (n,), generator=g).tolist()
+    second_choices = torch.randint(0, len(names), (n,), generator=g).tolist()
+    last = datetime.date(max_year, 12, 31)
     pairs = []
-    for offset, choice in zip(offsets, choices):
+    for offset, choice, is_range, span, choice_2 in zip(offsets, choices, ranges, spans,
+                                                       second_choices):
         d = first + datetime.timedelta(days=offset)
-        pairs.append((DATE_FORMS[names[choice]](d), d.isoformat()))
+        source, target = DATE_FORMS[names[choice]](d), d.isoformat()
+        if is_range:
+            e = min(d + datetime.timedelta(days=span), last)
+            source = f"from {source} to {DATE_FORMS[names[choice_2]](e)}"
+            target = f"{target}/{e.isoformat()}"
+        pairs.append((source, target))
     return pairs

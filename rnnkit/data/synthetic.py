@@ -134,17 +134,35 @@ _POSITIVE = ("good", "great", "wonderful", "fine", "excellent", "lovely", "pleas
 _NEGATIVE = ("bad", "awful", "terrible", "poor", "dreadful", "boring", "weak", "dull")
 _NOUNS = ("film", "plot", "acting", "music", "ending", "cast", "script", "story", "camera work")
 _ADVERBS = ("", "really ", "very ", "quite ", "truly ", "rather ")
+_ASIDE_NOUNS = ("seats", "tickets", "posters", "snacks", "lights", "doors", "crowds")
+_ASIDE_ADJECTIVES = ("red", "blue", "green", "small", "large", "new", "old", "many", "few")
 
 
-def sentiment_sentences(n: int, *, seed: int = 0) -> list[tuple[str, int]]:
-    """Short generated reviews and their sentiment (1 positive, 0 negative).
+def sentiment_sentences(n: int, *, seed: int = 0, max_clauses: int = 3, max_asides: int = 2,
+                        aspects: bool = False) -> list[tuple[str, int | str]]:
+    """Generated reviews and their sentiment (1 positive, 0 negative), or with
+    ``aspects`` the sentiment and what it is about ("positive music", "negative plot":
+    18 classes).
 
-    "the plot was not really good , but the music was awful" : a review has one or two
-    clauses; a clause's polarity comes from its adjective, flipped by "not"; the label
-    is the polarity of the LAST clause, after "but". So a classifier must read the
-    whole sentence and handle negation, not count words.
+    "the plot was not really good , and the seats were red , but the music was awful ,
+    and the poster was blue": a review has 1 .. ``max_clauses`` judging clauses joined
+    by ", but"; a clause's polarity comes from its adjective, flipped by "not"; each
+    judging clause may be followed by up to ``max_asides`` neutral asides (", and the
+    seats were red"). The label is the polarity of the LAST judging clause. So a
+    classifier must read the whole review in order, handle negation and keep the last
+    verdict across the asides that follow it: counting words or phrases is not enough.
+    With ``aspects``, the label also names the noun of that last verdict.
+
+    Args:
+        n: number of reviews.
+        seed: seed of the generator.
+        max_clauses: most judging clauses per review, at least 1.
+        max_asides: most neutral asides after each judging clause.
+        aspects: label with "positive NOUN" / "negative NOUN" instead of 1 / 0.
     """
     check_int("n", n)
+    check_int("max_clauses", max_clauses)
+    check_int("max_asides", max_asides, minimum=0)
     g = _generator(seed)
 
     def pick(options):
@@ -154,14 +172,21 @@ def sentiment_sentences(n: int, *, seed: int = 0) -> list[tuple[str, int]]:
         positive = bool(torch.randint(2, (1,), generator=g))
         negated = bool(torch.randint(2, (1,), generator=g))
         adjective = pick(_POSITIVE if positive else _NEGATIVE)
-        text = f"the {pick(_NOUNS)} was {'not ' if negated else ''}{pick(_ADVERBS)}{adjective}"
-        return text, int(positive != negated)
+        noun = pick(_NOUNS)
+        text = f"the {noun} was {'not ' if negated else ''}{pick(_ADVERBS)}{adjective}"
+        label = int(positive != negated)
+        return text, f"{('negative', 'positive')[label]} {noun}" if aspects else label
+
+    def asides():
+        count = int(torch.randint(max_asides + 1, (1,), generator=g))
+        return "".join(f" , and the {pick(_ASIDE_NOUNS)} were {pick(_ASIDE_ADJECTIVES)}"
+                       for _ in range(count))
 
     out = []
     for _ in range(n):
-        text, label = clause()
-        if bool(torch.randint(2, (1,), generator=g)):
-            second, label = clause()
-            text = f"{text} , but {second}"
-        out.append((text, label))
+        parts, label = [], 0
+        for _ in range(int(torch.randint(max_clauses, (1,), generator=g)) + 1):
+            text, label = clause()
+            parts.append(text + asides())
+        out.append((" , but ".join(parts), label))
     return out

@@ -6,7 +6,7 @@ import torch
 
 from rnnkit.data._checks import check_int, check_path, read_utf8
 
-__all__ = ["read_conll", "synthetic_tagging", "TAGS"]
+__all__ = ["read_conll", "synthetic_tagging", "TAGS", "ROLE_TAGS"]
 
 
 def read_conll(path) -> list[tuple[list[str], list[str]]]:
@@ -51,6 +51,9 @@ def read_conll(path) -> list[tuple[list[str], list[str]]]:
 
 #: The tags of :func:`synthetic_tagging`.
 TAGS = ("DET", "ADJ", "NOUN", "VERB", "PREP", "ADV", "PUNCT")
+#: the noun tags of ``synthetic_tagging(roles=True)``: the head of the subject, of the
+#: object, or of a noun phrase inside a prepositional phrase
+ROLE_TAGS = ("NOUN-SUBJ", "NOUN-OBJ", "NOUN-PREP")
 
 _DETERMINERS = ("the", "a", "every", "this")
 _ADJECTIVES = ("big", "small", "red", "old", "quick", "lazy")
@@ -63,56 +66,77 @@ _NOUNS = ("dog", "cat", "child", "teacher", "garden") + _AMBIGUOUS
 _VERBS = ("see", "like", "chase", "find") + _AMBIGUOUS
 
 
-def synthetic_tagging(n: int, *, seed: int = 0,
-                      max_adjectives: int = 2) -> list[tuple[list[str], list[str]]]:
+def synthetic_tagging(n: int, *, seed: int = 0, max_adjectives: int = 2,
+                      max_modifiers: int = 0, ambiguity: float = 0.0,
+                      roles: bool = False) -> list[tuple[list[str], list[str]]]:
     """Sentences of a toy grammar with their part-of-speech tags.
 
-    Grammar (``[...]`` optional, ``ADJ*`` 0 .. max_adjectives)::
+    Grammar (``[...]`` optional, ``ADJ*`` 0 .. max_adjectives, ``(PREP NP)*`` 0 ..
+    max_modifiers)::
 
-        S  -> NP VERB [NP [PREP NP]] [ADV] "."
+        S  -> NP (PREP NP)* VERB [NP [PREP NP]] [ADV] "."
         NP -> DET ADJ* NOUN
 
     The tags follow deterministically from the tokens and their context: determiners,
     adjectives, prepositions and adverbs are unambiguous words, and the ambiguous words
     (run, watch, fly, park, book) are NOUN where a noun phrase ends and VERB right after
-    the subject. So a tagger can reach 100% accuracy, but only by using context.
+    the subject and its modifiers. So a tagger can reach 100% accuracy, but only by
+    using context. With ``ambiguity`` > 0, that share of nouns and verbs are drawn from
+    the ambiguous words (else they are as likely as any other), so tagging each word
+    by its most frequent tag fails more often. With ``roles``, a noun's tag also says its
+    role (:data:`ROLE_TAGS`): subject, object or inside a prepositional phrase, which
+    depends on whether the verb came before it, however many phrases back.
 
     Args:
         n: number of sentences.
         seed: seed of the generator.
         max_adjectives: most adjectives per noun phrase.
+        max_modifiers: most prepositional phrases between the subject and the verb.
+        ambiguity: the share in [0, 1] of nouns and verbs drawn from the ambiguous words
+            (0: drawn uniformly from all nouns or verbs).
+        roles: tag nouns with their role (NOUN-SUBJ, NOUN-OBJ, NOUN-PREP) instead of NOUN.
 
     Returns:
-        ``n`` pairs ``(tokens, tags)``, tags from :data:`TAGS`.
+        ``n`` pairs ``(tokens, tags)``, tags from :data:`TAGS` (and :data:`ROLE_TAGS`).
     """
     check_int("n", n)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     check_int("max_adjectives", max_adjectives, minimum=0)
+    check_int("max_modifiers", max_modifiers, minimum=0)
+    if isinstance(ambiguity, bool) or not isinstance(ambiguity, (int, float)) \
+            or not 0 <= ambiguity <= 1:
+        raise ValueError(f"ambiguity must be a number in [0, 1], got {ambiguity!r}")
     g = torch.Generator().manual_seed(seed)
 
     def pick(words):
+        if ambiguity and words in (_NOUNS, _VERBS) and \
+                float(torch.rand((), generator=g)) < ambiguity:
+            words = _AMBIGUOUS
         return words[int(torch.randint(0, len(words), (1,), generator=g))]
 
     def chance() -> bool:
         return bool(torch.randint(0, 2, (1,), generator=g))
 
-    def noun_phrase(out):
+    def noun_phrase(out, role):
         out.append((pick(_DETERMINERS), "DET"))
         for _ in range(int(torch.randint(0, max_adjectives + 1, (1,), generator=g))):
             out.append((pick(_ADJECTIVES), "ADJ"))
-        out.append((pick(_NOUNS), "NOUN"))
+        out.append((pick(_NOUNS), f"NOUN-{role}" if roles else "NOUN"))
 
     data = []
     for _ in range(n):
         words: list[tuple[str, str]] = []
-        noun_phrase(words)
+        noun_phrase(words, "SUBJ")
+        for _ in range(int(torch.randint(0, max_modifiers + 1, (1,), generator=g))):
+            words.append((pick(_PREPOSITIONS), "PREP"))
+            noun_phrase(words, "PREP")
         words.append((pick(_VERBS), "VERB"))
         if chance():
-            noun_phrase(words)
+            noun_phrase(words, "OBJ")
             if chance():
                 words.append((pick(_PREPOSITIONS), "PREP"))
-                noun_phrase(words)
+                noun_phrase(words, "PREP")
         if chance():
             words.append((pick(_ADVERBS), "ADV"))
         words.append((".", "PUNCT"))

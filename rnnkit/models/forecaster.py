@@ -33,6 +33,11 @@ class ForecasterConfig:
     #: linear AR model misses (the "highway" of LSTNet, Lai et al. 2018); 0: off.
     #: Direct mode only; windows must be at least this long
     skip_lags: int = 0
+    #: read each window relative to its last value and forecast the change from it (in
+    #: standardised units; a simple form of the reversible instance normalisation of Kim
+    #: et al. 2022): a series that trends out of the training range, such as co2, then
+    #: stays in the range the model saw, instead of saturating its tanh units
+    relative: bool = False
     rnn: RecurrentConfig = field(default_factory=RecurrentConfig)
 
     def __post_init__(self):
@@ -54,6 +59,8 @@ class ForecasterConfig:
                 or self.skip_lags < 0:
             raise ValueError(f"skip_lags must be an int >= 0 (0: no linear skip), got "
                              f"{self.skip_lags!r}")
+        if not isinstance(self.relative, bool):
+            raise TypeError(f"relative must be a bool, got {self.relative!r}")
         if self.skip_lags and self.mode != "direct":
             raise ValueError("skip_lags maps the window's last values to the whole horizon at "
                              f"once: it needs mode='direct', got mode={self.mode!r}")
@@ -114,6 +121,9 @@ class Forecaster(ConfigurableModel):
             raise ValueError(f"x must have at least skip_lags={c.skip_lags} steps for the "
                              f"linear skip, got shape {tuple(x.shape)}")
         scaled = self._scale(x, c.input_size)
+        # (B, 1, F): with ``relative``, everything in between is relative to it
+        offset = scaled[:, -1:] if c.relative else torch.zeros_like(scaled[:, -1:])
+        scaled = scaled - offset
         out, state = self.rnn(scaled)  # (B, T, D*H)
         if c.mode == "direct":
             y = self.head(out[:, -1]).view(x.shape[0], c.horizon, c.output_size)
@@ -128,6 +138,7 @@ class Forecaster(ConfigurableModel):
                     out, state = self.rnn(y_t.unsqueeze(1), state)
                     y_t = self.head(out[:, 0])
             y = torch.stack(preds, 1)
+        y = y + offset[..., :c.output_size]
         return y if scaled_output else self._unscale(y)
 
     def scale_targets(self, target: Tensor) -> Tensor:
@@ -147,10 +158,11 @@ class Forecaster(ConfigurableModel):
         """Read one step (B, input_size); return the forecast of the next step
         (B, output_size) in the series' units and the new state."""
         check_streaming(self.config.rnn, "Forecaster")
-        if self.config.skip_lags:
-            raise ValueError("Forecaster.step reads one step at a time, but skip_lags="
-                             f"{self.config.skip_lags} needs the window's last values: call "
-                             "the model on the window instead")
+        if self.config.skip_lags or self.config.relative:
+            what = f"skip_lags={self.config.skip_lags}" if self.config.skip_lags else \
+                "relative=True"
+            raise ValueError(f"Forecaster.step reads one step at a time, but {what} needs "
+                             "the whole window: call the model on the window instead")
         check_inputs(x_t, None, tokens=False, name="x_t", input_size=self.config.input_size,
                      step=True)
         out, state = self.rnn(self._scale(x_t, self.config.input_size).unsqueeze(1), state)

@@ -24,7 +24,7 @@ SETTINGS = frozenset(f.name for cls in (TaskOptions, TrainConfig) for f in datac
 def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
     """The task's options and training config: the settings ``given`` (TaskOptions and
     TrainConfig fields by name), over the task's recipe, over the generic defaults."""
-    merged = {**recipe(task), **(given or {})}
+    merged = {**recipe(task, given), **(given or {})}
     task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(merged) - SETTINGS

@@ -114,11 +114,13 @@ def seasonal_naive(x: Tensor, horizon: int, period: int) -> Tensor:
 
 
 def seasonal_period(train: Tensor, max_period: int) -> int:
-    """The lag in [2, max_period] of the training series' highest autocorrelation (the
-    mean over features): the cycle of a seasonal series, from the data."""
+    """The lag in [2, max_period] of the highest autocorrelation of the training series'
+    first differences (the mean over features): the cycle of a seasonal series, from the
+    data. Differencing first keeps a trend, whose autocorrelation is highest at the
+    shortest lags, from hiding the cycle."""
     from statsmodels.tsa.stattools import acf
 
-    v = train.double().numpy()
+    v = np.diff(train.double().numpy(), axis=0)
     max_period = max(2, min(max_period, len(v) // 2))
     scores = np.mean([acf(v[:, f], nlags=max_period, fft=True)[2:] for f in range(v.shape[1])], 0)
     return int(np.argmax(scores)) + 2

@@ -54,7 +54,8 @@ class TrainConfig:
     max_time: float | None = None
     #: AdamW's peak learning rate
     lr: float = 3e-3
-    #: AdamW's decoupled weight decay
+    #: AdamW's decoupled weight decay, on weight matrices and embeddings (not on biases
+    #: and layer-norm gains)
     weight_decay: float = 0.01
     #: "cosine" (warm-up, then cosine decay to 10%), "plateau" (halve when the
     #: validation metric stalls) or "constant" (after warm-up)
@@ -101,6 +102,16 @@ class TrainConfig:
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device is 'cuda' but torch sees no CUDA device here; use 'cpu'")
+
+
+def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: weight decay on the weight matrices and embeddings only.
+    Biases and layer-norm gains stay undecayed: decay would pull a chrono or forget-gate
+    bias back to 0, closing the gates that keep the state over long spans."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    keep = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": keep, "weight_decay": 0.0}]
 
 
 def _seed_everything(seed: int):
@@ -196,8 +207,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[torch.cuda.current_device()] if device != "cpu" else None,
                 find_unused_parameters=True, broadcast_buffers=False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(_decay_groups(self.model, config.weight_decay),
+                                           lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.step, self.history, self.best, self.bad_evals = 0, [], None, 0
         self.bad_steps = 0  # consecutive steps skipped for non-finite values
