@@ -26,11 +26,14 @@ RUNS = {
     "tag": ("tag", []),
     "translate": ("translate", []),
     "forecast-sunspots": ("forecast", []),
-    "forecast-co2": ("forecast", ["--data", "co2"]),
+    # weekly: two years of weeks in, so the window holds the yearly cycle, and a linear
+    # skip over the last year
+    "forecast-co2": ("forecast", ["--data", "co2", "--seq-len", "104", "--skip-lags", "52"]),
     "forecast-nile": ("forecast", ["--data", "nile"]),
     "digits-rows": ("digits", []),
     "digits-pixels": ("digits", ["--digits-mode", "pixels"]),
     "digits-permuted": ("digits", ["--digits-mode", "permuted"]),
+    "digits-permuted-lstm": ("digits", ["--digits-mode", "permuted", "--cell", "lstm"]),
     "adding-200-lstm": ("adding", ["--seq-len", "200"]),
     "adding-200-gru": ("adding", ["--seq-len", "200", "--cell", "gru"]),
     "adding-200-rnn": ("adding", ["--seq-len", "200", "--cell", "rnn"]),

@@ -158,8 +158,7 @@ def _recipes_text() -> str:
 
     lines = ["Task defaults (besides the generic ones shown with each option):"]
     for name, task in TASKS.items():
-        settings = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in task.recipe.items())
-        lines.append(f"{name}: {settings or 'the generic defaults'}.")
+        lines.append(f"{name}: {task.recipe_text()}.")
     lines.append("init auto is chrono for lstm and gru, torch.nn's for the other cells.")
     return "\n\n".join(lines)
 
@@ -206,7 +205,9 @@ def train(
                                             "skip over the window's last N values, added to "
                                             "the recurrent forecast (LSTNet's highway); 0: off."),
     relative: Optional[bool] = typer.Option(None, help="forecast: read each window relative "
-                                            "to its last value and forecast the change."),
+                                            "to its last value and forecast the change "
+                                            "(default: when the training series trends, by "
+                                            "an augmented Dickey-Fuller test)."),
     season: Optional[int] = typer.Option(None, help="The cycle in steps of the seasonal-naive "
                                          "baseline (forecast; default: found in the training data)."),
     init: Optional[str] = typer.Option(None, help="auto (chrono for lstm and gru, torch.nn's for "
@@ -281,9 +282,8 @@ def train(
             _fail(f"--threads must be a positive int, got {threads}")
         torch.set_num_threads(threads)
     try:
-        recipe_layer = api.recipe(task, settings).get("layer_options", {})
-        options, train_config = api.settings(task, {
-            **settings, "layer_options": {**recipe_layer, **layer}, "progress": progress})
+        options, train_config = api.settings(task, {**settings, "layer_options": layer,
+                                                    "progress": progress})
         summary = api.train(task, options, train_config, out or Path("runs") / task,
                             resume=resume, overwrite=overwrite)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:

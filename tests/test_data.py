@@ -347,6 +347,17 @@ def test_load_bundled_values_and_unknown_name():
         load_bundled("mnist")
 
 
+def test_trends_tells_a_random_walk_from_a_stationary_series():
+    from rnnkit.data import trends
+
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(400, generator=g)
+    assert trends(noise.cumsum(0)) and not trends(noise)
+    assert trends(torch.stack([noise, noise.cumsum(0)], 1))  # any feature counts
+    values, _, _ = load_bundled("co2")
+    assert trends(time_split(values).train)
+
+
 def test_co2_gaps_are_interpolated_linearly():
     import statsmodels.datasets.co2 as co2
     raw = torch.tensor(co2.load_pandas().data["co2"].to_numpy(copy=True))

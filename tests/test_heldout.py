@@ -144,6 +144,15 @@ def test_settings_layer_given_over_recipe_over_defaults(monkeypatch):
     assert config.weight_decay == TrainConfig().weight_decay
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lrr'\]"):
         api.settings("adding", {"lrr": 1})
+    # a recipe that depends on a setting, and layer options merged key by key
+    options, config = api.settings("digits", {"digits_mode": "permuted",
+                                              "layer_options": {"layer_norm": True}})
+    assert options.layer_options == {**TASKS["digits"].mode_recipes["permuted"].get(
+        "layer_options", {}), "layer_norm": True}
+    assert config.max_steps == TASKS["digits"].mode_recipes["permuted"]["max_steps"]
+    options, _ = api.settings("digits", {"digits_mode": "permuted",
+                                         "layer_options": {"zoneout": 0.0}})
+    assert options.layer_options["zoneout"] == 0.0
 
 
 def test_init_auto_is_chrono_over_the_tasks_length_for_gated_cells():
@@ -176,3 +185,11 @@ def test_cli_eval_split_and_the_closing_table(tmp_path):
     result = runner.invoke(app, ["train", "adding", "--cell", "rnn", "--init", "chrono",
                                  "--out", str(tmp_path / "x"), "--no-progress"])
     assert result.exit_code != 0 and "chrono" in result.output
+
+
+def test_forecast_reads_a_trending_series_relative_to_each_window():
+    co2 = TASKS["forecast"](TaskOptions(data="co2", hidden_size=4))
+    sunspots = TASKS["forecast"](TaskOptions(hidden_size=4))
+    assert co2.relative and not sunspots.relative
+    assert co2.build_model().config.relative and not sunspots.build_model().config.relative
+    assert not TASKS["forecast"](TaskOptions(data="co2", relative=False)).relative

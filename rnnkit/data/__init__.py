@@ -10,7 +10,7 @@ from rnnkit.data.tagging import ROLE_TAGS, TAGS, read_conll, synthetic_tagging
 from rnnkit.data.text import (Vocabulary, default_corpus, length_buckets, lm_batches,
                               pad_batch, read_text, tokenize)
 from rnnkit.data.timeseries import (BUNDLED, Scaler, Splits, load_bundled, read_csv_series,
-                                    time_split, windows)
+                                    time_split, trends, windows)
 
 __all__ = [
     "batchify",
@@ -23,7 +23,7 @@ __all__ = [
     "DigitSequences", "digit_sequences",
     # time series
     "read_csv_series", "load_bundled", "BUNDLED", "time_split", "Splits", "Scaler",
-    "windows",
+    "windows", "trends",
     # pairs
     "read_pairs", "date_pairs", "DATE_FORMS",
     # tagging

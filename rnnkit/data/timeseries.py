@@ -163,6 +163,21 @@ def load_bundled(name: str) -> tuple[Tensor, list, list[str]]:
     return torch.from_numpy(values.to_numpy(dtype="float32", copy=True)), index, names
 
 
+def trends(values: Tensor, alpha: float = 0.05) -> bool:
+    """Whether any feature of a series (T, F) looks non-stationary: the augmented
+    Dickey-Fuller test (statsmodels' ``adfuller``, lag order by AIC) cannot reject a unit
+    root at level ``alpha``. Such a series (a trend, a random walk) leaves the range
+    of its own past, which a model fitted on that past has never seen."""
+    import warnings
+
+    from statsmodels.tsa.stattools import adfuller
+
+    v = _as_series("values", values).double().numpy()
+    with warnings.catch_warnings():  # statsmodels announces a change of its return type
+        warnings.simplefilter("ignore", FutureWarning)
+        return any(adfuller(v[:, f], autolag="AIC")[1] >= alpha for f in range(v.shape[1]))
+
+
 class Splits(NamedTuple):
     """Train, validation and test parts of a series, in time order."""
     train: Tensor

@@ -23,8 +23,14 @@ SETTINGS = frozenset(f.name for cls in (TaskOptions, TrainConfig) for f in datac
 
 def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
     """The task's options and training config: the settings ``given`` (TaskOptions and
-    TrainConfig fields by name), over the task's recipe, over the generic defaults."""
-    merged = {**recipe(task, given), **(given or {})}
+    TrainConfig fields by name), over the task's recipe, over the generic defaults (the
+    layer options key by key)."""
+    given = given or {}
+    base = recipe(task, given)
+    merged = {**base, **given}
+    if "layer_options" in base or "layer_options" in given:
+        merged["layer_options"] = {**base.get("layer_options", {}),
+                                   **given.get("layer_options", {})}
     task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(merged) - SETTINGS
