@@ -60,11 +60,13 @@ def test_summary_json_after_every_task(task, tmp_path):
     assert api.evaluate(tmp_path / "best.pt", split="test") == pytest.approx(on_disk["test"])
     assert api.evaluate(tmp_path / "best.pt") == pytest.approx(on_disk["validation"])
     assert on_disk["best_step"] == load_checkpoint(tmp_path / "best.pt")["step"]
-    table = api.format_summary(on_disk)
-    assert table.splitlines()[0].split()[:2] == ["validation", "validation"] or "validation" \
-        in table.splitlines()[0]
+    table = api.format_summary(on_disk).splitlines()
+    assert table[0].split()[0] == "split"
+    model_rows = [line for line in table if line.startswith("rnnkit (best, step")]
+    assert len(model_rows) == 1 and model_rows[0].split()[4] == "validation"
+    assert f"{on_disk['test'][metric]:.4g}" in table[3]  # the model's test row
     for name in names:
-        assert name in table
+        assert any(line.startswith(name + " ") for line in table)
 
 
 def test_held_out_splits_do_not_overlap():
@@ -175,7 +177,7 @@ def test_cli_eval_split_and_the_closing_table(tmp_path):
                                  "--max-steps", "3", "--eval-every", "3", "--out", str(out),
                                  "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "predict_1" in result.output and "test MSE" in result.output
+    assert "predict_1" in result.output and "split" in result.output and "MSE" in result.output
     assert f"summary: {out / 'summary.json'}" in result.output
     test = json.loads((out / "summary.json").read_text())["test"]["loss"]
     result = runner.invoke(app, ["eval", str(out / "best.pt"), "--split", "test"])

@@ -255,24 +255,25 @@ def export(path: str | Path, out: str | Path | None = None) -> tuple[Path, float
 
 
 def format_summary(summary: dict) -> str:
-    """A training summary as a small table: the model's and each baseline's metrics on
-    the validation and test splits, with units, then the steps, time and throughput."""
+    """A training summary as a small table: the model's and each baseline's metrics (one
+    column each, with its unit) on the validation and the test split (a row each), then
+    the steps, time and throughput."""
     names = summary.get("metric_names", {})
     keys = list(summary.get("validation") or {})
     splits = [s for s in SPLITS if summary.get(s)]
-    columns = [(s, k) for s in splits for k in keys]
-    header = ["", *[f"{s} {names.get(k, k)}" for s, k in columns]]
-
-    def cells(metrics: dict) -> list[str]:
-        return [f"{metrics[s][k]:.4g}" if k in metrics.get(s, {}) else "-" for s, k in columns]
-
-    rows = [header, [f"rnnkit (best, step {summary.get('best_step')})", *cells(summary)]]
-    rows += [[name, *cells(by_split)] for name, by_split in summary.get("baselines", {}).items()]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+    rows = [["", "split", *[names.get(k, k) for k in keys]]]
+    entries = [(f"rnnkit (best, step {summary.get('best_step')})", summary),
+               *summary.get("baselines", {}).items()]
+    for name, metrics in entries:
+        for i, split in enumerate(splits):
+            values = metrics.get(split, {})
+            rows.append([name if i == 0 else "", split,
+                         *[f"{values[k]:.4g}" if k in values else "-" for k in keys]])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    lines.insert(1, "-" * max(len(line) for line in lines))
     better = "higher" if summary.get("higher_is_better") else "lower"
-    lines.insert(1, "-" * len(lines[0]))
     lines.append(f"metric: {summary['metric']} ({better} is better); {summary['stop_reason']} "
                  f"after {summary['steps']} steps, {summary['seconds']:.0f} s "
                  f"({summary['train_seconds']:.0f} s training, "

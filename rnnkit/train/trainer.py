@@ -339,10 +339,11 @@ class Trainer:
         """The best checkpoint's validation and test metrics (the test split scored here,
         once), and the baselines' on the same splits."""
         best = self.out_dir / "best.pt"
-        model = self.model
+        model, best_step = self.model, self.step
         if best.is_file():  # the weights model selection chose, not the last ones
-            model = copy.deepcopy(self.model)
-            model.load_state_dict(load_checkpoint(best)["model_state"])
+            payload = load_checkpoint(best)
+            model, best_step = copy.deepcopy(self.model), payload["step"]
+            model.load_state_dict(payload["model_state"])
         model.eval()
         splits = getattr(self.task, "eval_splits", ("validation",))
         report = {"validation": {}, "test": {}}
@@ -352,7 +353,7 @@ class Trainer:
                 report["test"] = self.task.evaluate(model, split="test")
         baselines = getattr(self.task, "baselines", None)
         report["baselines"] = baselines() if baselines is not None else {}
-        report["best_step"] = load_checkpoint(best)["step"] if best.is_file() else self.step
+        report["best_step"] = best_step
         return report
 
     def _loop(self, log, tensorboard, lead: bool, start_time: float, interrupt) -> str:
