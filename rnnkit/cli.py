@@ -303,6 +303,13 @@ def train(
         typer.echo(f"curves: {summary['curves']}")
     typer.echo(f"metrics: {Path(summary['out_dir']) / 'metrics.csv'}")
     typer.echo(f"summary: {Path(summary['out_dir']) / 'summary.json'}")
+    stopped = {"interrupted": ("SIGINT", 130), "terminated": ("SIGTERM", 143)}
+    if summary["stop_reason"] in stopped:  # the shell's codes for a run a signal ended
+        name, code = stopped[summary["stop_reason"]]
+        typer.echo(f"{name}: stopped after step {summary['steps']}, saved in "
+                   f"{summary['out_dir']}; continue with: rnnkit train {task} --out "
+                   f"{summary['out_dir']} --resume", err=True)
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -102,7 +102,7 @@ def test_ctrl_c_stops_after_the_step_and_still_evaluates(tmp_path, capsys):
     trainer.on_step = lambda step: os.kill(os.getpid(), signal.SIGINT) if step == 7 else None
     summary = trainer.fit()
     assert summary["stop_reason"] == "interrupted" and summary["steps"] == 7
-    assert "interrupted: stopping after this step" in capsys.readouterr().out
+    assert "SIGINT: stopping after this step" in capsys.readouterr().out
     assert [h["step"] for h in summary["history"]] == [7]
     assert "loss" in json.loads((tmp_path / "summary.json").read_text())["test"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
@@ -195,3 +195,57 @@ def test_forecast_reads_a_trending_series_relative_to_each_window():
     assert co2.relative and not sunspots.relative
     assert co2.build_model().config.relative and not sunspots.build_model().config.relative
     assert not TASKS["forecast"](TaskOptions(data="co2", relative=False)).relative
+
+
+def test_sigterm_stops_after_the_step_and_still_evaluates(tmp_path):
+    trainer = _run(tmp_path, max_steps=50, eval_every=20, log_every=1)
+    trainer.on_step = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 5 else None
+    summary = trainer.fit()
+    assert summary["stop_reason"] == "terminated" and summary["steps"] == 5
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    # metrics.csv holds every row the checkpoint covers, written with it
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows if ",train," in r] == ["1", "2", "3", "4", "5"]
+
+
+def test_the_command_exits_130_or_143_after_a_signal_and_says_how_to_resume(tmp_path):
+    import subprocess
+    import sys
+
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        out = tmp_path / sig.name
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnkit", "train", "adding", "--seq-len", "6",
+             "--hidden-size", "4", "--max-steps", "100000000", "--eval-every", "100000", "--threads", "1", "--no-progress", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (out / "metrics.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # training has begun: the CSV is written every 10 log rows
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == code, stderr
+        steps = load_checkpoint(out / "last.pt")["step"]
+        assert f"{sig.name}: stopped after step {steps}" in stderr and "--resume" in stderr
+        assert json.loads((out / "summary.json").read_text())["steps"] == steps
+        assert "predict_1" in stdout  # the closing table came first
+
+
+@pytest.mark.parametrize("stdout", ["closed pipe", "/dev/full"])
+def test_a_closed_or_full_stdout_never_stops_training(stdout, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "rnnkit", "train", "adding", "--seq-len", "6", "--hidden-size",
+            "4", "--max-steps", "30", "--eval-every", "5", "--threads", "1", "--out", str(out)]
+    if stdout == "closed pipe":
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        proc.stdout.close()  # as `| head -0` does
+        proc.wait(timeout=120)
+    else:
+        with open(stdout, "w") as full:
+            subprocess.run(args, stdout=full, stderr=subprocess.DEVNULL, timeout=120)
+    assert load_checkpoint(out / "last.pt")["step"] == 30
+    assert json.loads((out / "summary.json").read_text())["steps"] == 30
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows if ",val," in r] == ["5", "10", "15", "20", "25", "30"]

@@ -414,7 +414,8 @@ class Trainer:
                     stop_reason = "max_time"
                     break
                 if _agree(interrupt.requested, self.world):
-                    stop_reason = "interrupted"
+                    stop_reason = "interrupted" if interrupt.signal in (
+                        None, signal.SIGINT) else "terminated"
                     break
         return stop_reason
 
@@ -458,38 +459,54 @@ class Trainer:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
-        bar.evaluated(self.step, metrics, self.task.metric)
         self.save("last.pt")
         if improved:
             self.save("best.pt")
+        log.flush()  # every row the checkpoint covers is on disk with it
+        bar.evaluated(self.step, metrics, self.task.metric)  # after the save: see _Progress
         return self.config.patience is not None and self.bad_evals >= self.config.patience
 
 
 class _StopOnInterrupt:
-    """While training: the first Ctrl-C (SIGINT) asks the loop to stop after the step
-    it is in, so that the run still ends with a final evaluation, its test score and a
-    consistent checkpoint; a second one interrupts at once. Only the main thread can
-    take signals; elsewhere the default handling stays."""
+    """While training: the first SIGINT (Ctrl-C) or SIGTERM asks the loop to stop after
+    the step it is in, so that the run still ends with a final evaluation, its test
+    score and a consistent checkpoint; a second one stops at once (KeyboardInterrupt).
+    ``signal`` names the first one taken. Only the main thread can take signals;
+    elsewhere the default handling stays."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signal = None
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\ninterrupted: stopping after this step (Ctrl-C again to stop at once)",
-              flush=True)
+        self.signal = signal.Signals(signum)
+        _say(f"\n{self.signal.name}: stopping after this step (again to stop at once)")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _say(line: str):
+    """Print a line; a closed or full stdout (``| head``, ``> /dev/full``) never stops
+    training, it only goes quiet."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):  # ValueError: the stream itself was closed
+        pass
 
 
 def _write_json(obj: dict, path: Path):
@@ -523,6 +540,9 @@ class _NoLog:
     def write(self, row):
         pass
 
+    def flush(self):
+        pass
+
     def close(self):
         pass
 
@@ -542,9 +562,9 @@ class _CsvLog:
     def write(self, row: dict):
         self.rows.append(row)
         if len(self.rows) % 10 == 0:
-            self._flush()
+            self.flush()
 
-    def _flush(self):
+    def flush(self):
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         tmp = self.path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
@@ -554,7 +574,7 @@ class _CsvLog:
         tmp.replace(self.path)
 
     def close(self):
-        self._flush()
+        self.flush()
 
 
 def _tensorboard(out_dir: Path):
@@ -583,23 +603,35 @@ class _Progress:
         self.enabled, self.total, self.metric, self.quiet = enabled, total, metric, quiet
         self.progress = None
         if enabled:
+            from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                        TimeElapsedColumn, TimeRemainingColumn)
+
+            class QuietOnBrokenPipe(Console):
+                # rich's own answer to a closed pipe is SystemExit(1), which would end
+                # the run before its next checkpoint; going quiet lets training go on
+                def on_broken_pipe(self):
+                    self.quiet = True
+
             self.progress = Progress(
                 TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"),
-                TimeRemainingColumn())
+                TimeRemainingColumn(), console=QuietOnBrokenPipe())
             self.bar = self.progress.add_task("train", total=total, completed=start, info="")
         self.info = {}
 
     def __enter__(self):
-        if self.progress is not None:
-            self.progress.__enter__()
+        self._live = self.progress  # stopped at the end even if output failed on the way
+        if self._live is not None:
+            self._live.__enter__()
         return self
 
     def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
+        if self._live is not None:
+            try:
+                self._live.__exit__(*exc)
+            except (OSError, ValueError):
+                pass
 
     def update(self, step, *, loss, speed, unit):
         self.info.update(loss=f"loss {loss:.3f}", speed=f"{speed:,.0f} {unit}/s")
@@ -609,18 +641,25 @@ class _Progress:
     def note(self, line: str):
         """A line of its own above the bar (or printed), such as a skipped step."""
         if self.progress is not None:
-            self.progress.console.print(line)
+            self._print(line)
         elif not self.quiet:
-            print(line, flush=True)
+            _say(line)
 
     def evaluated(self, step, metrics, metric):
         self.info["val"] = f"val {metric} {metrics[metric]:.4g}"
         line = f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         if self.progress is not None:
             self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
-            self.progress.console.print(line)
+            self._print(line)
         elif not self.quiet:
-            print(line, flush=True)
+            _say(line)
+
+    def _print(self, line: str):
+        # a closed or full stdout must not stop training: the bar goes, the run goes on
+        try:
+            self.progress.console.print(line)
+        except (OSError, ValueError):
+            self.progress, self.quiet = None, True
 
 
 def plot_curves(history: list[dict], path: Path, metric: str, train_rows: list | None = None):
