@@ -425,19 +425,23 @@ def gradflow(
     the vanishing gradient of the vanilla RNN, and gate saturation of the gated cells."""
     import json
 
+    from rnnkit._files import FolderLock, write_text
     from rnnkit.diagnostics import format_table, gradient_flow_experiment, plot_gradient_flow
-    if (out / "gradflow.json").exists() and not overwrite:
-        _fail(f"{out} already holds results (gradflow.json): pass --overwrite to replace them, "
-              "or choose another --out")
     out.mkdir(parents=True, exist_ok=True)  # before the experiment: fail fast if it cannot be
-    try:
-        result = gradient_flow_experiment(length, cells=cells.split(","), hidden_size=hidden_size,
-                                          train_steps=train_steps, seed=seed, init=init,
-                                          forget_bias=forget_bias)
-    except ValueError as e:
-        _fail(str(e))
-    (out / "gradflow.json").write_text(json.dumps(result, indent=1))
-    png = plot_gradient_flow(result, out / "gradflow.png")
+    with FolderLock(out, "gradflow"):  # one writer; released however the command ends
+        if (out / "gradflow.json").exists() and not overwrite:
+            _fail(f"{out} already holds results (gradflow.json): pass --overwrite to replace "
+                  "them, or choose another --out")
+        try:
+            result = gradient_flow_experiment(length, cells=cells.split(","),
+                                              hidden_size=hidden_size, train_steps=train_steps,
+                                              seed=seed, init=init, forget_bias=forget_bias)
+        except ValueError as e:
+            _fail(str(e))
+        # each file whole or not at all, the data last: a folder with gradflow.json holds
+        # complete results, so a killed run never blocks the next one
+        png = plot_gradient_flow(result, out / "gradflow.png")
+        write_text(out / "gradflow.json", json.dumps(result, indent=1))
     typer.echo(format_table(result))
     typer.echo(f"plot: {png}\ndata: {out / 'gradflow.json'}")
 
@@ -448,14 +452,16 @@ def export(
     format: str = typer.Option("onnx", help="Export format (onnx)."),
     out: Optional[Path] = typer.Option(None, help="Output file (default: the checkpoint's path "
                                        "with .onnx)."),
+    overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
 ):
-    """Export a checkpoint's model to ONNX and check it against onnxruntime."""
+    """Export a checkpoint's model to ONNX and check it against onnxruntime; the file
+    appears whole and checked, or not at all."""
     from rnnkit.train import api
     if format != "onnx":
         _fail(f"--format must be 'onnx', got {format!r}")
     try:
-        path, diff = api.export(checkpoint, out)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+        path, diff = api.export(checkpoint, out, overwrite=overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         _fail(str(e))
     typer.echo(f"wrote {path}; max abs difference against onnxruntime: {diff:.2e}")
 

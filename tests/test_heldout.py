@@ -3,6 +3,7 @@ checkpoint once on the test split beside the task's baselines, and writes summar
 whatever stopped it."""
 
 import json
+from pathlib import Path
 import math
 import os
 import signal
@@ -249,3 +250,81 @@ def test_a_closed_or_full_stdout_never_stops_training(stdout, tmp_path):
     assert json.loads((out / "summary.json").read_text())["steps"] == 30
     rows = (out / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows if ",val," in r] == ["5", "10", "15", "20", "25", "30"]
+
+
+def test_a_run_folder_has_one_writer_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    first = _run(tmp_path, max_steps=4, eval_every=2)
+    with pytest.raises(BlockingIOError, match=rf"in use by another rnnkit run \(pid {os.getpid()}\)"):
+        _run(tmp_path, max_steps=4)
+    first.fit()  # releases the folder when it ends
+    resumed = Trainer(first.task, TrainConfig(max_steps=6, progress=False), tmp_path, resume=True)
+    resumed.fit()
+    # another process: refused while the first lives, and the folder untouched
+    out = tmp_path / "other"
+    args = [sys.executable, "-m", "rnnkit", "train", "adding", "--seq-len", "6", "--hidden-size",
+            "4", "--max-steps", "100000000", "--eval-every", "100000", "--threads", "1",
+            "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "metrics.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            result = runner.invoke(app, ["train", "adding", "--out", str(out), *extra])
+            assert result.exit_code != 0
+            assert f"in use by another rnnkit run (pid {proc.pid})" in result.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert (out / "last.pt").is_file()  # the first run's work survived every attempt
+
+
+def test_export_never_writes_over_its_input_and_writes_whole_files(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["train", "adding", "--seq-len", "5", "--hidden-size", "4",
+                               "--max-steps", "2", "--eval-every", "2", "--out", str(out),
+                               "--no-progress"]).exit_code == 0
+    checkpoint = out / "best.pt"
+    before = checkpoint.read_bytes()
+    result = runner.invoke(app, ["export", str(checkpoint), "--out", str(checkpoint),
+                                 "--overwrite"])
+    assert result.exit_code != 0 and "is the checkpoint being exported" in result.output
+    assert checkpoint.read_bytes() == before
+    assert runner.invoke(app, ["export", str(checkpoint)]).exit_code == 0
+    onnx_file = out / "best.onnx"
+    good = onnx_file.read_bytes()
+    result = runner.invoke(app, ["export", str(checkpoint)])
+    assert result.exit_code != 0 and "already exists: pass --overwrite" in result.output
+
+    import rnnkit.export
+
+    def dies_half_way(model, path, inputs, **kwargs):
+        Path(path).write_bytes(b"half an onnx file")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(rnnkit.export, "export_onnx", dies_half_way)
+    result = runner.invoke(app, ["export", str(checkpoint), "--overwrite"])
+    assert result.exit_code != 0 and "No space left" in result.output
+    assert onnx_file.read_bytes() == good  # the old file stands, no temporary is left
+    assert sorted(p.name for p in out.glob("best.onnx*")) == ["best.onnx"]
+
+
+def test_gradflow_results_are_whole_or_absent(tmp_path, monkeypatch):
+    import rnnkit.diagnostics as diagnostics
+
+    out = tmp_path / "gf"
+    args = ["gradflow", "--T", "5", "--hidden-size", "4", "--train-steps", "0", "--out", str(out)]
+
+    def broken_plot(result, path):
+        Path(path).write_bytes(b"\x89PNG half")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(diagnostics, "plot_gradient_flow", broken_plot)
+    assert runner.invoke(app, args).exit_code != 0
+    assert not (out / "gradflow.json").exists()  # so the next run is not refused
+    monkeypatch.undo()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "gradflow.json").read_text())["T"] == 5
+    assert not list(out.glob("*.tmp"))

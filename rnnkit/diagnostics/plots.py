@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from rnnkit._files import atomic_path
 from rnnkit.diagnostics.experiment import verdicts
 
 __all__ = ["plot_gradient_flow"]
@@ -67,7 +68,8 @@ def plot_gradient_flow(result: dict, path) -> Path:
             fig.tight_layout(rect=(0, 0.04 * len(words), 1, 1))
         else:
             fig.tight_layout()
-        fig.savefig(path, format="png", dpi=100)
+        with atomic_path(path) as tmp:  # a reader never sees half a PNG
+            fig.savefig(tmp, format="png", dpi=100)
     finally:
         plt.close(fig)  # figures stay alive in pyplot's registry until closed
     return path

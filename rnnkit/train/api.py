@@ -242,16 +242,29 @@ def example_inputs(model, payload: dict) -> tuple:
     return (torch.randn(2, 10, c.input_size, generator=g),)
 
 
-def export(path: str | Path, out: str | Path | None = None) -> tuple[Path, float]:
+def export(path: str | Path, out: str | Path | None = None, *,
+           overwrite: bool = False) -> tuple[Path, float]:
     """Export a checkpoint's model to ONNX next to it (or at ``out``) and check the file
-    against onnxruntime; returns the file and the max abs difference."""
+    against onnxruntime; returns the file and the max abs difference. The file appears
+    whole and checked or not at all (written to a temporary file, then renamed); an
+    existing file is replaced only with ``overwrite``, and never the checkpoint itself."""
+    from rnnkit._files import atomic_path
     from rnnkit.export import check_onnx, export_onnx
 
+    out = Path(out) if out is not None else Path(path).with_suffix(".onnx")
+    if out.exists() and out.resolve() == Path(path).resolve():
+        raise ValueError(f"--out {out} is the checkpoint being exported: choose another file")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: pass --overwrite to replace it, or "
+                              "choose another --out")
+    if out.exists() and not out.is_file():
+        raise IsADirectoryError(f"--out {out} is not a file")
     model, payload = load(path)
     inputs = example_inputs(model, payload)
-    out = Path(out) if out is not None else Path(path).with_suffix(".onnx")
-    export_onnx(model, out, inputs)
-    return out, check_onnx(out, model, inputs)
+    with atomic_path(out) as tmp:
+        export_onnx(model, tmp, inputs)
+        difference = check_onnx(tmp, model, inputs)
+    return out, difference
 
 
 def format_summary(summary: dict) -> str:

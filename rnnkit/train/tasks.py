@@ -662,14 +662,16 @@ class Digits(Task):
     Baselines: scikit-learn's logistic regression and MLP on the flat pixels."""
 
     name, metric, higher_is_better = "digits", "accuracy", True
-    #: per mode: 64 steps of single pixels need a wider state and max pooling over time;
-    #: permuted pixels scatter each stroke over the sequence, where a regularised GRU
-    #: did best on validation
+    #: per mode, chosen on validation over two weight seeds: 64 steps of single pixels
+    #: need a wider state, max pooling over time and recurrent dropout (the 1257 training
+    #: images are few); permuted pixels scatter each stroke over the sequence, where a
+    #: GRU did best
     mode_recipes = {"rows": {"lr": 1e-2, "max_steps": 1500},
-                    "pixels": {"lr": 1e-2, "max_steps": 2000, "hidden_size": 128,
-                               "pooling": "max"},
+                    "pixels": {"lr": 1e-2, "max_steps": 3000, "hidden_size": 128,
+                               "pooling": "max", "layer_options": {"recurrent_dropout": 0.2}},
                     "permuted": {"cell": "gru", "lr": 1e-2, "max_steps": 3000,
-                                 "hidden_size": 128, "layer_options": {"zoneout": 0.1}}}
+                                 "hidden_size": 128,
+                                 "layer_options": {"recurrent_dropout": 0.2}}}
 
     @classmethod
     def recipe_for(cls, given: dict) -> dict:

@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from rnnkit._files import FolderLock, atomic_path, write_text
 from rnnkit.train.checkpoint import (MODEL_ENTRIES, RESUME_ENTRIES, check_entries,
                                      load_checkpoint, save_checkpoint)
 from rnnkit.train.tbptt import detach_state
@@ -141,8 +142,11 @@ def _agree(flag: bool, world: int) -> bool:
     return bool(t.item())
 
 
-def prepare_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = False) -> None:
-    """Make ``out_dir`` ready for a run, or say why it cannot be, before any training.
+def prepare_out_dir(out_dir: Path, *, resume: bool = False,
+                    overwrite: bool = False) -> FolderLock:
+    """Make ``out_dir`` ready for a run, or say why it cannot be, before any training;
+    returns the folder's lock, held: one run writes into a folder at a time (a second,
+    a resume among them, is refused while the first lives).
 
     The folder must be creatable and writable. A folder that holds a run (any of
     RUN_FILES) is only continued with ``resume`` or replaced with ``overwrite`` (its run
@@ -161,6 +165,16 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fa
     except OSError as e:
         raise type(e)(f"output folder {out_dir} cannot be written: "
                       f"{e.strerror or e}") from None
+    lock = FolderLock(out_dir).acquire()
+    try:
+        _check_and_clear(out_dir, resume, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_and_clear(out_dir: Path, resume: bool, overwrite: bool):
     found = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume:
         if not (out_dir / "last.pt").is_file():
@@ -174,9 +188,11 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False, overwrite: bool = Fa
         for name in found:
             (out_dir / name).unlink()
         shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
-    for stale in [*out_dir.glob("*.pt.*.tmp"), *out_dir.glob("metrics.csv.tmp"),
-                  *out_dir.glob("summary.json.tmp")]:
-        stale.unlink(missing_ok=True)
+    # temporary files of a writer killed mid-write (see rnnkit._files.atomic_path)
+    for pattern in ("*.pt.*.tmp", "metrics.csv.*.tmp", "summary.json.*.tmp", "curves.png.*.tmp",
+                    "metrics.csv.tmp"):
+        for stale in out_dir.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 class Trainer:
@@ -194,8 +210,9 @@ class Trainer:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
             torch.cuda.set_device(device)
         self.device = device
+        self._lock = None
         if self.rank == 0:  # one writer: the ranks hold the same weights
-            prepare_out_dir(self.out_dir, resume=resume, overwrite=overwrite)
+            self._lock = prepare_out_dir(self.out_dir, resume=resume, overwrite=overwrite)
         _seed_everything(config.seed)  # the same initial weights on every rank
         self.model = task.build_model().to(device)
         self.net = self.model  # what the training step calls: DDP-wrapped when distributed
@@ -313,6 +330,9 @@ class Trainer:
                     with _Progress(False, 0, 0, task.metric) as lines:  # the last word
                         self._evaluate(log, tensorboard, lines)
                 self.save("last.pt")
+        except BaseException:
+            self.release()
+            raise
         finally:  # the rows so far reach metrics.csv even when the run stops on an error
             log.close()
             if tensorboard is not None:
@@ -332,8 +352,14 @@ class Trainer:
                    "skipped_steps": self.skipped_steps}
         if lead:
             _write_json(summary, self.out_dir / "summary.json")
+        self.release()
         return {**summary, "history": self.history, "out_dir": str(self.out_dir),
                 "curves": str(curves) if curves else None}
+
+    def release(self):
+        """Let another run write into the folder (``fit`` does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _held_out_report(self) -> dict:
         """The best checkpoint's validation and test metrics (the test split scored here,
@@ -511,9 +537,7 @@ def _say(line: str):
 
 def _write_json(obj: dict, path: Path):
     """Write ``obj`` as JSON atomically: a temporary file, then renamed into place."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=1, default=str))
 
 
 def _differences(saved: dict, current: dict) -> str:
@@ -566,12 +590,10 @@ class _CsvLog:
 
     def flush(self):
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        tmp.replace(self.path)
 
     def close(self):
         self.flush()
@@ -686,6 +708,7 @@ def plot_curves(history: list[dict], path: Path, metric: str, train_rows: list |
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return path

@@ -1,0 +1,87 @@
+"""Writing outputs safely: atomically (a reader never sees half a file, a crash never
+leaves one), and one writer per run folder at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+try:  # advisory locks; absent on Windows, where folders are not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+#: the lock file a writer holds in its folder
+LOCK_NAME = ".rnnkit.lock"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder to write to; when the block ends without an
+    error the file is flushed to disk and renamed over ``path`` (one atomic step), else
+    it is removed and ``path`` keeps what it held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+class FolderLock:
+    """An advisory lock (``flock``) on a folder's lock file, held by the one process that
+    writes into the folder: the operating system releases it when that process ends,
+    however it ends, so a killed run never leaves a stale lock. A second writer is
+    refused with a message naming the holder's pid."""
+
+    def __init__(self, folder: str | Path, what: str = "run"):
+        self.folder, self.what = Path(folder), what
+        self._file = None
+
+    def acquire(self) -> "FolderLock":
+        if fcntl is None or self._file is not None:
+            return self
+        path = self.folder / LOCK_NAME
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise BlockingIOError(f"{self.folder} is in use by another rnnkit {self.what} "
+                                  f"(pid {holder}); wait for it to end, or choose another "
+                                  "--out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self):
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
