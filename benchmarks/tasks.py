@@ -6,8 +6,8 @@ baselines: the README's learning table.
 
 ``run`` trains each run below (or the named ones) that OUT_DIR does not hold finished
 yet, as ``rnnkit train TASK ARGS --threads 1`` (N runs side by side, default 2), then
-writes ``OUT_DIR/learning-tasks.json`` (every run's summary.json, with the command) and
-prints the markdown table. ``table`` prints the table of such a file. The recipes were
+adds them to ``OUT_DIR/learning-tasks.json`` (every run's summary.json, with the
+command) and prints the markdown table. ``table`` prints the table of such a file. The recipes were
 chosen on the validation splits; the test split is only scored at the end of each run.
 """
 
@@ -102,10 +102,14 @@ def main(argv: list[str]) -> str:
         raise SystemExit(f"unknown runs {unknown}; choose from {list(RUNS)}")
     out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(jobs) as pool:
-        results = list(pool.map(lambda n: _train(n, out), names))
-    report = {"threads_per_run": 1, "runs_side_by_side": jobs, "runs": results}
-    (out / "learning-tasks.json").write_text(json.dumps(report, indent=1))
-    return table(results)
+        results = {r["name"]: r for r in pool.map(lambda n: _train(n, out), names)}
+    path = out / "learning-tasks.json"
+    if path.is_file():  # the runs of earlier calls stay, the ones run again are replaced
+        results = {**{r["name"]: r for r in json.loads(path.read_text())["runs"]}, **results}
+    ordered = [results[n] for n in RUNS if n in results]
+    report = {"threads_per_run": 1, "runs_side_by_side": jobs, "runs": ordered}
+    path.write_text(json.dumps(report, indent=1))
+    return table(ordered)
 
 
 if __name__ == "__main__":
