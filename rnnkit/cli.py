@@ -66,6 +66,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineErrors
 GRADFLOW_TRAIN_STEPS = 600
 
 
+#: the largest --config file (TOML) and predict --file a command reads
+MAX_CONFIG_BYTES, MAX_TEXTS_BYTES = 1 << 20, 64 << 20
+
+
+def _read_small_text(path: Path, flag: str, limit: int) -> str:
+    """A regular UTF-8 file of at most ``limit`` bytes: a FIFO would block forever and
+    /dev/zero would be read until memory runs out."""
+    from rnnkit.data._checks import read_utf8
+
+    if path.exists() and path.is_file() and path.stat().st_size > limit:
+        raise ValueError(f"{flag} {path} has {path.stat().st_size:,} bytes, more than the "
+                         f"{limit:,} it may have")
+    return read_utf8(path)
+
+
 def _parse_size(text: str) -> tuple[int, int, int, int]:
     try:
         size = tuple(int(n) for n in text.split(","))
@@ -247,9 +262,9 @@ def train(
     settings = {}
     if config is not None:
         try:
-            settings = tomllib.loads(config.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            _fail(f"--config {config}: {e}")
+            settings = tomllib.loads(_read_small_text(config, "--config", MAX_CONFIG_BYTES))
+        except (OSError, ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError
+            _fail(f"--config {config}: {_one_line(e)[:300]}")
     flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
                  seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
@@ -378,8 +393,9 @@ def predict(
     texts = list(text or [])
     if file is not None:
         try:
-            texts += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as e:
+            texts += [line for line in _read_small_text(file, "--file", MAX_TEXTS_BYTES)
+                      .splitlines() if line.strip()]
+        except (OSError, ValueError) as e:
             _fail(f"--file {file}: {e}")
     try:
         result = api.predict(checkpoint, texts or None, data=data)

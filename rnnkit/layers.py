@@ -315,6 +315,8 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
             raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         if not bias:
             raise ValueError("forget_bias needs bias=True, got bias=False")
     if init != "chrono":
@@ -892,6 +894,8 @@ def _check_min_forget_bias(forget_bias, bias: bool):
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
             raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         if not bias:
             raise ValueError("forget_bias needs bias=True, got bias=False")
         forget_bias = float(forget_bias)

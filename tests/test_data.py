@@ -604,7 +604,8 @@ def test_synthetic_tagging_bad_input():
 
 def test_data_imports_only_itself_from_rnnkit():
     import rnnkit.data
-    # The layout's arrows point down: data may not use models, train or the CLI.
+    # The layout's arrows point down: data may not use models, train or the CLI (only the
+    # leaf utility rnnkit._files, which imports nothing of rnnkit).
     for file in pathlib.Path(rnnkit.data.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.ImportFrom):
@@ -614,7 +615,8 @@ def test_data_imports_only_itself_from_rnnkit():
             else:
                 continue
             for name in names:
-                assert name.split(".")[0] != "rnnkit" or name.startswith("rnnkit.data"), \
+                assert name.split(".")[0] != "rnnkit" or name.startswith("rnnkit.data") \
+                    or name == "rnnkit._files", \
                     f"{file.name} imports {name}"
 
 

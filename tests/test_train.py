@@ -161,7 +161,7 @@ def test_loading_never_runs_pickled_code(tmp_path):
     (dict(max_steps=0), "max_steps must be a positive int"),
     (dict(schedule="linear"), "schedule must be one of"),
     (dict(lr=0), "lr must be > 0"),
-    (dict(patience=0), "patience must be >= 1"),
+    (dict(patience=0), "patience must be an int >= 1"),
     (dict(device="tpu"), "device must be"),
 ])
 def test_bad_train_config(kwargs, pattern):

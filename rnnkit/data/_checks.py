@@ -48,9 +48,3 @@ def read_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a crash mid-write never
-    leaves a truncated file where a good one was."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

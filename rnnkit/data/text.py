@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rnnkit.data._checks import atomic_write_text, check_int, check_path, read_utf8
+from rnnkit._files import write_text
+from rnnkit.data._checks import check_int, check_path, read_utf8
 from rnnkit.data.streams import batchify
 
 __all__ = ["Vocabulary", "read_text", "default_corpus", "lm_batches", "pad_batch",
@@ -200,8 +201,8 @@ class Vocabulary:
 
     def save(self, path) -> None:
         """Write the vocabulary to ``path`` as JSON (atomically)."""
-        atomic_write_text(check_path("path", path),
-                          json.dumps(self.to_dict(), ensure_ascii=False))
+        write_text(check_path("path", path),
+                   json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path) -> "Vocabulary":

@@ -126,7 +126,12 @@ def read_csv_series(path, columns: Sequence[str] | None = None,
     else:
         j = header.index(index_column)
         index = [cells[j] for _, cells in data]
-    return values.float(), index, names
+    single = values.float()
+    if not bool(single.isfinite().all()):  # finite in float64, beyond float32's range
+        t, f = (~single.isfinite()).nonzero()[0].tolist()
+        raise ValueError(f"{path}, line {data[t][0]}, column {names[f]!r}: "
+                         f"{values[t, f].item():g} is beyond float32's range (about ±3.4e38)")
+    return single, index, names
 
 
 def load_bundled(name: str) -> tuple[Tensor, list, list[str]]:

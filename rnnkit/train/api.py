@@ -128,6 +128,10 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
                   temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None) -> str:
     """Continue ``prompt`` with a language-model checkpoint; returns prompt + new text."""
+    if isinstance(length, bool) or not isinstance(length, int) or \
+            not 0 <= length <= MAX_GENERATED_TOKENS:
+        raise ValueError(f"length must be an int in [0, {MAX_GENERATED_TOKENS:,}], got "
+                         f"{length!r}")
     model, payload = load(path)
     _require(payload, "lm")
     vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
@@ -208,13 +212,30 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
                      f"not {name!r} (use sample for 'lm', translate for 'translate')")
 
 
+#: the longest source ``translate`` takes, in tokens: decoding allocates with its length
+MAX_SOURCE_TOKENS = 2_000
+#: the most tokens ``generate_text`` makes in one call
+MAX_GENERATED_TOKENS = 100_000
+
+
 def translate(path: str | Path, text: str, *, beam_size: int = 1) -> str:
     """Map ``text`` with a translate checkpoint (greedy, or beam search with beam_size > 1)."""
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an int >= 1 (1: greedy), got {beam_size!r}")
     model, payload = load(path)
     _require(payload, "translate")
     src_vocab = D.Vocabulary.from_dict(payload["task"]["src_vocab"])
     tgt_vocab = D.Vocabulary.from_dict(payload["task"]["tgt_vocab"])
-    src = torch.tensor([src_vocab.encode(text) or [src_vocab.unk_id]])
+    ids = src_vocab.encode(text)
+    if not ids:
+        raise ValueError("the text to translate is empty")
+    if all(i == src_vocab.unk_id for i in ids):
+        raise ValueError(f"none of the {len(ids)} tokens of the text to translate is known to "
+                         "the checkpoint's source vocabulary")
+    if len(ids) > MAX_SOURCE_TOKENS:
+        raise ValueError(f"the text to translate has {len(ids):,} tokens, more than the "
+                         f"{MAX_SOURCE_TOKENS:,} translate takes at once: split it")
+    src = torch.tensor([ids])
     max_length = 4 * src.shape[1] + 10
     if beam_size > 1:
         tokens = model.beam_search(src, beam_size=beam_size, max_length=max_length)[0]

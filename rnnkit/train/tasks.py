@@ -36,6 +36,10 @@ from rnnkit.train import baselines as B
 
 #: the splits a task evaluates on
 SPLITS = ("validation", "test")
+#: the largest sizes TaskOptions takes: far beyond what trains on one machine, small
+#: enough that a typo fails at once instead of allocating without bound
+LIMITS = {"hidden_size": 65_536, "num_layers": 1_000, "batch_size": 1_000_000,
+          "seq_len": 1_000_000, "horizon": 100_000}
 #: the values of TaskOptions.init: "auto" is the task's recipe for the cell, the rest are
 #: the layers' own
 INIT_CHOICES = ("auto", "default", "orthogonal", "identity", "chrono")
@@ -114,6 +118,8 @@ class TaskOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int{' or None' * optional}, "
                                  f"got {value!r}")
+            if value > LIMITS[name]:  # a typo would otherwise allocate without bound
+                raise ValueError(f"{name} must be at most {LIMITS[name]:,}, got {value:,}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
@@ -136,6 +142,8 @@ class TaskOptions:
                             f"{self.index_column!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if not 0 <= self.seed < 2 ** 20:  # see _VALIDATION_SEED
+            raise ValueError(f"seed must be in [0, {2 ** 20}), got {self.seed}")
         if self.init not in INIT_CHOICES:
             raise ValueError(f"init must be one of {INIT_CHOICES}, got {self.init!r}")
         if self.t_max is not None and (isinstance(self.t_max, bool) or not isinstance(

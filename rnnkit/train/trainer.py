@@ -37,6 +37,9 @@ from rnnkit.train.tbptt import detach_state
 SCHEDULES = ("cosine", "plateau", "constant")
 #: consecutive steps with a non-finite loss or gradient before a run gives up
 MAX_BAD_STEPS = 5
+#: seeds are below this: the generated tasks derive a training batch's seed as
+#: seed * 1_000_003 + step, which must stay below their held-out sets' seeds (2**40)
+MAX_SEED = 2 ** 20
 #: the files a run writes into its folder: a folder holding any of them holds a run
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "summary.json")
 
@@ -90,13 +93,22 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+                or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         if self.clip_grad_norm is not None and not 0 < self.clip_grad_norm < math.inf:
             raise ValueError(f"clip_grad_norm must be > 0 and finite, or None (off), got "
                              f"{self.clip_grad_norm}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.patience is not None and (isinstance(self.patience, bool) or not isinstance(
+                self.patience, int) or self.patience < 1):
+            raise ValueError(f"patience must be an int >= 1 or None, got {self.patience!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
+                or not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be an int in [0, {MAX_SEED}), got {self.seed!r}")
+        for name in ("bf16", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool (true or false), got "
+                                f"{getattr(self, name)!r}")
         if self.max_time is not None and not 0 < self.max_time < math.inf:
             raise ValueError(f"max_time must be > 0 and finite, or None, got {self.max_time}")
         if self.device not in ("cpu", "cuda"):
