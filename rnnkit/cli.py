@@ -189,7 +189,9 @@ def train(
                                           "underscores); flags given on the command line win."),
     out: Path = typer.Option(None, help="Folder for checkpoints, metrics.csv and curves.png "
                              "(default runs/TASK)."),
-    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint, "
+                                "with the run's own settings; only --max-steps, --max-time, "
+                                "--eval-every, --patience, --device and --progress may change."),
     overwrite: bool = typer.Option(False, help="Replace the run already in --out (its "
                                    "checkpoints, metrics and plots); without it, a folder "
                                    "holding a run is refused."),
@@ -297,10 +299,14 @@ def train(
             _fail(f"--threads must be a positive int, got {threads}")
         torch.set_num_threads(threads)
     try:
-        options, train_config = api.settings(task, {**settings, "layer_options": layer,
-                                                    "progress": progress})
-        summary = api.train(task, options, train_config, out or Path("runs") / task,
-                            resume=resume, overwrite=overwrite)
+        given = {**settings, "layer_options": layer, "progress": progress}
+        target = out or Path("runs") / task
+        if resume and (target / "last.pt").is_file():  # the run's own settings
+            options, train_config = api.resume_settings(task, target, given)
+        else:
+            options, train_config = api.settings(task, given)
+        summary = api.train(task, options, train_config, target, resume=resume,
+                            overwrite=overwrite)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
     best = "none (no evaluation was finite)" if summary["best"] is None else \

@@ -300,15 +300,15 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_run(files, tmp_path):
     _fails(["train", "adding", "--out", run, "--resume"],
            "cannot resume: " + str(run / "last.pt") + " is a 'digits' run, not 'adding'")
     _fails(["train", "digits", "--out", run, "--resume", "--hidden-size", "16"],
-           "cannot resume: " + str(run / "last.pt") + " holds another model (rnn: ")
-    # the same model on data with another vocabulary
+           f"cannot resume with hidden_size=16: the run in {run} has hidden_size=")
+    # other data than the run's
     lm = tmp_path / "lm"
     lm.mkdir()
     (lm / "last.pt").write_bytes((files / "lm" / "last.pt").read_bytes())
     other = tmp_path / "other.txt"
     other.write_text("the quick brown fox jumps over the lazy dog? " * 30)  # '?' for '.'
     _fails(["train", "lm", "--out", lm, "--resume", "--data", other, "--seq-len", "10",
-            "--hidden-size", "8"], "cannot resume: the data does not match the run")
+            "--hidden-size", "8"], f"cannot resume with data='{other}'")
     for name, message in (("truncated.pt", "not a readable rnnkit checkpoint"),
                           ("no_weights.pt", "bad entries model_state (missing)")):
         (run / "last.pt").write_bytes((files / name).read_bytes())

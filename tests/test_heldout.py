@@ -328,3 +328,50 @@ def test_gradflow_results_are_whole_or_absent(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads((out / "gradflow.json").read_text())["T"] == 5
     assert not list(out.glob("*.tmp"))
+
+
+def test_resume_keeps_the_runs_own_settings_and_refuses_contradicting_ones(tmp_path):
+    common = ["--seq-len", "6", "--hidden-size", "4", "--eval-every", "2", "--no-progress"]
+    own = ["--seed", "3", "--batch-size", "8", "--lr", "0.02"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert runner.invoke(app, ["train", "adding", *common, *own, "--max-steps", "6",
+                               "--out", str(whole)]).exit_code == 0
+    assert runner.invoke(app, ["train", "adding", *common, *own, "--max-steps", "4",
+                               "--out", str(part)]).exit_code == 0
+    # as the README does: only --out, --resume and --max-steps
+    result = runner.invoke(app, ["train", "adding", "--out", str(part), "--resume",
+                                 "--max-steps", "6", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    a, b = (load_checkpoint(d / "last.pt") for d in (whole, part))
+    assert a["step"] == b["step"] == 6
+    for key in a["model_state"]:
+        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
+    for flag, value in (("--seed", "4"), ("--batch-size", "16"), ("--zoneout", "0.1")):
+        result = runner.invoke(app, ["train", "adding", "--out", str(part), "--resume",
+                                     "--max-steps", "8", flag, value])
+        assert result.exit_code != 0, flag
+        assert "cannot resume with" in result.output and "keeps the run's own settings" \
+            in result.output, result.output
+    same = runner.invoke(app, ["train", "adding", "--out", str(part), "--resume", "--seed", "3",
+                               "--max-steps", "7", "--no-progress"])
+    assert same.exit_code == 0, same.output  # a flag equal to the run's own is fine
+    result = runner.invoke(app, ["train", "copy", "--out", str(part), "--resume"])
+    assert result.exit_code != 0 and "is a 'adding' run, not 'copy'" in result.output
+
+
+def test_overwrite_replaces_a_run_only_once_the_new_one_is_sound(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "adding", "--seq-len", "5", "--hidden-size", "4", "--max-steps", "2",
+            "--eval-every", "2", "--no-progress", "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    before = (out / "last.pt").read_bytes()
+    (out / "tensorboard").mkdir(exist_ok=True)
+    (out / "tensorboard" / "mine.txt").write_text("not rnnkit's")
+    (out / ".rnnkit-files.json").unlink(missing_ok=True)  # rnnkit did not write that folder
+    for bad in (["--option", "zonout=0.1"], ["--hidden-size", "100000"]):
+        result = runner.invoke(app, args + ["--overwrite", *bad])
+        assert result.exit_code != 0, bad
+        assert (out / "last.pt").read_bytes() == before, bad  # the old run is intact
+    assert runner.invoke(app, args + ["--overwrite", "--max-steps", "3"]).exit_code == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 3
+    assert (out / "tensorboard" / "mine.txt").read_text() == "not rnnkit's"

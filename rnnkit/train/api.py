@@ -41,6 +41,51 @@ def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainCo
             TrainConfig(**{k: v for k, v in merged.items() if k in train_fields}))
 
 
+#: the settings a resumed run may change: how long it goes on, how often it evaluates,
+#: where it runs and how it shows progress; every other one is the run's own
+RESUME_MAY_CHANGE = frozenset({"max_steps", "max_time", "eval_every", "log_every", "patience",
+                               "progress", "device"})
+
+
+def resume_settings(task: str, out_dir: str | Path,
+                    given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
+    """The options and training config of the run in ``out_dir`` (from its last.pt), with
+    the settings ``given`` that a resume may change (RESUME_MAY_CHANGE); a given setting
+    that contradicts the run's own is refused, naming it, instead of silently changing
+    the run's weights."""
+    path = Path(out_dir) / "last.pt"
+    payload = load_checkpoint(path)
+    saved_task = payload.get("task", {}).get("name")
+    if saved_task != task:
+        raise ValueError(f"cannot resume: {path} is a {saved_task!r} run, not {task!r}")
+    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = {**{k: v for k, v in (payload.get("train_config") or {}).items() if k in train_fields},
+             **{k: v for k, v in payload["task"].get("options", {}).items() if k in task_fields}}
+    given = dict(given or {})
+    if "layer_options" in given and not given["layer_options"]:
+        del given["layer_options"]  # no layer flag given
+    unknown = set(given) - SETTINGS
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}")
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE:
+            continue
+        current = saved.get(key)
+        if key == "layer_options":  # a flag for each option: only those given are compared
+            clash = {k: v for k, v in value.items() if (current or {}).get(k) != v}
+            value, current = clash, {k: (current or {}).get(k) for k in clash}
+            if not clash:
+                continue
+        if value != current and not (isinstance(current, list) and list(value) == current):
+            raise ValueError(f"cannot resume with {key}={value!r}: the run in {out_dir} has "
+                             f"{key}={current!r}; a resume keeps the run's own settings (it "
+                             f"may change {', '.join(sorted(RESUME_MAY_CHANGE))})")
+    merged = {**saved, **{k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}}
+    return (TaskOptions(**{k: v for k, v in merged.items() if k in task_fields}),
+            TrainConfig(**{k: v for k, v in merged.items() if k in train_fields}))
+
+
 def train(task: str, options: TaskOptions | None = None, config: TrainConfig | None = None,
           out_dir: str | Path = "runs/run", *, resume: bool = False, overwrite: bool = False,
           samples: int = 3) -> dict:

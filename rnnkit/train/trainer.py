@@ -161,9 +161,10 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False,
     a resume among them, is refused while the first lives).
 
     The folder must be creatable and writable. A folder that holds a run (any of
-    RUN_FILES) is only continued with ``resume`` or replaced with ``overwrite`` (its run
-    files and TensorBoard logs are deleted, nothing else); never silently mixed with a
-    new run. Temporary files of a writer that was killed mid-write are removed.
+    RUN_FILES) is only continued with ``resume`` or replaced with ``overwrite``; never
+    silently mixed with a new run. The replaced run's files go only once the new run has
+    built its model (:func:`clear_old_run`), so a typo never costs the old run.
+    Temporary files of a writer that was killed mid-write are removed.
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume continues the "
@@ -179,14 +180,43 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False,
                       f"{e.strerror or e}") from None
     lock = FolderLock(out_dir).acquire()
     try:
-        _check_and_clear(out_dir, resume, overwrite)
+        _check(out_dir, resume, overwrite)
     except BaseException:
         lock.release()
         raise
     return lock
 
 
-def _check_and_clear(out_dir: Path, resume: bool, overwrite: bool):
+#: the list of what a run wrote into its folder besides RUN_FILES (its TensorBoard logs),
+#: so that --overwrite deletes those and nothing a user put there
+MANIFEST = ".rnnkit-files.json"
+
+
+def _record(out_dir: Path, name: str):
+    """Note in the folder's manifest that the run wrote ``name``."""
+    path = out_dir / MANIFEST
+    try:
+        names = set(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        names = set()
+    write_text(path, json.dumps(sorted(names | {name})))
+
+
+def clear_old_run(out_dir: Path):
+    """Delete the run files of the run being replaced, and what its manifest lists."""
+    for name in RUN_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    try:
+        listed = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        listed = []
+    for name in listed if isinstance(listed, list) else []:
+        if name == "tensorboard":  # the only folder a run writes
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+
+
+def _check(out_dir: Path, resume: bool, overwrite: bool):
     found = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume:
         if not (out_dir / "last.pt").is_file():
@@ -196,10 +226,6 @@ def _check_and_clear(out_dir: Path, resume: bool, overwrite: bool):
         raise FileExistsError(f"{out_dir} already holds a run ({', '.join(found)}): pass "
                               "resume=True (--resume) to continue it, overwrite=True "
                               "(--overwrite) to replace it, or choose another --out")
-    elif found:
-        for name in found:
-            (out_dir / name).unlink()
-        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     # temporary files of a writer killed mid-write (see rnnkit._files.atomic_path)
     for pattern in ("*.pt.*.tmp", "metrics.csv.*.tmp", "summary.json.*.tmp", "curves.png.*.tmp",
                     "metrics.csv.tmp"):
@@ -226,7 +252,13 @@ class Trainer:
         if self.rank == 0:  # one writer: the ranks hold the same weights
             self._lock = prepare_out_dir(self.out_dir, resume=resume, overwrite=overwrite)
         _seed_everything(config.seed)  # the same initial weights on every rank
-        self.model = task.build_model().to(device)
+        try:
+            self.model = task.build_model().to(device)
+        except BaseException:
+            self.release()  # the folder, and the run it holds, stay as they were
+            raise
+        if overwrite and self.rank == 0:  # the new run is sound: now the old one goes
+            clear_old_run(self.out_dir)
         self.net = self.model  # what the training step calls: DDP-wrapped when distributed
         if self.world > 1:
             task.shard(self.rank, self.world)  # each rank its own part of the data
@@ -617,6 +649,7 @@ def _tensorboard(out_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
     except Exception:
         return None
+    _record(out_dir, "tensorboard")
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
