@@ -88,3 +88,17 @@ def test_translate_and_sample_refuse_what_they_cannot_do(tmp_path):
     result = runner.invoke(app, ["sample", str(out / "best.pt"), "--prompt", "he",
                                  "--length", str(10 ** 12)])
     assert result.exit_code != 0 and "length must be an int in [0, 100,000]" in result.output
+
+
+def test_predict_forecasts_only_the_series_it_was_trained_on(tmp_path):
+    out = tmp_path / "forecast"
+    assert runner.invoke(app, ["train", "forecast", "--seq-len", "12", "--horizon", "3",
+                               "--out", str(out), *TINY]).exit_code == 0
+    with pytest.raises(ValueError, match=r"columns \['volume'\], the checkpoint's model was "
+                                         r"trained on \['SUNACTIVITY'\]"):
+        api.predict(out / "best.pt", data="nile")
+    short = tmp_path / "short.csv"
+    short.write_text("year,SUNACTIVITY\n" + "".join(f"{y},{y % 7}.0\n" for y in range(5)))
+    with pytest.raises(ValueError, match="5 steps, fewer than the model's input window of 12"):
+        api.predict(out / "best.pt", data=str(short))
+    assert len(api.predict(out / "best.pt")["forecast"]) == 3

@@ -243,12 +243,18 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
     if name == "forecast":
         options = TaskOptions(**payload["task"]["options"])
         source = data or options.data
+        columns = payload["task"]["columns"]
         if source in D.BUNDLED or source is None:
-            values, index, _ = D.load_bundled(source or "sunspots")
+            values, index, names = D.load_bundled(source or "sunspots")
         else:
-            values, index, _ = D.read_csv_series(source, payload["task"]["columns"],
-                                                 options.index_column)
+            values, index, names = D.read_csv_series(source, columns, options.index_column)
+        if names != columns:  # as eval does: a model reads the series it was trained on
+            raise ValueError(f"the series has columns {names}, the checkpoint's model was "
+                             f"trained on {columns}")
         window = payload["task"]["window"]
+        if len(values) < window:
+            raise ValueError(f"the series has {len(values)} steps, fewer than the model's "
+                             f"input window of {window}")
         with torch.no_grad():
             forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
         return {"after": str(index[-1]), "columns": payload["task"]["columns"],
