@@ -375,3 +375,15 @@ def test_overwrite_replaces_a_run_only_once_the_new_one_is_sound(tmp_path):
     assert runner.invoke(app, args + ["--overwrite", "--max-steps", "3"]).exit_code == 0
     assert load_checkpoint(out / "last.pt")["step"] == 3
     assert (out / "tensorboard" / "mine.txt").read_text() == "not rnnkit's"
+
+
+def test_a_run_that_fails_at_its_first_step_leaves_no_run_behind(tmp_path):
+    trainer = _run(tmp_path, max_steps=5)
+
+    def broken(model, batch, state):
+        raise RuntimeError("out of memory")
+    trainer.task.loss = broken
+    with pytest.raises(RuntimeError, match="out of memory"):
+        trainer.fit()
+    assert not (tmp_path / "metrics.csv").exists()
+    assert _run(tmp_path, max_steps=2).fit()["steps"] == 2  # the folder is free and empty

@@ -633,6 +633,8 @@ class _CsvLog:
             self.flush()
 
     def flush(self):
+        if not self.rows:  # a run that died before its first row leaves no run behind
+            return
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
