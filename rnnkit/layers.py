@@ -289,8 +289,9 @@ class _Variants:
             _Variants.chrono(module.cell, getattr(module, "bias_ih" + suffix),
                              getattr(module, "bias_hh" + suffix), H, t_max)
         if forget_bias is not None:  # the two biases add up: b_ih carries it all
-            getattr(module, "bias_ih" + suffix)[H:2 * H] = forget_bias
-            getattr(module, "bias_hh" + suffix)[H:2 * H] = 0.0
+            keep = slice(module.cell.keep_block * H, (module.cell.keep_block + 1) * H)
+            getattr(module, "bias_ih" + suffix)[keep] = forget_bias
+            getattr(module, "bias_hh" + suffix)[keep] = 0.0
 
     @staticmethod
     def chrono(cell: cells.Cell, b_ih: Tensor, b_hh: Tensor, H: int, t_max: float):
@@ -305,13 +306,8 @@ class _Variants:
                 b_hh[block * H:(block + 1) * H] = 0.0
 
 
-def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
-    """Check ``init`` and its companions; return t_max as a float, or None."""
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if init == "identity" and not isinstance(cell, cells.RNNStep):
-        raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
-                         f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
+def _check_forget_bias(forget_bias, bias: bool) -> float | None:
+    """``forget_bias`` as a float (or None), checked: a finite number, with biases."""
     if forget_bias is not None:
         if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
             raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
@@ -319,6 +315,18 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
             raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
         if not bias:
             raise ValueError("forget_bias needs bias=True, got bias=False")
+        forget_bias = float(forget_bias)
+    return forget_bias
+
+
+def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
+    """Check ``init`` and its companions; return t_max as a float, or None."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "identity" and not isinstance(cell, cells.RNNStep):
+        raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
+                         f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
+    _check_forget_bias(forget_bias, bias)
     if init != "chrono":
         if t_max is not None:
             raise ValueError(f"t_max is only used by init='chrono', got t_max={t_max!r} with "
@@ -890,16 +898,6 @@ def _check_size(name: str, value) -> int:
     return value
 
 
-def _check_min_forget_bias(forget_bias, bias: bool):
-    if forget_bias is not None:
-        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
-            raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
-        if not math.isfinite(forget_bias):
-            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
-        if not bias:
-            raise ValueError("forget_bias needs bias=True, got bias=False")
-        forget_bias = float(forget_bias)
-    return forget_bias
 
 
 @torch.no_grad()
@@ -936,7 +934,7 @@ class _MinRecurrentLayer(nn.Module):
         self.dropout = _check_probability("dropout", dropout)
         self.bidirectional = _check_bool("bidirectional", bidirectional)
         self.scan = _scan.check_method(scan)
-        self.forget_bias = _check_min_forget_bias(forget_bias, bias)
+        self.forget_bias = _check_forget_bias(forget_bias, bias)
         factory = {"device": device, "dtype": dtype}
         G, H = cell.num_gates, hidden_size
         for layer in range(num_layers):
@@ -1184,7 +1182,7 @@ class _MinCellModule(nn.Module):
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.bias = _check_bool("bias", bias)
-        self.forget_bias = _check_min_forget_bias(forget_bias, bias)
+        self.forget_bias = _check_forget_bias(forget_bias, bias)
         G = cell.num_gates
         self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size,
                                                   device=device, dtype=dtype))

@@ -15,10 +15,13 @@ def check_int(name: str, value, *, minimum: int = 1) -> int:
     return value
 
 
-def check_fraction(name: str, value) -> float:
-    """``value`` as a float in [0, 1), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+def check_fraction(name: str, value, *, closed: bool = False) -> float:
+    """``value`` as a float in [0, 1) (with ``closed``, [0, 1]), else a ValueError naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 <= value <= 1 if closed else 0 <= value < 1):
+        raise ValueError(f"{name} must be a number in [0, 1{']' if closed else ')'}, got "
+                         f"{value!r}")
     return float(value)
 
 

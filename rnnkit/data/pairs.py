@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.data._checks import check_int, check_path, read_utf8
+from rnnkit.data._checks import check_fraction, check_int, check_path, read_utf8
 
 __all__ = ["read_pairs", "date_pairs", "DATE_FORMS"]
 
@@ -114,9 +114,7 @@ def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2
     if not min_year <= max_year <= 9999:
         raise ValueError(f"max_year must lie in [min_year, 9999] = [{min_year}, 9999], "
                          f"got {max_year}")
-    if isinstance(range_fraction, bool) or not isinstance(range_fraction, (int, float)) \
-            or not 0 <= range_fraction <= 1:
-        raise ValueError(f"range_fraction must be a number in [0, 1], got {range_fraction!r}")
+    check_fraction("range_fraction", range_fraction, closed=True)
     names = list(DATE_FORMS) if forms is None else list(forms)
     unknown = [f for f in names if f not in DATE_FORMS]
     if not names or unknown or isinstance(forms, str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnkit.data._checks import check_int, check_path, read_utf8
+from rnnkit.data._checks import check_fraction, check_int, check_path, read_utf8
 
 __all__ = ["read_conll", "synthetic_tagging", "TAGS", "ROLE_TAGS"]
 
@@ -104,9 +104,7 @@ def synthetic_tagging(n: int, *, seed: int = 0, max_adjectives: int = 2,
         raise TypeError(f"seed must be an int, got {seed!r}")
     check_int("max_adjectives", max_adjectives, minimum=0)
     check_int("max_modifiers", max_modifiers, minimum=0)
-    if isinstance(ambiguity, bool) or not isinstance(ambiguity, (int, float)) \
-            or not 0 <= ambiguity <= 1:
-        raise ValueError(f"ambiguity must be a number in [0, 1], got {ambiguity!r}")
+    check_fraction("ambiguity", ambiguity, closed=True)
     g = torch.Generator().manual_seed(seed)
 
     def pick(words):

@@ -10,15 +10,23 @@ import torch
 
 from rnnkit import data as D
 from rnnkit.train.checkpoint import load_checkpoint, model_from_checkpoint
-from rnnkit.train.tasks import SPLITS, TASKS, TaskOptions, recipe
+from rnnkit.train.tasks import SPLITS, TASKS, TaskOptions, check_split, recipe
 from rnnkit.train.trainer import TrainConfig, Trainer
 
 #: prompts for the samples printed after training a language model on the built-in corpus
 DEFAULT_PROMPTS = ("The ", "A function ", "If the ")
 
 
+_TASK_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskOptions))
+_TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 #: the names ``settings`` takes: the fields of TaskOptions and TrainConfig
-SETTINGS = frozenset(f.name for cls in (TaskOptions, TrainConfig) for f in dataclasses.fields(cls))
+SETTINGS = _TASK_FIELDS | _TRAIN_FIELDS
+
+
+def _build(merged: dict) -> tuple[TaskOptions, TrainConfig]:
+    """TaskOptions and TrainConfig from settings by name (each takes its own fields)."""
+    return (TaskOptions(**{k: v for k, v in merged.items() if k in _TASK_FIELDS}),
+            TrainConfig(**{k: v for k, v in merged.items() if k in _TRAIN_FIELDS}))
 
 
 def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
@@ -31,14 +39,11 @@ def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainCo
     if "layer_options" in base or "layer_options" in given:
         merged["layer_options"] = {**base.get("layer_options", {}),
                                    **given.get("layer_options", {})}
-    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(merged) - SETTINGS
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}: the settings are the fields "
                          f"of TaskOptions and TrainConfig")
-    return (TaskOptions(**{k: v for k, v in merged.items() if k in task_fields}),
-            TrainConfig(**{k: v for k, v in merged.items() if k in train_fields}))
+    return _build(merged)
 
 
 #: the settings a resumed run may change: how long it goes on, how often it evaluates,
@@ -58,10 +63,10 @@ def resume_settings(task: str, out_dir: str | Path,
     saved_task = payload.get("task", {}).get("name")
     if saved_task != task:
         raise ValueError(f"cannot resume: {path} is a {saved_task!r} run, not {task!r}")
-    task_fields = {f.name for f in dataclasses.fields(TaskOptions)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = {**{k: v for k, v in (payload.get("train_config") or {}).items() if k in train_fields},
-             **{k: v for k, v in payload["task"].get("options", {}).items() if k in task_fields}}
+    saved = {**{k: v for k, v in (payload.get("train_config") or {}).items()
+                if k in _TRAIN_FIELDS},
+             **{k: v for k, v in payload["task"].get("options", {}).items()
+                if k in _TASK_FIELDS}}
     given = dict(given or {})
     if "layer_options" in given and not given["layer_options"]:
         del given["layer_options"]  # no layer flag given
@@ -81,9 +86,7 @@ def resume_settings(task: str, out_dir: str | Path,
             raise ValueError(f"cannot resume with {key}={value!r}: the run in {out_dir} has "
                              f"{key}={current!r}; a resume keeps the run's own settings (it "
                              f"may change {', '.join(sorted(RESUME_MAY_CHANGE))})")
-    merged = {**saved, **{k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}}
-    return (TaskOptions(**{k: v for k, v in merged.items() if k in task_fields}),
-            TrainConfig(**{k: v for k, v in merged.items() if k in train_fields}))
+    return _build({**saved, **{k: v for k, v in given.items() if k in RESUME_MAY_CHANGE}})
 
 
 def train(task: str, options: TaskOptions | None = None, config: TrainConfig | None = None,
@@ -193,8 +196,7 @@ def evaluate(path: str | Path, data: str | None = None, *, split: str = "validat
     """The task's metrics for a checkpoint on the ``split`` ("validation" or "test") of
     its data or of ``data``; with ``data``, also the share of its tokens unknown to the
     checkpoint's vocabulary (data mostly unknown to it is refused)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)  # before the checkpoint is read
     model, payload = load(path)
     task = _task(payload, data)
     with torch.no_grad():

@@ -36,6 +36,12 @@ from rnnkit.train import baselines as B
 
 #: the splits a task evaluates on
 SPLITS = ("validation", "test")
+#: seeds of the generated tasks' held-out sets, far from every training step's seed
+#: (seed * 1_000_003 + step), so that no training batch is a held-out one
+_VALIDATION_SEED, _TEST_SEED = 2 ** 40, 2 ** 41
+#: seeds (of the data and of the weights) are below this, which keeps every training
+#: step's seed below the held-out ones
+MAX_SEED = 2 ** 20
 #: the largest sizes TaskOptions takes: far beyond what trains on one machine, small
 #: enough that a typo fails at once instead of allocating without bound
 LIMITS = {"hidden_size": 65_536, "num_layers": 1_000, "batch_size": 1_000_000,
@@ -142,8 +148,8 @@ class TaskOptions:
                             f"{self.index_column!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
-        if not 0 <= self.seed < 2 ** 20:  # see _VALIDATION_SEED
-            raise ValueError(f"seed must be in [0, {2 ** 20}), got {self.seed}")
+        if not 0 <= self.seed < MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}), got {self.seed}")
         if self.init not in INIT_CHOICES:
             raise ValueError(f"init must be one of {INIT_CHOICES}, got {self.init!r}")
         if self.t_max is not None and (isinstance(self.t_max, bool) or not isinstance(
@@ -194,12 +200,9 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-#: seeds of the generated tasks' held-out sets, far from every training step's seed
-#: (seed * 1_000_003 + step), so that no training batch is a held-out one
-_VALIDATION_SEED, _TEST_SEED = 2 ** 40, 2 ** 41
 
 
-def _check_split(split: str):
+def check_split(split: str):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
@@ -337,7 +340,7 @@ class LanguageModelling(Task):
         return batch[1].numel()
 
     def evaluate(self, model, split: str = "validation"):
-        _check_split(split)
+        check_split(split)
         total, count, state = 0.0, 0, None
         stream = self.streams[split]
         for start in range(0, stream.shape[0] - 1, self.k):
@@ -375,7 +378,7 @@ class _Split:
         self.train = order[n_val + n_test:]
 
     def __getitem__(self, split: str) -> list[int]:
-        _check_split(split)
+        check_split(split)
         return getattr(self, split)
 
 
@@ -394,8 +397,8 @@ class Classification(_SplitTask):
     """Text classification from a TSV file (label<TAB>text per line); built-in:
     generated reviews labelled with the sentiment and the subject of their last verdict
     ("positive music": 18 classes), which depends on negation, on "but" and on keeping
-    it across the asides that follow. Metric: accuracy. Baselines: the majority class, and a logistic regression on word uni-
-    and bigrams."""
+    it across the asides that follow. Metric: accuracy. Baselines: the majority class,
+    and a logistic regression on word uni- and bigrams."""
 
     name, metric, higher_is_better = "classify", "accuracy", True
     recipe = {"lr": 1e-2}
@@ -459,8 +462,8 @@ class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
     word's tag depends on its context: most nouns and verbs are ambiguous words, and a
     noun's tag names its role (subject, object, in a prepositional phrase), with up to
-    two prepositional phrases between the subject and its verb. Metric: token accuracy. Baseline: each word's
-    most frequent training tag."""
+    two prepositional phrases between the subject and its verb. Metric: token accuracy.
+    Baseline: each word's most frequent training tag."""
 
     name, metric, higher_is_better = "tag", "accuracy", True
     # the bidirectional tagger is exact on validation from step 200 on
@@ -639,7 +642,7 @@ class Forecasting(Task):
         return F.mse_loss(model(x, scaled_output=True), core.scale_targets(y)), None
 
     def evaluate(self, model, split: str = "validation"):
-        _check_split(split)
+        check_split(split)
         x, y = self.held_out[split]
         return B.forecast_errors(model(x), y, self.std)
 
@@ -708,7 +711,7 @@ class Digits(Task):
         return F.cross_entropy(model(x), y), None
 
     def _split(self, split: str):
-        _check_split(split)
+        check_split(split)
         return (self.d.x_val, self.d.y_val) if split == "validation" else \
             (self.d.x_test, self.d.y_test)
 
@@ -759,7 +762,7 @@ class Adding(Task):
         return F.mse_loss(model(x).squeeze(-1), y), None
 
     def evaluate(self, model, split: str = "validation"):
-        _check_split(split)
+        check_split(split)
         x, y = self.held_out[split]
         return {"loss": F.mse_loss(model(x).squeeze(-1), y).item()}
 
@@ -805,7 +808,7 @@ class Copying(Task):
         return F.cross_entropy(model(x).flatten(0, 1), y.flatten()), None
 
     def evaluate(self, model, split: str = "validation"):
-        _check_split(split)
+        check_split(split)
         x, y = self.held_out[split]
         logits = model(x)
         recall = slice(-self.length, None)

@@ -32,14 +32,12 @@ import torch
 from rnnkit._files import FolderLock, atomic_path, write_text
 from rnnkit.train.checkpoint import (MODEL_ENTRIES, RESUME_ENTRIES, check_entries,
                                      load_checkpoint, save_checkpoint)
+from rnnkit.train.tasks import MAX_SEED
 from rnnkit.train.tbptt import detach_state
 
 SCHEDULES = ("cosine", "plateau", "constant")
 #: consecutive steps with a non-finite loss or gradient before a run gives up
 MAX_BAD_STEPS = 5
-#: seeds are below this: the generated tasks derive a training batch's seed as
-#: seed * 1_000_003 + step, which must stay below their held-out sets' seeds (2**40)
-MAX_SEED = 2 ** 20
 #: the files a run writes into its folder: a folder holding any of them holds a run
 RUN_FILES = ("last.pt", "best.pt", "metrics.csv", "curves.png", "summary.json")
 
@@ -226,9 +224,10 @@ def _check(out_dir: Path, resume: bool, overwrite: bool):
         raise FileExistsError(f"{out_dir} already holds a run ({', '.join(found)}): pass "
                               "resume=True (--resume) to continue it, overwrite=True "
                               "(--overwrite) to replace it, or choose another --out")
-    # temporary files of a writer killed mid-write (see rnnkit._files.atomic_path)
-    for pattern in ("*.pt.*.tmp", "metrics.csv.*.tmp", "summary.json.*.tmp", "curves.png.*.tmp",
-                    "metrics.csv.tmp"):
+    # temporary files of a writer killed mid-write (rnnkit._files.atomic_path names them
+    # NAME.*.tmp; metrics.csv.tmp is an older writer's)
+    patterns = [f"{name}.*.tmp" for name in (*RUN_FILES, MANIFEST)] + ["metrics.csv.tmp"]
+    for pattern in patterns:
         for stale in out_dir.glob(pattern):
             stale.unlink(missing_ok=True)
 
@@ -360,7 +359,14 @@ class Trainer:
         """Train until max_steps, max_time, early stopping or an interrupt (Ctrl-C, SIGINT);
         then evaluate the last weights on validation, score the best checkpoint once on
         the test split beside the task's baselines, and write ``summary.json``. Returns
-        that summary, with the history and the output paths."""
+        that summary, with the history and the output paths. The folder is free for
+        another run when it returns, however it returns."""
+        try:
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> dict:
         task = self.task
         lead = self.rank == 0  # only rank 0 logs, evaluates and writes
         start_time, start_step = time.perf_counter(), self.step
@@ -374,9 +380,6 @@ class Trainer:
                     with _Progress(False, 0, 0, task.metric) as lines:  # the last word
                         self._evaluate(log, tensorboard, lines)
                 self.save("last.pt")
-        except BaseException:
-            self.release()
-            raise
         finally:  # the rows so far reach metrics.csv even when the run stops on an error
             log.close()
             if tensorboard is not None:
@@ -396,7 +399,6 @@ class Trainer:
                    "skipped_steps": self.skipped_steps}
         if lead:
             _write_json(summary, self.out_dir / "summary.json")
-        self.release()
         return {**summary, "history": self.history, "out_dir": str(self.out_dir),
                 "curves": str(curves) if curves else None}
 
@@ -710,25 +712,19 @@ class _Progress:
     def note(self, line: str):
         """A line of its own above the bar (or printed), such as a skipped step."""
         if self.progress is not None:
-            self._print(line)
+            # a closed or full stdout must not stop training: the bar goes, the run goes on
+            try:
+                self.progress.console.print(line)
+            except (OSError, ValueError):
+                self.progress, self.quiet = None, True
         elif not self.quiet:
             _say(line)
 
     def evaluated(self, step, metrics, metric):
         self.info["val"] = f"val {metric} {metrics[metric]:.4g}"
-        line = f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         if self.progress is not None:
             self.progress.update(self.bar, completed=step, info="  ".join(self.info.values()))
-            self._print(line)
-        elif not self.quiet:
-            _say(line)
-
-    def _print(self, line: str):
-        # a closed or full stdout must not stop training: the bar goes, the run goes on
-        try:
-            self.progress.console.print(line)
-        except (OSError, ValueError):
-            self.progress, self.quiet = None, True
+        self.note(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
 
 
 def plot_curves(history: list[dict], path: Path, metric: str, train_rows: list | None = None):
