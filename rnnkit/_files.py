@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,26 +49,37 @@ class FolderLock:
     """An advisory lock (``flock``) on a folder's lock file, held by the one process that
     writes into the folder: the operating system releases it when that process ends,
     however it ends, so a killed run never leaves a stale lock. A second writer is
-    refused with a message naming the holder's pid."""
+    refused with a message naming the holder's pid (after waiting up to ``wait``
+    seconds, calling ``waiting(pid)`` once when it starts to wait)."""
 
     def __init__(self, folder: str | Path, what: str = "run"):
         self.folder, self.what = Path(folder), what
         self._file = None
+        #: the pid of the process that held the lock when it was last refused
+        self.holder = None
 
-    def acquire(self) -> "FolderLock":
+    def acquire(self, wait: float = 0.0, waiting=None) -> "FolderLock":
         if fcntl is None or self._file is not None:
             return self
         path = self.folder / LOCK_NAME
         f = open(path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise BlockingIOError(f"{self.folder} is in use by another rnnkit {self.what} "
-                                  f"(pid {holder}); wait for it to end, or choose another "
-                                  "--out") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                first_try = self.holder is None
+                self.holder = f.read().strip() or "unknown"
+                if time.monotonic() >= deadline:
+                    f.close()
+                    raise BlockingIOError(
+                        f"{self.folder} is in use by another rnnkit {self.what} (pid "
+                        f"{self.holder}); wait for it to end, or choose another --out") from None
+                if first_try and waiting is not None:
+                    waiting(self.holder)
+                time.sleep(0.1)
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))

@@ -6,6 +6,9 @@ single source of truth for each equation), and by float64 gradcheck of its hand-
 backward. Speed is the benchmark's business, not a test's.
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -283,18 +286,97 @@ def test_supports_refuses_cuda():
                                  torch.randn(3, 2, 3 * H).cuda())
 
 
-def test_a_stale_build_lock_is_removed(tmp_path):
-    """A build killed mid-way leaves torch's lock file behind; an old one is removed
-    (with a warning) so later builds of either compiled engine do not wait on it
-    forever, a fresh one is kept."""
-    import os
+def _fake_build(monkeypatch, tmp_path):
+    """build_extension with torch's compile-and-load replaced by a recorder, in a fresh
+    extensions folder; returns the calls and the build folder of ``fused.cpp``."""
+    from torch.utils import cpp_extension
 
-    lock = tmp_path / "lock"
-    lock.touch()
-    assert not compiled._remove_stale_lock(str(tmp_path))  # a build may be running
-    old = lock.stat().st_mtime - compiled._STALE_LOCK_SECONDS - 60
-    os.utime(lock, (old, old))
-    with pytest.warns(RuntimeWarning, match="stale build lock.*interrupted build"):
-        assert compiled._remove_stale_lock(str(tmp_path))
-    assert not lock.exists()
-    assert not compiled._remove_stale_lock(str(tmp_path))  # no lock: nothing to do
+    calls = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kw: calls.append(kw) or "module")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    source = Path(compiled.__file__).parent / "csrc" / "fused.cpp"
+    folder = tmp_path / f"rnnkit_fused_{compiled._build_key(source, ['-O3'])}"
+    return calls, folder, lambda **kw: compiled.build_extension(
+        source, "rnnkit_fused", ["-O3"], "the test build", **kw)
+
+
+_HOLD = """
+import sys, time
+from rnnkit._files import FolderLock
+lock = FolderLock(sys.argv[1], "build").acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def _holder(folder):
+    """A process that holds ``folder``'s build lock until it is killed."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(folder)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_lock_left_by_a_killed_build_is_removed(monkeypatch, tmp_path):
+    """A build killed mid-way leaves torch's lock file behind, on which torch would wait
+    forever: with no live builder holding the folder it is removed and the build goes on
+    at once."""
+    calls, folder, build = _fake_build(monkeypatch, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "lock").touch()
+    assert build() == "module"
+    assert not (folder / "lock").exists()
+    assert calls[0]["build_directory"] == str(folder)
+    proc = _holder(folder)  # a builder killed while it holds the lock
+    proc.kill()
+    proc.wait()
+    (folder / "lock").touch()
+    assert build(wait=5) == "module"
+    assert len(calls) == 2
+
+
+def test_a_live_build_is_waited_for_then_the_python_engine_used(monkeypatch, tmp_path,
+                                                                capfd):
+    """While another process builds (or loads) the extension, a second one says so and
+    waits; past the wait it raises TimeoutError naming the holder, and an Extension
+    falls back to the Python engine with one warning instead of hanging."""
+    calls, folder, build = _fake_build(monkeypatch, tmp_path)
+    proc = _holder(folder)
+    try:
+        with pytest.raises(TimeoutError, match=f"process {proc.pid} has been building the "
+                           "test build"):
+            build(wait=0.5)
+        assert "waiting up to 0 s for process" in capfd.readouterr().err
+        monkeypatch.setattr(compiled, "BUILD_WAIT_SECONDS", 0.3)
+        ext = compiled.Extension(Path(compiled.__file__).parent / "csrc" / "fused.cpp",
+                                 "rnnkit_fused", lambda: ["-O3"], "the test build",
+                                 "the Python engine")
+        with pytest.warns(RuntimeWarning, match="could not be built \\(TimeoutError.*using "
+                          "the Python engine"):
+            assert ext.load() is None
+        assert ext.load() is None  # tried once per process
+    finally:
+        proc.kill()
+        proc.wait()
+    assert calls == []
+    assert build(wait=5) == "module"  # the holder is gone: the build goes ahead
+
+
+def test_the_build_folder_depends_on_the_environment(monkeypatch):
+    """Two virtual environments (other include paths) or compilers never share a build
+    folder, which would make each rebuild the other's extension."""
+    from torch.utils import cpp_extension
+
+    source = Path(compiled.__file__).parent / "csrc" / "fused.cpp"
+    monkeypatch.setenv("CXX", "g++")
+    key = compiled._build_key(source, ["-O3"])
+    assert compiled._build_key(source, ["-O3"]) == key
+    assert compiled._build_key(source, ["-O2"]) != key
+    monkeypatch.setenv("CXX", "clang++")
+    assert compiled._build_key(source, ["-O3"]) != key
+    monkeypatch.setenv("CXX", "g++")
+    monkeypatch.setattr(cpp_extension, "include_paths", lambda *a, **k: ["/other/venv/include"])
+    assert compiled._build_key(source, ["-O3"]) != key

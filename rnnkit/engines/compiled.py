@@ -10,9 +10,10 @@ Why: at small sizes the Python engine's time goes to dispatching a dozen tiny AT
 per step; here a step costs about what its GEMM costs.
 
 The C++ is compiled on first use with ``torch.utils.cpp_extension.load`` (about a
-minute, once per machine and torch version; cached under ``TORCH_EXTENSIONS_DIR`` or
-``~/.cache/torch_extensions``). If that fails, :func:`available` returns False after one
-warning and callers use the Python engine.
+minute, once per machine and environment; cached under ``TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``). If that fails, or another process's build of it does not
+end within :data:`BUILD_WAIT_SECONDS`, :func:`available` returns False after one warning
+and callers use the Python engine.
 
 Computed here (:func:`supports`): ``RNNStep`` (tanh, relu, sigmoid), ``LSTMStep`` (with
 or without the projection ``w_hr``, peepholes and layer norm) and
@@ -34,7 +35,6 @@ import hashlib
 import os
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -63,51 +63,72 @@ def _cflags() -> list[str]:
     return flags
 
 
-#: a build takes about a minute; a lock older than this was left by a killed build
-_STALE_LOCK_SECONDS = 600
+#: how long a process waits for another one's build (or load) of the same extension
+#: before it uses the Python engine instead; a build takes about a minute
+BUILD_WAIT_SECONDS = 300.0
 
 
-def _remove_stale_lock(build_dir: str) -> bool:
-    """Remove torch's build lock when a killed build left it behind: torch waits for
-    its holder to delete it, which a killed process never does, so every later build
-    would wait forever. Returns whether it removed one."""
-    lock = os.path.join(build_dir, "lock")
-    try:
-        age = time.time() - os.path.getmtime(lock)
-    except OSError:
-        return False  # no lock
-    if age <= _STALE_LOCK_SECONDS:
-        return False  # a build may be running right now
-    warnings.warn(f"rnnkit: removed a stale build lock ({lock}, {age / 60:.0f} min old) "
-                  f"left by an interrupted build", RuntimeWarning, stacklevel=3)
-    try:
-        os.remove(lock)
-    except OSError:
-        pass
-    return True
+def _build_key(source: Path, flags: list[str]) -> str:
+    """A hash of everything the build depends on: the source, the flags, and what torch
+    writes into build.ninja (its include and library paths, this Python's headers, the
+    compiler), so two checkouts or virtual environments never share (and rebuild) one
+    build folder."""
+    import sysconfig
 
-
-def build_extension(source: Path, prefix: str, flags: list[str], what: str):
-    """Compile and load the C++ file ``source`` with ``flags``, once per machine, torch
-    and Python version (cached under ``TORCH_EXTENSIONS_DIR`` or
-    ``~/.cache/torch_extensions``), saying so while ``what`` compiles. Shared by the
-    compiled engines (this one and the scan's)."""
     from torch.utils import cpp_extension
 
-    key = hashlib.sha256()
-    for part in (source.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
-                 sys.version.encode()):
-        key.update(part)
-    name = f"{prefix}_{key.hexdigest()[:16]}"
+    key = hashlib.sha256(source.read_bytes())
+    for part in (*flags, torch.__version__, sys.version, *cpp_extension.include_paths(),
+                 *cpp_extension.library_paths(), sysconfig.get_paths()["include"],
+                 os.environ.get("CXX", "c++")):
+        key.update(part.encode() + b"\0")
+    return key.hexdigest()[:16]
+
+
+def build_extension(source: Path, prefix: str, flags: list[str], what: str,
+                    wait: float | None = None):
+    """Compile and load the C++ file ``source`` with ``flags``, once per machine and
+    environment (cached under ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``),
+    saying so while ``what`` compiles. Shared by the compiled engines (this one and the
+    scan's).
+
+    One process at a time builds or loads a build folder: it holds an advisory lock that
+    the operating system releases however the process ends, so a killed build never
+    blocks a later one (torch's own lock file, which a killed build leaves behind, is
+    removed under it). A process that finds the folder busy says so and waits up to
+    ``wait`` seconds (default :data:`BUILD_WAIT_SECONDS`), then raises TimeoutError.
+    """
+    from torch.utils import cpp_extension
+
+    from rnnkit._files import FolderLock
+
+    name = f"{prefix}_{_build_key(source, flags)}"
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "torch_extensions")
     build_dir = os.path.join(root, name)
     os.makedirs(build_dir, exist_ok=True)
-    _remove_stale_lock(build_dir)
-    if not os.path.exists(os.path.join(build_dir, name + ".so")):
-        print(f"rnnkit: compiling {what} (once, ~1 min)...", file=sys.stderr, flush=True)
-    return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=flags,
-                              build_directory=build_dir, verbose=False)
+    wait = BUILD_WAIT_SECONDS if wait is None else wait
+    lock = FolderLock(build_dir, "build")
+
+    def say_waiting(pid):
+        print(f"rnnkit: waiting up to {wait:.0f} s for process {pid}, which is building "
+              f"{what} in {build_dir}...", file=sys.stderr, flush=True)
+
+    try:
+        lock.acquire(wait=wait, waiting=say_waiting)
+    except BlockingIOError:
+        raise TimeoutError(f"process {lock.holder} has been building {what} in {build_dir} "
+                           f"for over {wait:.0f} s") from None
+    try:
+        # no other rnnkit process builds here now: a lock file of torch's was left by a
+        # killed build, and torch would wait for its holder forever
+        Path(build_dir, "lock").unlink(missing_ok=True)
+        if not os.path.exists(os.path.join(build_dir, name + ".so")):
+            print(f"rnnkit: compiling {what} (once, ~1 min)...", file=sys.stderr, flush=True)
+        return cpp_extension.load(name=name, sources=[str(source)], extra_cflags=flags,
+                                  build_directory=build_dir, verbose=False)
+    finally:
+        lock.release()
 
 
 class Extension:
