@@ -102,3 +102,108 @@ def test_predict_forecasts_only_the_series_it_was_trained_on(tmp_path):
     with pytest.raises(ValueError, match="5 steps, fewer than the model's input window of 12"):
         api.predict(out / "best.pt", data=str(short))
     assert len(api.predict(out / "best.pt")["forecast"]) == 3
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(tmp_path_factory):
+    """A tiny language-model checkpoint to craft bad ones from."""
+    folder = tmp_path_factory.mktemp("lm")
+    text = folder / "t.txt"
+    text.write_text("hello world, " * 200)
+    out = folder / "run"
+    assert runner.invoke(app, ["train", "lm", "--data", str(text), "--seq-len", "8",
+                               "--out", str(out), *TINY]).exit_code == 0
+    return out / "last.pt"
+
+
+def _crafted(source, path, change):
+    """``source``'s payload changed by ``change`` and saved as ``path``."""
+    import torch
+
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+    return path
+
+
+def _info_in_bounded_memory(path, gigabytes=3):
+    """``rnnkit info path`` in a process that cannot allocate more than ``gigabytes``."""
+    import resource
+    import subprocess
+    import sys
+
+    limit = gigabytes << 30
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", "info", str(path)], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+
+def _nest(payload, depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    payload["history"] = value
+
+
+def _laughs(payload):
+    value = [0.0] * 10
+    for _ in range(9):  # 10**10 references to a handful of lists: a few hundred bytes
+        value = [value] * 10
+    payload["history"] = [{"step": 1, "note": value}]
+
+
+@pytest.mark.parametrize("change, pattern", [
+    # a config whose sizes would allocate gigabytes before the weights are looked at
+    (lambda p: p["model_config"]["rnn"].update(hidden_size=20_000),
+     r"weights do not fit its LanguageModel config: .*weight_hh_l0 is \(16, 4\), the config "
+     r"needs \(80000, 20000\)"),
+    (lambda p: p["model_config"]["rnn"].update(num_layers=10 ** 6),
+     r"num_layers=1,000,000 but its model_state holds only \d+ tensors"),
+    (lambda p: p["model_config"].update(embedding_size=-3),
+     r"model_config is not a valid LanguageModel config"),
+    (lambda p: p["model_state"].pop("head.bias"), r"weights do not fit .*missing head.bias"),
+    (lambda p: p["task"].pop("vocab"), r"its task entry lacks vocab, which a 'lm' checkpoint"),
+    (lambda p: _nest(p, 100), r"refused: its values are nested more than 32 levels deep"),
+    (_laughs, r"refused: it holds more than 5,000,000 values"),
+])
+def test_crafted_checkpoints_are_refused_before_they_allocate(lm_checkpoint, tmp_path, change,
+                                                              pattern):
+    crafted = _crafted(lm_checkpoint, tmp_path / "crafted.pt", change)
+    with pytest.raises(ValueError, match=pattern):
+        api.describe(crafted)
+    result = _info_in_bounded_memory(crafted)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_zip_bomb_is_refused_before_it_is_read(lm_checkpoint, tmp_path):
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(lm_checkpoint) as good, zipfile.ZipFile(bomb, "w") as out:
+        for info in good.infolist():
+            out.writestr(info, good.read(info))
+        prefix = good.infolist()[0].filename.split("/")[0]
+        # 256 MB of zeros deflated to a few hundred kB
+        out.writestr(f"{prefix}/data/999", b"\0" * (256 << 20), zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(ValueError, match=r"refused: its [\d,]+-byte archive would expand to "
+                                         r"[\d,]+ bytes"):
+        api.describe(bomb)
+    result = _info_in_bounded_memory(bomb, gigabytes=2)
+    assert result.returncode == 2 and "would expand" in result.stderr
+
+
+def test_a_fifo_or_device_as_checkpoint_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(ValueError, match="is not a regular file"):
+            api.describe(path)
+
+
+def test_a_sound_checkpoint_still_loads_in_bounded_memory(lm_checkpoint):
+    result = _info_in_bounded_memory(lm_checkpoint)
+    assert result.returncode == 0, result.stderr
+    assert '"model": "LanguageModel"' in result.stdout

@@ -10,7 +10,7 @@ import torch
 
 from rnnkit import data as D
 from rnnkit.train.checkpoint import load_checkpoint, model_from_checkpoint
-from rnnkit.train.tasks import SPLITS, TASKS, TaskOptions, check_split, recipe
+from rnnkit.train.tasks import LIMITS, SPLITS, TASKS, TaskOptions, check_split, recipe
 from rnnkit.train.trainer import TrainConfig, Trainer
 
 #: prompts for the samples printed after training a language model on the built-in corpus
@@ -131,6 +131,15 @@ def load(path: str | Path):
         entry = payload["task"]
         if entry.get("name") not in TASKS or not isinstance(entry.get("options"), dict):
             raise ValueError(f"its task entry names no known task ({sorted(TASKS)})")
+        missing = [key for key in TASKS[entry["name"]].entries if key not in entry]
+        if missing:
+            raise ValueError(f"its task entry lacks {', '.join(missing)}, which a "
+                             f"{entry['name']!r} checkpoint holds")
+        window = entry.get("window", 1)
+        if isinstance(window, bool) or not isinstance(window, int) or \
+                not 1 <= window <= LIMITS["seq_len"]:
+            raise ValueError(f"its task entry's window must be an int in [1, "
+                             f"{LIMITS['seq_len']:,}], got {window!r}")
         for key, size in _ENTRY_SIZES.items():
             if key not in entry:
                 continue

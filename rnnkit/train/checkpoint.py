@@ -14,6 +14,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,6 +22,13 @@ import torch
 from rnnkit import models
 
 FORMAT = "rnnkit-checkpoint/1"
+#: the most plain values (dict entries, list items, strings, numbers) a checkpoint may
+#: hold, counting a value each time it is referred to (a crafted file of a few kB can
+#: refer to one list a billion times), and the deepest nesting of its lists and dicts
+MAX_PLAIN_VALUES, MAX_DEPTH = 5_000_000, 32
+#: torch stores a checkpoint's records uncompressed: an archive that would expand beyond
+#: this many times its size (plus a margin) is refused before anything is read
+MAX_EXPANSION, EXPANSION_MARGIN = 4, 64 * 2 ** 20
 MODEL_CLASSES = {cls.__name__: cls for cls in (
     models.SequenceClassifier, models.SequenceTagger, models.LanguageModel,
     models.Forecaster, models.Seq2Seq)}
@@ -57,8 +65,11 @@ def load_checkpoint(path: str | Path) -> dict:
     if path.is_dir():
         raise IsADirectoryError(f"checkpoint {path} is a folder; pass a checkpoint file, "
                                 f"such as {path / 'last.pt'}")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if not path.is_file():  # a FIFO would block the read, a device never end it
+        raise ValueError(f"checkpoint {path} is not a regular file")
+    _check_archive(path)
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol: refused below anyway
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -75,7 +86,50 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(f"{path} is not a readable rnnkit checkpoint: it {what}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an rnnkit checkpoint (expected format {FORMAT!r})")
+    problem = _plain_problem(payload)
+    if problem:
+        raise ValueError(f"{path} refused: {problem}")
     return payload
+
+
+def _check_archive(path: Path):
+    """Refuse an archive whose records would expand far beyond the file's size (a zip
+    bomb), before torch reads any of them."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format, or not a checkpoint: torch.load says which
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is not a readable rnnkit checkpoint: its archive is "
+                         f"corrupt ({e})") from None
+    if expanded > MAX_EXPANSION * size + EXPANSION_MARGIN:
+        raise ValueError(f"{path} refused: its {size:,}-byte archive would expand to "
+                         f"{expanded:,} bytes (a checkpoint's records are stored "
+                         "uncompressed); it was not loaded")
+
+
+def _plain_problem(payload) -> str | None:
+    """What makes ``payload``'s plain values too large or too deep to use, or None: walked
+    without recursion, counting each reference, and stopped at the first excess."""
+    count, stack = 0, [(payload, 0)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_PLAIN_VALUES:
+            return (f"it holds more than {MAX_PLAIN_VALUES:,} values (counting each "
+                    "reference to a shared one)")
+        if isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_DEPTH:
+                return f"its values are nested more than {MAX_DEPTH} levels deep"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if not isinstance(item, (str, int, float, bool, type(None), torch.Tensor)):
+                    stack.append((item, depth + 1))
+                else:
+                    count += 1
+    return None
 
 
 def _reason(error: Exception) -> str:
@@ -111,15 +165,42 @@ def model_from_checkpoint(payload: dict):
     name = payload["model_class"]
     if name not in MODEL_CLASSES:
         raise ValueError(f"checkpoint holds a {name!r}, not one of {sorted(MODEL_CLASSES)}")
+    config, state = payload["model_config"], payload["model_state"]
+    layers = (config.get("rnn") or {}).get("num_layers") if isinstance(
+        config.get("rnn"), dict) else None
+    if isinstance(layers, int) and layers > len(state):  # before a module per layer is made
+        raise ValueError(f"the checkpoint's model_config has num_layers={layers:,} but its "
+                         f"model_state holds only {len(state)} tensors")
+    # the model is first built on the meta device, which allocates nothing, and its
+    # shapes compared with the stored tensors': a config's sizes cannot make loading
+    # allocate more than the weights the file holds
     try:
-        model = MODEL_CLASSES[name].from_config(payload["model_config"])
-    except (TypeError, ValueError) as e:
+        with torch.device("meta"):
+            skeleton = MODEL_CLASSES[name].from_config(config)
+    except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"the checkpoint's model_config is not a valid {name} config: "
-                         f"{e}") from None
-    try:
-        model.load_state_dict(payload["model_state"])
-    except (RuntimeError, TypeError, AttributeError) as e:
-        details = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise ValueError(f"the checkpoint's weights do not fit its {name} config: "
-                         f"{details}") from None
+                         f"{_reason(e)}") from None
+    misfit = _misfit(skeleton.state_dict(), state)
+    if misfit:
+        raise ValueError(f"the checkpoint's weights do not fit its {name} config: {misfit}")
+    model = MODEL_CLASSES[name].from_config(config)
+    model.load_state_dict(state)
     return model.eval()
+
+
+def _misfit(expected: dict, stored: dict) -> str | None:
+    """How the ``stored`` weights differ from the ``expected`` ones (names and shapes), or
+    None where they fit."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    wrong = [f"{k} is {_shape(stored[k])}, the config needs {tuple(v.shape)}"
+             for k, v in expected.items() if k in stored and (
+                 not isinstance(stored[k], torch.Tensor) or stored[k].shape != v.shape)]
+    parts = [f"missing {', '.join(missing[:5])}" * bool(missing),
+             f"unexpected {', '.join(unexpected[:5])}" * bool(unexpected), *wrong[:5]]
+    return "; ".join(p for p in parts if p) or None
+
+
+def _shape(value) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else \
+        f"a {type(value).__name__}, not a tensor"

@@ -223,6 +223,9 @@ class Task:
     #: the task's defaults where they differ from TaskOptions' and TrainConfig's,
     #: chosen on the validation split (see benchmarks/tasks.py)
     recipe: dict = {}
+    #: the keys of :meth:`extra` (saved in a checkpoint's task entry), which using the
+    #: model again needs
+    entries: tuple = ()
 
     @classmethod
     def recipe_for(cls, given: dict) -> dict:
@@ -292,6 +295,7 @@ class LanguageModelling(Task):
     the training text."""
 
     name = "lm"
+    entries = ("vocab",)
     recipe = {"init": "default"}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
@@ -401,6 +405,7 @@ class Classification(_SplitTask):
     and a logistic regression on word uni- and bigrams."""
 
     name, metric, higher_is_better = "classify", "accuracy", True
+    entries = ("vocab", "labels")
     recipe = {"lr": 1e-2}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
@@ -466,6 +471,7 @@ class Tagging(_SplitTask):
     Baseline: each word's most frequent training tag."""
 
     name, metric, higher_is_better = "tag", "accuracy", True
+    entries = ("vocab", "tags")
     # the bidirectional tagger is exact on validation from step 200 on
     recipe = {"max_steps": 500}
 
@@ -527,6 +533,7 @@ class Translation(_SplitTask):
     source copied as it is."""
 
     name, metric, higher_is_better = "translate", "exact_match", True
+    entries = ("src_vocab", "tgt_vocab")
     metric_names = {"loss": "loss", "exact_match": "exact match"}
     #: pairs of a split that an evaluation decodes (greedy decoding is the slow part)
     max_eval_pairs = 300
@@ -593,6 +600,7 @@ class Forecasting(Task):
     each window's last value."""
 
     name = "forecast"
+    entries = ("columns", "window")
     metric_names = {"loss": "MSE, standardised", "mse": "MSE, series units"}
     # a small model and a slow rate: the series have a few hundred training windows
     recipe = {"hidden_size": 32, "lr": 1e-3}
