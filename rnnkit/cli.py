@@ -210,6 +210,9 @@ def train(
     seq_len: Optional[int] = typer.Option(None, help="TBPTT chunk (lm), T (adding, copy), input window (forecast)."),
     horizon: Optional[int] = typer.Option(None, help="Forecast horizon (forecast, default 12)."),
     level: Optional[str] = typer.Option(None, help="char or word (lm, default char)."),
+    max_vocab: Optional[int] = typer.Option(None, help="The most vocabulary entries built from "
+                                            "the data (default 50,000); rarer tokens read "
+                                            "as <unk>."),
     digits_mode: Optional[str] = typer.Option(None, help="rows, pixels or permuted (digits)."),
     columns: Optional[str] = typer.Option(None, help="Comma-separated CSV columns to forecast "
                                           "(forecast; default every numeric column)."),
@@ -269,7 +272,8 @@ def train(
             _fail(f"--config {config}: {_one_line(e)[:300]}")
     flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
-                 seq_len=seq_len, horizon=horizon, level=level, digits_mode=digits_mode,
+                 seq_len=seq_len, horizon=horizon, level=level, max_vocab=max_vocab,
+                 digits_mode=digits_mode,
                  columns=columns.split(",") if columns else None, index_column=index_column,
                  pooling=pooling, skip_lags=skip_lags, relative=relative, season=season,
                  init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr,

@@ -207,3 +207,65 @@ def test_a_sound_checkpoint_still_loads_in_bounded_memory(lm_checkpoint):
     result = _info_in_bounded_memory(lm_checkpoint)
     assert result.returncode == 0, result.stderr
     assert '"model": "LanguageModel"' in result.stdout
+
+
+def test_a_vocabulary_built_from_the_data_is_capped(tmp_path):
+    """Every distinct word of a large file would become a row of the embedding and of the
+    output layer: --max-vocab keeps the most frequent ones, the rest read as <unk>."""
+    from rnnkit.train.tasks import TASKS
+
+    words = " ".join(f"w{i}" for i in range(3000)) + " common" * 50
+    text = tmp_path / "words.txt"
+    text.write_text(words)
+    task = TASKS["lm"](TaskOptions(data=str(text), level="word", max_vocab=100))
+    assert len(task.vocab) == 100 and "common" in task.vocab
+    assert len(TASKS["lm"](TaskOptions(data=str(text), level="word")).vocab) == 3005
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("".join(f"{'ab'[i % 2]}\tx{i} y{i} z\n" for i in range(200)))
+    assert len(TASKS["classify"](TaskOptions(data=str(tsv), max_vocab=10)).vocab) == 10
+    conll = tmp_path / "t.conll"
+    conll.write_text("".join(f"t{i} N\nz V\n\n" for i in range(200)))
+    assert len(TASKS["tag"](TaskOptions(data=str(conll), max_vocab=6)).vocab) == 6
+    for bad, pattern in ((4, "max_vocab must be at least 5"), (10 ** 9, "at most 10,000,000"),
+                         (2.5, "max_vocab must be a positive int")):
+        with pytest.raises(ValueError, match=pattern):
+            TaskOptions(max_vocab=bad)
+    result = runner.invoke(app, ["train", "lm", "--max-vocab", "3", "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0 and "max_vocab must be at least 5" in result.output
+
+
+def test_predict_runs_many_texts_in_bounded_batches(tmp_path, monkeypatch):
+    """A long --file is labelled in batches of at most PREDICT_BATCH_TOKENS tokens, in the
+    input's order, with the same answers as one text at a time; an over-long text is
+    refused by its index."""
+    import torch
+
+    monkeypatch.setattr(api, "PREDICT_BATCH_TOKENS", 40)
+    for task in ("classify", "tag"):
+        out = tmp_path / task
+        assert runner.invoke(app, ["train", task, "--out", str(out), *TINY]).exit_code == 0
+        model, payload = api.load(out / "best.pt")
+        vocab = rnnkit.data.Vocabulary.from_dict(payload["task"]["vocab"])
+        texts = [" ".join(vocab.tokens[4 + (i * 7 + j) % 20] for j in range(1 + i % 9))
+                 for i in range(30)]
+        seen = []
+        forward = type(model).forward
+        monkeypatch.setattr(type(model), "forward", lambda self, x, lengths=None:
+                            seen.append(x.numel()) or forward(self, x, lengths))
+        result = api.predict(out / "best.pt", texts)
+        assert max(seen) <= 40 and len(seen) > 1
+        for text, row in zip(texts, result):
+            ids = torch.tensor([vocab.encode(text) if task == "classify" else
+                                vocab.lookup(text.split())])
+            with torch.no_grad():
+                alone = forward(model, ids)[0]
+            if task == "classify":
+                assert row["text"] == text
+                assert row["label"] == payload["task"]["labels"][int(alone.argmax())]
+            else:
+                assert row["tags"] == [payload["task"]["tags"][int(t)] for t in alone.argmax(-1)]
+        monkeypatch.setattr(api, "MAX_TEXT_TOKENS", 5)
+        with pytest.raises(ValueError, match=r"texts\[5\] has 6 tokens, more than the 5"):
+            api.predict(out / "best.pt", texts)
+        monkeypatch.undo()
+        monkeypatch.setattr(api, "PREDICT_BATCH_TOKENS", 40)

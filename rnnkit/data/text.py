@@ -119,13 +119,19 @@ class Vocabulary:
         return cls(level=level, tokens=[*SPECIAL_TOKENS, *kept])
 
     @classmethod
-    def from_token_lists(cls, sequences, *, level: str = "word") -> "Vocabulary":
+    def from_token_lists(cls, sequences, *, level: str = "word",
+                         max_size: int | None = None) -> "Vocabulary":
         """A vocabulary of tokens that are already split (e.g. the tokens of a CoNLL
-        file), by decreasing frequency; no tokenizer runs over them."""
+        file), by decreasing frequency; no tokenizer runs over them. ``max_size``: as in
+        :meth:`build`."""
+        if max_size is not None:
+            check_int("max_size", max_size, minimum=len(SPECIAL_TOKENS))
         counts: Counter[str] = Counter(t for seq in sequences for t in seq)
         for special in SPECIAL_TOKENS:
             counts.pop(special, None)
         kept = sorted(counts, key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[:max_size - len(SPECIAL_TOKENS)]
         return cls(level=level, tokens=[*SPECIAL_TOKENS, *kept])
 
     def lookup(self, tokens: Sequence[str]) -> list[int]:

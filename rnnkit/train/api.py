@@ -234,22 +234,28 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
         if not texts:
             raise ValueError(f"predict with a {name!r} checkpoint needs texts to label")
         vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
-        if name == "classify":
-            labels = payload["task"]["labels"]
-            x, lengths = D.pad_batch([vocab.encode(t) or [vocab.unk_id] for t in texts])
+        ids = [vocab.encode(t) if name == "classify" else vocab.lookup(t.split())
+               for t in texts]
+        for i, seq in enumerate(ids):
+            if len(seq) > MAX_TEXT_TOKENS:
+                raise ValueError(f"texts[{i}] has {len(seq):,} tokens, more than the "
+                                 f"{MAX_TEXT_TOKENS:,} predict reads in one text: split it")
+            if name == "tag" and not seq:
+                raise ValueError(f"texts[{i}] holds no tokens to tag, got {texts[i]!r}")
+        out = [None] * len(texts)
+        for batch in _length_batches([len(seq) for seq in ids], PREDICT_BATCH_TOKENS):
+            x, lengths = D.pad_batch([ids[i] or [vocab.unk_id] for i in batch])
             with torch.no_grad():
-                probs = model(x, lengths).softmax(-1)
-            return [{"text": t, "label": labels[int(p.argmax())], "probability": float(p.max())}
-                    for t, p in zip(texts, probs)]
-        tags = payload["task"]["tags"]
-        out = []
-        for i, text in enumerate(texts):
-            tokens = text.split()
-            if not tokens:
-                raise ValueError(f"texts[{i}] holds no tokens to tag, got {text!r}")
-            with torch.no_grad():
-                pred = model(torch.tensor([vocab.lookup(tokens)])).argmax(-1)[0]
-            out.append({"tokens": tokens, "tags": [tags[int(i)] for i in pred]})
+                result = model(x, lengths)
+            for row, i in enumerate(batch):
+                if name == "classify":
+                    p = result[row].softmax(-1)
+                    out[i] = {"text": texts[i], "label": payload["task"]["labels"][int(p.argmax())],
+                              "probability": float(p.max())}
+                else:
+                    tags = result[row, :len(ids[i])].argmax(-1)
+                    out[i] = {"tokens": texts[i].split(),
+                              "tags": [payload["task"]["tags"][int(t)] for t in tags]}
         return out
     if name == "forecast":
         options = TaskOptions(**payload["task"]["options"])
@@ -272,6 +278,22 @@ def predict(path: str | Path, texts: list[str] | None = None, *, data: str | Non
                 "forecast": forecast.tolist()}
     raise ValueError(f"predict works with 'classify', 'tag' and 'forecast' checkpoints, "
                      f"not {name!r} (use sample for 'lm', translate for 'translate')")
+
+
+#: the most tokens (padding included) predict runs in one batch, and in one text
+PREDICT_BATCH_TOKENS = MAX_TEXT_TOKENS = 65_536
+
+
+def _length_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of sequences of ``lengths`` in batches of similar lengths, each at most
+    ``budget`` tokens once padded to its longest (one sequence at least)."""
+    batches, batch = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batch and (len(batch) + 1) * max(lengths[i], 1) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + [batch] * bool(batch)
 
 
 #: the longest source ``translate`` takes, in tokens: decoding allocates with its length

@@ -45,7 +45,7 @@ MAX_SEED = 2 ** 20
 #: the largest sizes TaskOptions takes: far beyond what trains on one machine, small
 #: enough that a typo fails at once instead of allocating without bound
 LIMITS = {"hidden_size": 65_536, "num_layers": 1_000, "batch_size": 1_000_000,
-          "seq_len": 1_000_000, "horizon": 100_000}
+          "seq_len": 1_000_000, "horizon": 100_000, "max_vocab": 10_000_000}
 #: the values of TaskOptions.init: "auto" is the task's recipe for the cell, the rest are
 #: the layers' own
 INIT_CHOICES = ("auto", "default", "orthogonal", "identity", "chrono")
@@ -81,6 +81,10 @@ class TaskOptions:
     horizon: int = 12
     #: "char" or "word" (lm)
     level: str = "char"
+    #: the most entries of a vocabulary built from the data, its four special tokens
+    #: included: the most frequent tokens are kept, the rest read as <unk> (the
+    #: embedding and the output layer grow with it)
+    max_vocab: int = 50_000
     #: digits as "rows", "pixels" or "permuted"
     digits_mode: str = "rows"
     #: CSV columns to forecast (forecast; None: every numeric column but the index)
@@ -117,7 +121,8 @@ class TaskOptions:
         if self.cell not in CELL_NAMES:
             raise ValueError(f"cell must be one of {CELL_NAMES}, got {self.cell!r}")
         for name, optional in (("hidden_size", True), ("num_layers", False),
-                               ("batch_size", False), ("seq_len", True), ("horizon", False)):
+                               ("batch_size", False), ("seq_len", True), ("horizon", False),
+                               ("max_vocab", False)):
             value = getattr(self, name)
             if optional and value is None:
                 continue
@@ -134,6 +139,9 @@ class TaskOptions:
         if not isinstance(self.layer_options, dict):
             raise TypeError(f"layer_options must be a dict of layer options, got "
                             f"{self.layer_options!r}")
+        if self.max_vocab < 5:
+            raise ValueError(f"max_vocab must be at least 5 (the 4 special tokens and one "
+                             f"more), got {self.max_vocab}")
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
         if self.digits_mode not in DIGITS_MODES:
@@ -301,7 +309,8 @@ class LanguageModelling(Task):
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         text = D.read_text(options.data) if options.data else D.default_corpus()
-        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([text], level=options.level))
+        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build(
+            [text], level=options.level, max_size=options.max_vocab))
         encoded = self.vocab.encode(text)
         self._check_known("vocab", self.vocab, [encoded])
         ids = torch.tensor(encoded, dtype=torch.long)
@@ -419,8 +428,8 @@ class Classification(_SplitTask):
         unknown = {label for _, label in pairs} - set(self.labels)
         if unknown:
             raise ValueError(f"data has labels the model does not know: {sorted(unknown)}")
-        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build([t for t, _ in pairs],
-                                                                     level="word"))
+        self.vocab = self._vocab("vocab", lambda: D.Vocabulary.build(
+            [t for t, _ in pairs], level="word", max_size=options.max_vocab))
         self.texts = [t for t, _ in pairs]
         self.x = [self.vocab.encode(t) for t in self.texts]
         self._check_known("vocab", self.vocab, self.x)
@@ -481,7 +490,7 @@ class Tagging(_SplitTask):
             D.synthetic_tagging(3000, seed=options.seed, max_modifiers=2, ambiguity=0.8,
                                 roles=True)
         self.vocab = self._vocab("vocab", lambda: D.Vocabulary.from_token_lists(
-            t for t, _ in sentences))
+            (t for t, _ in sentences), max_size=options.max_vocab))
         self.tags = self.saved.get("tags") or sorted({tag for _, tags in sentences for tag in tags})
         unknown = {tag for _, tags in sentences for tag in tags} - set(self.tags)
         if unknown:
@@ -544,9 +553,9 @@ class Translation(_SplitTask):
             D.date_pairs(6000, seed=options.seed, range_fraction=0.5)
         self.pairs = pairs
         self.src_vocab = self._vocab("src_vocab", lambda: D.Vocabulary.build(
-            [s for s, _ in pairs], level="char"))
+            [s for s, _ in pairs], level="char", max_size=options.max_vocab))
         self.tgt_vocab = self._vocab("tgt_vocab", lambda: D.Vocabulary.build(
-            [t for _, t in pairs], level="char"))
+            [t for _, t in pairs], level="char", max_size=options.max_vocab))
         self.src = [self.src_vocab.encode(s) for s, _ in pairs]
         self.tgt = [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for _, t in pairs]
         self._check_known("src_vocab", self.src_vocab, self.src)
