@@ -270,6 +270,13 @@ def train(
             settings = tomllib.loads(_read_small_text(config, "--config", MAX_CONFIG_BYTES))
         except (OSError, ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError
             _fail(f"--config {config}: {_one_line(e)[:300]}")
+        unknown = set(settings) - api.SETTINGS
+        if unknown:
+            _fail(f"--config {config}: unknown setting(s) {sorted(unknown)[:10]}")
+        try:  # the file's values checked on their own, so that an error names the file
+            api.settings(task, {k: v for k, v in settings.items() if k != "layer_options"})
+        except (ValueError, TypeError) as e:
+            _fail(f"--config {config}: {_one_line(e)[:300]}")
     flags = dict(data=data, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
                  dropout=dropout, bidirectional=bidirectional, batch_size=batch_size,
                  seq_len=seq_len, horizon=horizon, level=level, max_vocab=max_vocab,
@@ -295,9 +302,6 @@ def train(
         layer.update(dict(_parse_option(o) for o in option or []))
     except typer.BadParameter as e:
         _fail(str(e))
-    unknown = set(settings) - api.SETTINGS
-    if unknown:
-        _fail(f"unknown setting(s) {sorted(unknown)} in --config")
     if threads is not None:
         if threads < 1:
             _fail(f"--threads must be a positive int, got {threads}")

@@ -269,3 +269,28 @@ def test_predict_runs_many_texts_in_bounded_batches(tmp_path, monkeypatch):
             api.predict(out / "best.pt", texts)
         monkeypatch.undo()
         monkeypatch.setattr(api, "PREDICT_BATCH_TOKENS", 40)
+
+
+def test_csv_faults_name_the_file_and_line(tmp_path):
+    commas = tmp_path / "commas.csv"
+    commas.write_text(",,\n,,\n")
+    with pytest.raises(ValueError, match="commas.csv has no cells: only separators"):
+        read_csv_series(commas)
+    huge = tmp_path / "huge.csv"
+    huge.write_text("a,b\n1,2\n3," + "9" * 200_000 + "\n")
+    with pytest.raises(ValueError, match=r"huge.csv, line 3: not readable as CSV \(field "
+                                         r"larger than field limit"):
+        read_csv_series(huge)
+
+
+def test_too_little_data_names_the_file(tmp_path):
+    from rnnkit.train.tasks import TASKS
+
+    short = tmp_path / "short.txt"
+    short.write_text("hi there")
+    with pytest.raises(ValueError, match=r"--data .*short.txt has 8 char-level tokens: too few"):
+        TASKS["lm"](TaskOptions(data=str(short)))
+    tsv = tmp_path / "one.tsv"
+    tsv.write_text("a\tb c\n")
+    with pytest.raises(ValueError, match=r"--data .*one.tsv has 1 examples: too few"):
+        TASKS["classify"](TaskOptions(data=str(tsv)))

@@ -72,6 +72,9 @@ def files(tmp_path_factory):
     (d / "unknown.toml").write_text("hidden_sise = 8\n")
     (d / "layer.toml").write_text("layer_options = 3\n")
     (d / "type.toml").write_text('hidden_size = "big"\n')
+    (d / "lr.toml").write_text('lr = "0.1"\n')
+    (d / "decay.toml").write_text('weight_decay = -1\n')
+    (d / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     (d / "a_file").write_text("")
     return d
 
@@ -155,9 +158,12 @@ def test_unknown_csv_column(files, tmp_path):
     ("nowhere.toml", "no such file: "),
     ("bad.toml", "bad.toml: Invalid value"),
     ("latin1.toml", "is not valid UTF-8: byte 0xe9 at byte offset 9"),
-    ("unknown.toml", "unknown setting(s) ['hidden_sise'] in --config"),
+    ("unknown.toml", "unknown.toml: unknown setting(s) ['hidden_sise']"),
     ("layer.toml", "layer_options must be a table of layer options, got 3"),
-    ("type.toml", "hidden_size must be a positive int or None, got 'big'"),
+    ("type.toml", "type.toml: hidden_size must be a positive int or None, got 'big'"),
+    ("lr.toml", "lr.toml: lr must be a number, got '0.1'"),
+    ("decay.toml", "decay.toml: weight_decay must be >= 0 and finite, got -1"),
+    ("deep.toml", "deep.toml: maximum recursion depth exceeded"),
 ])
 def test_bad_config_files(config, message, files, tmp_path):
     _fails(["train", "adding", "--out", tmp_path, "--config", files / config], message)
@@ -183,7 +189,7 @@ def test_unwritable_output_folders(files, tmp_path):
     ("text.pt", "is not a readable rnnkit checkpoint"),
     ("foreign.pt", "is not an rnnkit checkpoint (expected format"),
     ("no_weights.pt", "bad entries model_state (missing)"),
-    ("wrong_shapes.pt", "weights do not fit its LanguageModel config: Error(s) in loading"),
+    ("wrong_shapes.pt", "weights do not fit its LanguageModel config: "),
     ("big_vocab.pt", "entries but the model's vocab_size is"),
     ("unknown_model.pt", "holds a 'Transformer', not one of"),
     ("bad_config.pt", "model_config is not a valid LanguageModel config"),

@@ -78,9 +78,15 @@ def read_csv_series(path, columns: Sequence[str] | None = None,
     # (line number, cells), skipping blank lines but keeping the file's numbering.
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows = []
-    for cells in reader:
-        if cells and any(c.strip() for c in cells):
-            rows.append((reader.line_num, [c.strip() for c in cells]))
+    try:
+        for cells in reader:
+            if cells and any(c.strip() for c in cells):
+                rows.append((reader.line_num, [c.strip() for c in cells]))
+    except csv.Error as e:  # e.g. a cell beyond csv's field limit: not a number anyway
+        raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV "
+                         f"({e})") from None
+    if not rows:
+        raise ValueError(f"CSV file {path} has no cells: only separators and blank lines")
     header_line, header = rows[0]
     data = rows[1:]
     if not data:

@@ -317,7 +317,8 @@ class LanguageModelling(Task):
         self.k = options.seq_len or 100
         n_held = max(len(ids) // 20, 2 * self.k + 2)  # each of validation and test
         if len(ids) < 3 * n_held:
-            raise ValueError(f"the text has {len(ids)} {options.level}-level tokens: too few "
+            raise ValueError(f"{_source(options.data)} has {len(ids)} {options.level}-level "
+                             f"tokens: too few "
                              f"for training, validation and test parts of {n_held} tokens "
                              f"each at seq_len={self.k}; give a longer text or a smaller "
                              "--seq-len")
@@ -376,15 +377,20 @@ class LanguageModelling(Task):
         return {"vocab": self.vocab.to_dict()}
 
 
+def _source(data: str | None) -> str:
+    """The data named in a message: the user's file, or the built-in data."""
+    return f"--data {data}" if data else "the built-in data"
+
+
 class _Split:
     """Indices of a shuffled train/validation/test split of n items."""
 
     def __init__(self, n: int, seed: int, val_fraction: float = 0.15,
-                 test_fraction: float | None = None):
+                 test_fraction: float | None = None, source: str | None = None):
         test_fraction = val_fraction if test_fraction is None else test_fraction
         n_val, n_test = max(1, int(n * val_fraction)), max(1, int(n * test_fraction))
         if n < n_val + n_test + 1:
-            raise ValueError(f"the data has {n} examples: too few for a training, a "
+            raise ValueError(f"{_source(source)} has {n} examples: too few for a training, a "
                              f"validation and a test part (at least 3)")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
         self.validation, self.test = order[:n_val], order[n_val:n_val + n_test]
@@ -434,7 +440,7 @@ class Classification(_SplitTask):
         self.x = [self.vocab.encode(t) for t in self.texts]
         self._check_known("vocab", self.vocab, self.x)
         self.y = torch.tensor([self.labels.index(label) for _, label in pairs])
-        self.split = _Split(len(pairs), options.seed)
+        self.split = _Split(len(pairs), options.seed, source=options.data)
 
     def build_model(self):
         return SequenceClassifier(num_classes=max(2, len(self.labels)),
@@ -498,7 +504,7 @@ class Tagging(_SplitTask):
         self.x = [self.vocab.lookup(tokens) for tokens, _ in sentences]
         self._check_known("vocab", self.vocab, self.x)
         self.y = [[self.tags.index(t) for t in tags] for _, tags in sentences]
-        self.split = _Split(len(sentences), options.seed)
+        self.split = _Split(len(sentences), options.seed, source=options.data)
 
     def build_model(self):
         return SequenceTagger(num_tags=len(self.tags), vocab_size=len(self.vocab),
@@ -560,7 +566,8 @@ class Translation(_SplitTask):
         self.tgt = [self.tgt_vocab.encode(t, add_bos=True, add_eos=True) for _, t in pairs]
         self._check_known("src_vocab", self.src_vocab, self.src)
         self._check_known("tgt_vocab", self.tgt_vocab, self.tgt)
-        self.split = _Split(len(pairs), options.seed, val_fraction=0.05)
+        self.split = _Split(len(pairs), options.seed, val_fraction=0.05,
+                            source=options.data)
         self.max_length = max(len(t) for t in self.tgt) + 5
 
     def build_model(self):
