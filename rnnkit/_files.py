@@ -4,7 +4,9 @@ leaves one), and one writer per run folder at a time."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,9 +35,49 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _nearly_full(path.parent)  # measured before the partial file is removed
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and (
+                full or "PytorchStreamWriter" in str(e) or "inline_container" in str(e))):
+            raise write_error(path, e, full) from e
         raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 2 ** 20
+    except OSError:
+        return False
+
+
+def write_error(path: Path, error: Exception, full: bool = False) -> OSError:
+    """An OSError saying in one line which file could not be written and why (a full
+    disk's error from torch's writer names neither), and that what the file held
+    before is intact."""
+    if full or getattr(error, "errno", None) == errno.ENOSPC:
+        reason = "no space left on the device"
+    else:
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:200]
+    kept = "its previous content is intact" if path.exists() else "nothing was written"
+    result = OSError(f"could not write {path}: {reason}; {kept}")
+    result.errno = errno.ENOSPC if full else getattr(error, "errno", None)
+    return result
+
+
+def writable_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """``folder``, created if need be, after a test that a file can be made in it: an
+    error then comes before the work whose results it would lose."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise type(e)(f"{what} {folder} cannot be written: {e.strerror or e}") from None
+    return folder
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 import rnnkit
+from rnnkit._files import write_text
 from rnnkit.engines import BACKENDS
 from rnnkit.engines.scan import METHODS as SCAN_METHODS
 
@@ -487,9 +488,9 @@ def save(report: dict, folder: str | Path) -> tuple[Path, Path]:
     stem = folder / f"{stamp}-{where}"
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     write_json(report, json_path)
-    md_path.write_text(markdown(report))
+    write_text(md_path, markdown(report))
     return json_path, md_path
 
 
 def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=1) + "\n")
+    write_text(path, json.dumps(report, indent=1) + "\n")

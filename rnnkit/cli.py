@@ -8,6 +8,7 @@ bad usage, 1 otherwise); ``rnnkit --debug COMMAND ...`` shows the traceback inst
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,12 @@ def _error(message: str):
     typer.secho(f"error: {_one_line(message)}", fg="red", err=True)
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
+    """Python's warnings (torch's run over several lines) as one line each on stderr."""
+    typer.secho(f"warning: {category.__name__}: {_one_line(message)[:300]}", fg="yellow",
+                err=True)
+
+
 class _OneLineErrors(TyperGroup):
     """The command group, with every error turned into one line (see the module doc)."""
 
@@ -35,6 +42,11 @@ class _OneLineErrors(TyperGroup):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         _debug["on"] = False
+        with warnings.catch_warnings():  # restored when the command ends
+            warnings.showwarning = _warn_in_one_line
+            self._run(args, prog_name, complete_var, **extra)
+
+    def _run(self, args, prog_name, complete_var, **extra):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _ClickException as e:  # a bad flag value, a missing argument, a typo
@@ -59,6 +71,13 @@ class _OneLineErrors(TyperGroup):
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_OneLineErrors,
                   pretty_exceptions_show_locals=False,
                   help="rnnkit: recurrent neural networks with hand-written, fast BPTT.")
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """Whether ``error`` is an allocator's (CPU or CUDA) refusal."""
+    text = str(error)
+    return any(m in text for m in ("can't allocate memory", "out of memory",
+                                   "not enough memory"))
 
 
 #: gradflow's training steps: enough for the LSTM and GRU to learn the adding problem at
@@ -136,6 +155,16 @@ def bench(
             streaming=streaming)
     except ValueError as e:
         raise typer.BadParameter(str(e))
+    from rnnkit._files import writable_folder
+    try:  # before the benchmark, whose results a bad path would lose
+        if save_to:
+            writable_folder(save_to, "--save-to")
+        if json_path:
+            if json_path.is_dir():
+                raise IsADirectoryError(f"--json {json_path} is a folder; give a file name")
+            writable_folder(json_path.parent, f"--json {json_path}: its folder")
+    except OSError as e:
+        _fail(str(e))
     report = benchmark.run(config, progress=lambda s: typer.echo(f"  {s}", err=True))
     typer.echo(benchmark.markdown(report))
     if json_path:
@@ -317,6 +346,16 @@ def train(
                             overwrite=overwrite)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as e:
         _fail(str(e))
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _out_of_memory(e):
+            raise
+        import re
+        asked = re.search(r"tried to allocate ([\d.]+ ?[KMGT]?i?B|\d+ bytes)", str(e))
+        sizes = ", ".join(f"{name}={getattr(options, name)}" for name in
+                          ("hidden_size", "num_layers", "batch_size", "seq_len")
+                          if getattr(options, name) is not None)
+        _fail(f"out of memory{f' ({asked.group(1)} asked for)' if asked else ''} with {sizes}: "
+              "lower --hidden-size, --num-layers, --batch-size or --seq-len")
     best = "none (no evaluation was finite)" if summary["best"] is None else \
         f"{summary['best']:.4g}"
     typer.echo(f"\n{summary['stop_reason']} after {summary['steps']} steps "

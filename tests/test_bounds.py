@@ -74,8 +74,9 @@ def test_translate_and_sample_refuse_what_they_cannot_do(tmp_path):
     checkpoint = out / "best.pt"
     for text, kwargs, pattern in [("", {}, "the text to translate is empty"),
                                   ("zzz", {}, "none of the 3 tokens"),
-                                  ("ab1", {"beam_size": 0}, "beam_size must be an int >= 1"),
-                                  ("ab1", {"beam_size": -2}, "beam_size must be an int >= 1"),
+                                  ("ab1", {"beam_size": 0}, "beam_size must be an int in"),
+                                  ("ab1", {"beam_size": -2}, "beam_size must be an int in"),
+                                  ("ab1", {"beam_size": 10 ** 6}, r"in \[1, 64\] \(1: greedy\)"),
                                   ("ab" * 1500, {}, "more than the 2,000")]:
         with pytest.raises(ValueError, match=pattern):
             api.translate(checkpoint, text, **kwargs)
@@ -294,3 +295,116 @@ def test_too_little_data_names_the_file(tmp_path):
     tsv.write_text("a\tb c\n")
     with pytest.raises(ValueError, match=r"--data .*one.tsv has 1 examples: too few"):
         TASKS["classify"](TaskOptions(data=str(tsv)))
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    """torch's writer reports a full disk as an internal error that names no file; a
+    failed write says which file, that the disk is full, and leaves the last good
+    checkpoint in place (fake writer: works without a small disk to fill)."""
+    import errno
+
+    import torch
+
+    from rnnkit import _files
+    from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1}, path)
+
+    def full_disk(obj, f, *args, **kwargs):
+        open(f, "wb").write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(_files, "_nearly_full", lambda folder: True)
+    with pytest.raises(OSError, match=r"could not write .*last.pt: no space left on the "
+                                      r"device; its previous content is intact") as info:
+        save_checkpoint({"step": 2}, path)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(_files.os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"could not write .*summary.json: no space left on the "
+                                      r"device; nothing was written"):
+        _files.write_text(tmp_path / "summary.json", "{}")
+
+
+def _small_disk(folder, size="160k"):
+    """A tmpfs of ``size`` mounted on ``folder``, or None where this process cannot mount."""
+    import subprocess
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True)
+    return folder if done.returncode == 0 else None
+
+
+def test_training_onto_a_full_disk_fails_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    disk = _small_disk(tmp_path / "disk")
+    if disk is None:
+        pytest.skip("cannot mount a tmpfs here (the fake-writer test covers the message)")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "rnnkit", "train", "adding", "--out", str(disk / "run"),
+             "--hidden-size", "96", "--max-steps", "4", "--eval-every", "2", "--seq-len", "5",
+             "--no-progress"], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 1, result.stderr
+        error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "no space left on the device" in error[0], result.stderr
+        assert "could not write" in error[0] and "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_warnings_are_one_line_each(tmp_path, monkeypatch):
+    import warnings
+
+    def describe(path):
+        warnings.warn("first line\n  second line\n\nthird", UserWarning)
+        return {"ok": 1}
+
+    monkeypatch.setattr(api, "describe", describe)
+    result = runner.invoke(app, ["info", "x.pt"])
+    assert result.exit_code == 0
+    assert result.stderr.strip() == "warning: UserWarning: first line; second line; third"
+
+
+def test_bench_checks_where_it_will_write_before_it_runs(tmp_path, monkeypatch):
+    from rnnkit import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("the benchmark ran"))
+    a_file = tmp_path / "a_file"
+    a_file.touch()
+    for args, message in ((["--save-to", str(a_file)], "--save-to .*a_file is a file, not a folder"),
+                          (["--json", str(a_file / "x.json")], "its folder .*a_file is a file"),
+                          (["--json", str(tmp_path)], "is a folder; give a file name")):
+        result = runner.invoke(app, ["bench", "--size", "2,1,2,2", *args])
+        assert result.exit_code != 0, args
+        assert __import__("re").search(message, result.output.replace("\n", " ")), result.output
+
+
+def test_a_model_too_big_for_memory_names_the_sizes(tmp_path):
+    """An allocation the machine cannot give (here: under a 3 GB address-space limit) is
+    reported with the sizes and the flags that set them, not the allocator's message."""
+    import resource
+    import subprocess
+    import sys
+
+    limit = 3 << 30
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnkit", "train", "adding", "--hidden-size", "20000",
+         "--out", str(tmp_path / "run"), "--no-progress"], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("error: out of memory") and "hidden_size=20000" in result.stderr
+    assert "lower --hidden-size, --num-layers, --batch-size or --seq-len" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -298,14 +298,18 @@ def _length_batches(lengths: list[int], budget: int) -> list[list[int]]:
 
 #: the longest source ``translate`` takes, in tokens: decoding allocates with its length
 MAX_SOURCE_TOKENS = 2_000
+#: the widest beam ``translate`` searches: each beam decodes the whole source again
+MAX_BEAM_SIZE = 64
 #: the most tokens ``generate_text`` makes in one call
 MAX_GENERATED_TOKENS = 100_000
 
 
 def translate(path: str | Path, text: str, *, beam_size: int = 1) -> str:
     """Map ``text`` with a translate checkpoint (greedy, or beam search with beam_size > 1)."""
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be an int >= 1 (1: greedy), got {beam_size!r}")
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or \
+            not 1 <= beam_size <= MAX_BEAM_SIZE:
+        raise ValueError(f"beam_size must be an int in [1, {MAX_BEAM_SIZE}] (1: greedy), got "
+                         f"{beam_size!r}")
     model, payload = load(path)
     _require(payload, "translate")
     src_vocab = D.Vocabulary.from_dict(payload["task"]["src_vocab"])

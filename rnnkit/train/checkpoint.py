@@ -10,9 +10,7 @@ elsewhere cannot run code.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rnnkit import models
+from rnnkit._files import atomic_path
 
 FORMAT = "rnnkit-checkpoint/1"
 #: the most plain values (dict entries, list items, strings, numbers) a checkpoint may
@@ -39,17 +38,8 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     flushed to disk, then renamed over the target, so a crash mid-write leaves the
     previous checkpoint intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
     return path
 
 

@@ -20,7 +20,6 @@ import random
 import shutil
 import signal
 import threading
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from rnnkit._files import FolderLock, atomic_path, write_text
+from rnnkit._files import FolderLock, atomic_path, writable_folder, write_text
 from rnnkit.train.checkpoint import (MODEL_ENTRIES, RESUME_ENTRIES, check_entries,
                                      load_checkpoint, save_checkpoint)
 from rnnkit.train.tasks import MAX_SEED
@@ -174,15 +173,7 @@ def prepare_out_dir(out_dir: Path, *, resume: bool = False,
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: resume continues the "
                          "run in the output folder, overwrite replaces it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"output folder {out_dir} is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        raise type(e)(f"output folder {out_dir} cannot be written: "
-                      f"{e.strerror or e}") from None
+    writable_folder(out_dir)
     lock = FolderLock(out_dir).acquire()
     try:
         _check(out_dir, resume, overwrite)
