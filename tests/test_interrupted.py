@@ -57,15 +57,16 @@ elif mode[0] == "save":
     def counted(name):
         calls[name] += 1
         return calls[name] == n and where == name
-    def save(obj, f, *args, **kwargs):
+    def save(obj, path, *args, **kwargs):
         buffer = io.BytesIO()
         real["torch.save"](obj, buffer)
         data = buffer.getvalue()
-        if counted("torch.save"):
-            f.write(data[:len(data) // 2])
-            f.flush()
-            stop_here()
-        f.write(data)
+        with open(path, "wb") as f:
+            if counted("torch.save"):
+                f.write(data[:len(data) // 2])
+                f.flush()
+                stop_here()
+            f.write(data)
     def fsync(fd):  # the checkpoints' only: metrics.csv and summary.json are synced too
         real["fsync"](fd)
         if ".pt." in os.readlink(f"/proc/self/fd/{fd}") and counted("fsync"):
@@ -74,7 +75,7 @@ elif mode[0] == "save":
         real["replace"](src, dst)
         if str(dst).endswith(".pt") and counted("replace"):
             stop_here()
-    checkpoint.torch.save, checkpoint.os.fsync, checkpoint.os.replace = save, fsync, replace
+    checkpoint.torch.save, os.fsync, os.replace = save, fsync, replace
 from rnnkit.cli import app
 app(sys.argv[1:], prog_name="rnnkit")
 """
