@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from rnnkit.train.checkpoint import load_checkpoint
 from rnnkit.train.tasks import TASKS, TaskOptions
 from rnnkit.train.trainer import TrainConfig, Trainer
 
