@@ -221,6 +221,7 @@ def cases(d: Path) -> list[tuple[str, str, object]]:
         ("resume after SIGTERM", "ok", [*run, d / "sig1", "--resume", "--max-steps", 120]),
         ("second train on a folder in use", "refused", lambda: _concurrent(d)),
         ("stdout closed at once", "ok", lambda: _closed_stdout(d)),
+        ("stdout on /dev/full", "ok", lambda: _full_stdout(d)),
     ]
 
 
@@ -242,7 +243,20 @@ def _closed_stdout(d: Path):
                    "--eval-every", 20, "--seq-len", 10, "--no-progress"])
     proc.stdout.close()  # the reader went away, like `| head -0`
     result = _finish(proc, started)
-    result["saved"] = (d / "closed" / "last.pt").is_file()
+    result["saved"] = (d / "closed" / "summary.json").is_file()
+    return result
+
+
+def _full_stdout(d: Path):
+    started = time.monotonic()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen(
+            [*RNNKIT, "train", "adding", "--out", str(d / "full"), "--max-steps", "60",
+             "--eval-every", "20", "--seq-len", "10", "--no-progress"], stdout=full,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            preexec_fn=_limits)
+        result = _finish(proc, started)
+    result["saved"] = (d / "full" / "summary.json").is_file()
     return result
 
 

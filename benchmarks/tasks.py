@@ -26,9 +26,9 @@ RUNS = {
     "tag": ("tag", []),
     "translate": ("translate", []),
     "forecast-sunspots": ("forecast", []),
-    # weekly: two years of weeks in, so the window holds the yearly cycle, and a linear
-    # skip over the last year
-    "forecast-co2": ("forecast", ["--data", "co2", "--seq-len", "104", "--skip-lags", "52"]),
+    # weekly; its recipe: two years of weeks in, so the window holds the yearly cycle,
+    # and a linear skip over the last year
+    "forecast-co2": ("forecast", ["--data", "co2"]),
     "forecast-nile": ("forecast", ["--data", "nile"]),
     "digits-rows": ("digits", []),
     "digits-pixels": ("digits", ["--digits-mode", "pixels"]),

@@ -7,6 +7,7 @@ bad usage, 1 otherwise); ``rnnkit --debug COMMAND ...`` shows the traceback inst
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -94,9 +95,11 @@ def _read_small_text(path: Path, flag: str, limit: int) -> str:
     /dev/zero would be read until memory runs out."""
     from rnnkit.data._checks import read_utf8
 
-    if path.exists() and path.is_file() and path.stat().st_size > limit:
-        raise ValueError(f"{flag} {path} has {path.stat().st_size:,} bytes, more than the "
-                         f"{limit:,} it may have")
+    if path.exists() and not path.is_file():
+        raise ValueError("it is not a regular file (a FIFO, a device or a folder)")
+    if path.exists() and path.stat().st_size > limit:
+        raise ValueError(f"it has {path.stat().st_size:,} bytes, more than the {limit:,} "
+                         f"{flag} may have")
     return read_utf8(path)
 
 
@@ -358,19 +361,26 @@ def train(
               "lower --hidden-size, --num-layers, --batch-size or --seq-len")
     best = "none (no evaluation was finite)" if summary["best"] is None else \
         f"{summary['best']:.4g}"
-    typer.echo(f"\n{summary['stop_reason']} after {summary['steps']} steps "
-               f"({summary['seconds']:.0f} s); best validation {summary['metric']}: {best}\n")
-    typer.echo(api.format_summary(summary))
+    lines = [f"\n{summary['stop_reason']} after {summary['steps']} steps "
+             f"({summary['seconds']:.0f} s); best validation {summary['metric']}: {best}\n",
+             api.format_summary(summary)]
     if summary["skipped_steps"]:
-        typer.echo(f"{summary['skipped_steps']} step(s) skipped for a loss or gradient that "
-                   "was not finite (rows 'skipped' in metrics.csv)")
-    for text in summary.get("samples", []):
-        typer.echo("\n--- sample ---\n" + text)
-    typer.echo("\ncheckpoints: " + ", ".join(summary["checkpoints"]))
+        lines.append(f"{summary['skipped_steps']} step(s) skipped for a loss or gradient that "
+                     "was not finite (rows 'skipped' in metrics.csv)")
+    lines += ["\n--- sample ---\n" + text for text in summary.get("samples", [])]
+    lines.append("\ncheckpoints: " + ", ".join(summary["checkpoints"]))
     if summary["curves"]:
-        typer.echo(f"curves: {summary['curves']}")
-    typer.echo(f"metrics: {Path(summary['out_dir']) / 'metrics.csv'}")
-    typer.echo(f"summary: {Path(summary['out_dir']) / 'summary.json'}")
+        lines.append(f"curves: {summary['curves']}")
+    lines += [f"metrics: {Path(summary['out_dir']) / 'metrics.csv'}",
+              f"summary: {Path(summary['out_dir']) / 'summary.json'}"]
+    try:
+        typer.echo("\n".join(lines))
+        sys.stdout.flush()
+    except (OSError, ValueError) as e:  # a closed or full stdout: the run itself is saved
+        sys.stdout = open(os.devnull, "w")  # nothing more is written to the dead stream
+        typer.echo(f"rnnkit: could not print the report ({getattr(e, 'strerror', None) or e}); "
+                   f"the run is complete and saved in {summary['out_dir']} (summary.json)",
+                   err=True)
     stopped = {"interrupted": ("SIGINT", 130), "terminated": ("SIGTERM", 143)}
     if summary["stop_reason"] in stopped:  # the shell's codes for a run a signal ended
         name, code = stopped[summary["stop_reason"]]

@@ -130,3 +130,42 @@ def test_forecast_errors_in_standardised_and_series_units():
     pred, target = torch.tensor([[[1.0, 10.0]]]), torch.tensor([[[0.0, 0.0]]])
     got = B.forecast_errors(pred, target, torch.tensor([1.0, 10.0]))
     assert got == {"loss": 1.0, "mse": 50.5}
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_forecasters_skip_starts_at_the_ridge_fit(relative):
+    """fit_skip makes the forecaster (recurrent head at zero) predict what scikit-learn's
+    Ridge fitted on the same lags predicts: per feature, the last skip_lags scaled values
+    (relative to the window's last one) to the horizon's scaled targets."""
+    from sklearn.linear_model import Ridge
+
+    from rnnkit.models import Forecaster
+
+    g = torch.Generator().manual_seed(0)
+    series = torch.randn(300, 2, generator=g).cumsum(0) * 0.3 + torch.randn(300, 2, generator=g)
+    x = torch.stack([series[i:i + 10] for i in range(280)])
+    y = torch.stack([series[i + 10:i + 13] for i in range(280)])
+    model = Forecaster(input_size=2, horizon=3, skip_lags=4, relative=relative,
+                       hidden_size=5).fit_scaler(series)
+    model.fit_skip(x, y, ridge=3.0)
+    scaled = (x - model.mean) / model.std
+    target = (y - model.mean) / model.std
+    offset = scaled[:, -1:] if relative else torch.zeros_like(scaled[:, -1:])
+    lags = (scaled[:, -4:] - offset).transpose(1, 2).reshape(-1, 4).numpy()
+    goal = (target - offset).transpose(1, 2).reshape(-1, 3).numpy()
+    ridge = Ridge(alpha=3.0).fit(lags, goal)
+    expected = torch.from_numpy(ridge.predict(lags)).float().reshape(280, 2, 3).transpose(1, 2)
+    with torch.no_grad():
+        got = model(x, scaled_output=True) - offset
+    assert torch.allclose(got, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="direct forecaster with skip_lags > 0"):
+        Forecaster(input_size=2, horizon=3, hidden_size=5).fit_skip(x, y)
+
+
+def test_forecast_recipes_per_series():
+    from rnnkit.train.tasks import recipe
+
+    assert recipe("forecast")["skip_lags"] == 12 and recipe("forecast")["seq_len"] == 24
+    assert recipe("forecast", {"data": "co2"})["skip_lags"] == 52
+    assert "skip_lags" not in recipe("forecast", {"data": "nile"})
+    assert recipe("forecast", {"seq_len": 8})["skip_lags"] == 8  # capped by a shorter window

@@ -44,11 +44,11 @@ def test_config_and_text_files_must_be_small_regular_files(tmp_path):
                  ["train", "adding", "--config", "/dev/zero"],
                  ["predict", str(tmp_path / "x.pt"), "--file", str(fifo)]):
         result = runner.invoke(app, args)
-        assert result.exit_code != 0 and "is not a file" in result.output, args
+        assert result.exit_code != 0 and "it is not a regular file" in result.output, args
     big = tmp_path / "big.toml"
     big.write_text('lr = "' + "x" * (2 << 20) + '"\n')
     result = runner.invoke(app, ["train", "adding", "--config", str(big)])
-    assert result.exit_code != 0 and "more than the 1,048,576 it may have" in result.output
+    assert result.exit_code != 0 and "more than the 1,048,576 --config may have" in result.output
     assert len(result.output) < 500  # one short line, not the value
     wrong = tmp_path / "wrong.toml"
     wrong.write_text("bf16 = \"yes\"\n")

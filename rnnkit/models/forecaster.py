@@ -106,6 +106,35 @@ class Forecaster(ConfigurableModel):
         self.std.copy_(v.std(0).clamp_min(1e-8))  # a constant feature: do not divide by 0
         return self
 
+    @torch.no_grad()
+    def fit_skip(self, x: Tensor, target: Tensor, *, ridge: float = 10.0):
+        """Start the linear skip at the ridge least-squares direct forecast from training
+        windows ``x`` (B, T, input_size) to ``target`` (B, horizon, output_size), in the
+        model's scaled (and, with ``relative``, offset) units, and the recurrent head at
+        zero: the model starts as that linear forecast and its recurrence learns what the
+        linear one misses (a random start of both would have them fight). Call after
+        :meth:`fit_scaler`; the intercept is not penalised."""
+        c = self.config
+        if self.skip is None or c.mode != "direct":
+            raise ValueError("fit_skip needs a direct forecaster with skip_lags > 0")
+        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
+            raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
+        scaled = self._scale(x.to(self.mean), c.input_size)
+        offset = scaled[:, -1:, :c.output_size] if c.relative else 0.0
+        lags = (scaled[:, -c.skip_lags:, :c.output_size] - offset)  # (B, lags, F)
+        lags = lags.transpose(1, 2).reshape(-1, c.skip_lags)  # one row per feature
+        y = (self.scale_targets(target.to(self.mean)) - offset).transpose(1, 2)
+        y = y.reshape(-1, c.horizon)
+        X = torch.cat([lags, torch.ones(len(lags), 1, dtype=lags.dtype)], 1).double()
+        penalty = ridge * torch.eye(X.shape[1], dtype=X.dtype)
+        penalty[-1, -1] = 0
+        W = torch.linalg.solve(X.T @ X + penalty, X.T @ y.double())  # (lags + 1, horizon)
+        self.skip.weight.copy_(W[:-1].T)
+        self.skip.bias.copy_(W[-1])
+        self.head.weight.zero_()
+        self.head.bias.zero_()
+        return self
+
     def _scale(self, x: Tensor, n: int) -> Tensor:
         return (x - self.mean[:n]) / self.std[:n]
 
