@@ -365,7 +365,7 @@ def test_a_live_build_is_waited_for_then_the_python_engine_used(monkeypatch, tmp
     assert build(wait=5) == "module"  # the holder is gone: the build goes ahead
 
 
-def test_the_build_folder_depends_on_the_environment(monkeypatch):
+def test_the_build_folder_depends_on_the_environment(monkeypatch, tmp_path):
     """Two virtual environments (other include paths) or compilers never share a build
     folder, which would make each rebuild the other's extension."""
     from torch.utils import cpp_extension
@@ -380,3 +380,9 @@ def test_the_build_folder_depends_on_the_environment(monkeypatch):
     monkeypatch.setenv("CXX", "g++")
     monkeypatch.setattr(cpp_extension, "include_paths", lambda *a, **k: ["/other/venv/include"])
     assert compiled._build_key(source, ["-O3"]) != key
+    monkeypatch.undo()
+    monkeypatch.setenv("CXX", "g++")
+    other = tmp_path / "checkout" / "fused.cpp"  # the same file in another checkout
+    other.parent.mkdir()
+    other.write_bytes(source.read_bytes())
+    assert compiled._build_key(other, ["-O3"]) != key

@@ -69,16 +69,17 @@ BUILD_WAIT_SECONDS = 300.0
 
 
 def _build_key(source: Path, flags: list[str]) -> str:
-    """A hash of everything the build depends on: the source, the flags, and what torch
-    writes into build.ninja (its include and library paths, this Python's headers, the
-    compiler), so two checkouts or virtual environments never share (and rebuild) one
-    build folder."""
+    """A hash of everything the build depends on: the source and where it is, the flags,
+    and what torch writes into build.ninja (its include and library paths, this Python's
+    headers, the compiler), so two checkouts or virtual environments never share (and
+    rebuild) one build folder."""
     import sysconfig
 
     from torch.utils import cpp_extension
 
     key = hashlib.sha256(source.read_bytes())
-    for part in (*flags, torch.__version__, sys.version, *cpp_extension.include_paths(),
+    for part in (str(source.resolve()), *flags, torch.__version__, sys.version,
+                 *cpp_extension.include_paths(),
                  *cpp_extension.library_paths(), sysconfig.get_paths()["include"],
                  os.environ.get("CXX", "c++")):
         key.update(part.encode() + b"\0")
@@ -174,18 +175,21 @@ def available() -> bool:
     return _load() is not None
 
 
-def _cell_code(cell: Cell):
-    """The C++ code of ``cell``, or None where the compiled code does not compute it.
+#: the C++ code of each cell key it computes (enum CellKind of csrc/fused.cpp)
+CODES = {
+    **{RNNStep(name, layer_norm=ln).key: code for name, code in _RNN_CODES.items()
+       for ln in (False, True)},
+    **{LSTMStep(layer_norm=ln, peephole=p).key: _LSTM for ln in (False, True)
+       for p in (False, True)},
+    **{GRUStep(True, layer_norm=ln).key: _GRU for ln in (False, True)},
+}
 
-    Exact types only: a subclass may change the step, which the C++ would not follow.
-    """
-    if type(cell) is RNNStep:
-        return _RNN_CODES.get(cell.nonlinearity)
-    if type(cell) is LSTMStep:
-        return _LSTM
-    if type(cell) is GRUStep and cell.reset_after:
-        return _GRU
-    return None
+
+def _cell_code(cell: Cell):
+    """The C++ code of ``cell``, or None where the compiled code does not compute it:
+    keys only, so a subclass (which may change the step) or an unknown option is
+    refused."""
+    return CODES.get(cell.key)
 
 
 def supports_cell(cell: Cell) -> bool:
