@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from rnnkit import cells
 from rnnkit.cells import Recurrent
-from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, compiled, native
+from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, choose, native
 from rnnkit.engines import scan as _scan
 
 
@@ -398,41 +398,20 @@ class _RecurrentLayer(nn.RNNBase):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _changes_the_math(self) -> bool:
-        """Whether this call needs more than torch's kernels compute."""
-        return (not native.supports(self.cell, return_states=False)
-                or self.zoneout != (0.0, 0.0)
-                or (self.recurrent_dropout > 0 and self.training))
+    def _extras(self) -> tuple[str, ...]:
+        """What this call adds to the cell, which torch's kernels do not compute."""
+        extras = []
+        if self.zoneout != (0.0, 0.0):
+            extras.append(f"zoneout={self.zoneout}")
+        if self.recurrent_dropout > 0 and self.training:
+            extras.append(f"recurrent_dropout={self.recurrent_dropout}")
+        return tuple(extras)
 
     def resolve_backend(self, backend: str | None = None, *, return_states: bool = False) -> str:
-        """The engine a call with these options runs on: ``native``, ``fused`` or ``reference``."""
-        name = _check_backend(self.backend if backend is None else backend)
-        fits_native = not return_states and not self._changes_the_math()
-        if name == "auto":
-            return "native" if fits_native else "fused"
-        if name == "native" and not fits_native:
-            why = "return_states=True" if return_states else self._variant_summary()
-            raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
-                             f"use backend='fused' or 'auto'")
-        if name == "fused-compiled":
-            if not compiled.supports_cell(self.cell):
-                raise ValueError(f"backend='fused-compiled' cannot run {self.cell!r}: the C++ "
-                                 f"loop lacks it; use backend='fused' (Python where needed)")
-            if self.weight_ih_l0.device.type != "cpu":
-                raise ValueError("backend='fused-compiled' runs on the CPU, the parameters are "
-                                 f"on {self.weight_ih_l0.device}; use backend='fused'")
-            if not compiled.available():
-                raise ValueError("backend='fused-compiled': the compiled engine could not be "
-                                 "built here (see the warning); use backend='fused'")
-        return name
-
-    def _variant_summary(self) -> str:
-        parts = [repr(self.cell)]
-        if self.zoneout != (0.0, 0.0):
-            parts.append(f"zoneout={self.zoneout}")
-        if self.recurrent_dropout:
-            parts.append(f"recurrent_dropout={self.recurrent_dropout}")
-        return ", ".join(parts)
+        """The engine a call with these options runs on (see :func:`rnnkit.engines.choose`)."""
+        return choose(self.cell, self.backend if backend is None else backend,
+                      return_states=return_states, extras=self._extras(),
+                      device=self.weight_ih_l0.device.type)
 
     def forward(self, input, hx=None, *, lengths=None, return_states: bool = False,
                 backend: str | None = None):

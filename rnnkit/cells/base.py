@@ -113,6 +113,27 @@ class Cell:
     #: for a cell without gates
     keep_block: int | None = None
     input_block: int | None = None
+    #: the constructor options that change the math: with the class they make the key
+    options: tuple[str, ...] = ("layer_norm",)
+
+    @property
+    def key(self) -> tuple:
+        """What the engines look up in their lists of the cells they compute exactly:
+        the cell's class (a subclass may change the step, so it has a key of its own)
+        and the value of each of its options."""
+        return (type(self), *((name, getattr(self, name)) for name in self.options))
+
+    @classmethod
+    def derivative_is_its_own(cls) -> bool:
+        """Whether the hand-written derivative (``backward_factors``, ``step_backward``,
+        ``hidden_param_grads``) was written for this class's ``step``: the class that
+        defines ``step`` defines them too. A subclass that changes only ``step``
+        inherits the derivative of other math, which the fused engine must not run."""
+        def owner(name):
+            return next(k for k in cls.__mro__ if name in vars(k))
+        home = owner("step")
+        return home is not Cell and all(
+            owner(name) is home for name in ("backward_factors", "step_backward"))
 
     def __init__(self, *, layer_norm: bool = False):
         if not isinstance(layer_norm, bool):

@@ -22,6 +22,7 @@ class GRUStep(Cell):
     num_gates = 3
     has_cell_state = False
     keep_block = 1  # z: h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
+    options = ("reset_after", "layer_norm")
 
     def __init__(self, reset_after: bool = True, *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)

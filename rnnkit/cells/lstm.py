@@ -28,6 +28,7 @@ class LSTMStep(Cell):
     num_gates = 4
     has_cell_state = True
     keep_block, input_block = 1, 0  # f and i
+    options = ("layer_norm", "peephole")
 
     def __init__(self, *, layer_norm: bool = False, peephole: bool = False):
         super().__init__(layer_norm=layer_norm)

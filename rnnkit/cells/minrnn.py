@@ -58,6 +58,7 @@ class MinRNNStep(Cell):
     """
 
     has_cell_state = False
+    options = ()
 
     def __init__(self):
         super().__init__(layer_norm=False)

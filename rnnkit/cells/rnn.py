@@ -21,6 +21,7 @@ class RNNStep(Cell):
 
     num_gates = 1
     has_cell_state = False
+    options = ("nonlinearity", "layer_norm")
 
     def __init__(self, nonlinearity: str = "tanh", *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)

@@ -17,12 +17,26 @@ from torch.autograd.function import once_differentiable
 from rnnkit.cells import Cell, Recurrent
 
 
+def supports(cell: Cell) -> bool:
+    """Whether the fused engine computes ``cell``: its hand-written derivative is its own
+    (:meth:`Cell.derivative_is_its_own`); else only the reference engine does."""
+    return cell.derivative_is_its_own()
+
+
+def _check(cell: Cell):
+    if not supports(cell):
+        raise ValueError(f"the fused engine cannot run {cell!r}: its class changes step() "
+                         "without a hand-written derivative of its own; use "
+                         "backend='reference' (or 'auto')")
+
+
 def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     """Same contract as :func:`rnnkit.engines.reference.run`: the compiled
     implementation where it computes this configuration and is built (it is built on
     first use), else the Python one below."""
     from rnnkit.engines import compiled
 
+    _check(cell)
     # supports() first: it is free, while available() may start the one-time build
     if compiled.supports(cell, rec, gx) and compiled.available():
         return compiled.run(cell, gx, h0, c0, rec, carry_h, carry_c)
@@ -32,6 +46,7 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
 def run_python(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     """The Python implementation: readable, every variant, the fallback. The carries and
     the recurrent-dropout mask are constants: no gradient flows to them."""
+    _check(cell)
     out = _FusedRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
     return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
 

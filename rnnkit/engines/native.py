@@ -15,17 +15,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnkit.cells import Cell, GRUStep, LSTMStep, RNNStep
 
 
+#: the keys of the cells torch's kernels compute: torch.nn's own, none of rnnkit's options
+KEYS = frozenset({RNNStep("tanh").key, RNNStep("relu").key, LSTMStep().key, GRUStep().key})
+
+
 def supports(cell: Cell, *, return_states: bool) -> bool:
-    """Whether torch's kernels compute exactly what ``cell`` asks for."""
-    if return_states:  # they keep only the last c and the last layer's h
-        return False
-    if cell.layer_norm or getattr(cell, "peephole", False):
-        return False
-    if isinstance(cell, RNNStep):
-        return cell.nonlinearity in ("tanh", "relu")
-    if isinstance(cell, GRUStep):
-        return cell.reset_after
-    return isinstance(cell, LSTMStep)
+    """Whether torch's kernels compute exactly what ``cell`` asks for: a cell in
+    :data:`KEYS` (any other class, a subclass too, or option is refused)."""
+    # return_states: they keep only the last c and the last layer's h
+    return not return_states and cell.key in KEYS
 
 
 def _kernel(cell: Cell):
