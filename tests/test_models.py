@@ -110,7 +110,7 @@ def test_forecaster(mode, cell):
     assert y.shape == (B, 4, 3)
     # predictions are in the series' units: the scaling undoes itself
     torch.testing.assert_close(m._unscale(m(x, scaled_output=True)), y)
-    state, preds = None, []
+    state = None
     for t in range(20):
         pred, state = m.step(x[:, t], state)
     torch.testing.assert_close(pred, y[:, 0], rtol=1e-5, atol=1e-4)

@@ -12,7 +12,6 @@ and derandomised, so CI sees the same examples every time; set the variable (e.g
 
 import os
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -157,7 +156,3 @@ def test_padding_never_changes_a_sample(case, backend, extra_steps):
         assert_all_close([padded.grad[:n, b:b + 1]], [alone.grad], tol=tol)
         assert bool((padded.grad[n:, b] == 0).all())  # no gradient reaches the padding
 
-
-def test_the_example_count_can_be_raised(monkeypatch):
-    """RNNKIT_HYPOTHESIS_EXAMPLES sets the examples per property test."""
-    assert settings().max_examples == int(os.environ.get("RNNKIT_HYPOTHESIS_EXAMPLES", "40"))

@@ -113,6 +113,10 @@ class Cell:
     #: for a cell without gates
     keep_block: int | None = None
     input_block: int | None = None
+    #: the gates among the activations ``step`` computes (σ, between 0 and 1), and the
+    #: candidate values (tanh); their names are the diagnostics' (torch.nn's order)
+    gate_names: tuple[str, ...] = ()
+    candidate_names: tuple[str, ...] = ()
     #: the constructor options that change the math: with the class they make the key
     options: tuple[str, ...] = ("layer_norm",)
 
@@ -161,6 +165,12 @@ class Cell:
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
         """One forward step. Returns ``(h, c, saved)``; ``c`` is None without a cell state."""
         raise NotImplementedError
+
+    def activations(self, saved) -> dict[str, Tensor]:
+        """The gate and candidate activations of a step (``gate_names`` and
+        ``candidate_names``, each (B, H)), read from the ``saved`` that ``step``
+        returned: the diagnostics see exactly what the step computed."""
+        return {}
 
     def backward_factors(self, saved, H_prev, C_prev, rec: Recurrent) -> dict:
         """The derivative factors of every step, computed at once before the backward loop.

@@ -23,6 +23,7 @@ class GRUStep(Cell):
     has_cell_state = False
     keep_block = 1  # z: h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
     options = ("reset_after", "layer_norm")
+    gate_names, candidate_names = ("r", "z"), ("n",)
 
     def __init__(self, reset_after: bool = True, *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)
@@ -57,6 +58,10 @@ class GRUStep(Cell):
             saved = (rz, n, rh)
         h = n + z * (h_prev - n)  # = (1 - z) ⊙ n + z ⊙ h_prev
         return h, None, saved
+
+    def activations(self, saved):
+        r, z = saved[0].chunk(2, -1)  # saved: σ of the r and z blocks side by side, n, ...
+        return {"r": r, "z": z, "n": saved[1]}
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
         rz, n, extra = saved[:3]  # (T, B, 2H), (T, B, H), (T, B, H)

@@ -29,6 +29,7 @@ class LSTMStep(Cell):
     has_cell_state = True
     keep_block, input_block = 1, 0  # f and i
     options = ("layer_norm", "peephole")
+    gate_names, candidate_names = ("i", "f", "o"), ("g",)
 
     def __init__(self, *, layer_norm: bool = False, peephole: bool = False):
         super().__init__(layer_norm=layer_norm)
@@ -61,6 +62,9 @@ class LSTMStep(Cell):
         if self.layer_norm:
             saved += (*ln_c, *ln_h)
         return h, c, saved
+
+    def activations(self, saved):
+        return dict(zip("ifgo", saved[:4]))
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
         i, f, g, o, tc = saved[:5]

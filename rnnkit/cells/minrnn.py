@@ -101,6 +101,7 @@ class MinGRUStep(MinRNNStep):
     """minGRU, gate blocks z, h: a = 1 - z, b = z ⊙ g(k_h)."""
 
     num_gates = 2
+    gate_names = ("z",)
 
     def forget_bias_blocks(self, forget_bias):
         return [(0, -forget_bias)]  # a = 1 - σ(b_z) = σ(-b_z)
@@ -114,6 +115,7 @@ class MinLSTMStep(MinRNNStep):
     """minLSTM, gate blocks f, i, h: a = f / (f + i), b = i / (f + i) ⊙ g(k_h)."""
 
     num_gates = 3
+    gate_names = ("f", "i")
 
     def forget_bias_blocks(self, forget_bias):
         # d = softplus(-b_f) - softplus(-b_i) = -forget_bias when b_i = -b_f

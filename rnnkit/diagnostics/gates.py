@@ -1,5 +1,5 @@
-"""Gate statistics of LSTM, GRU, MinGRU and MinLSTM layers, recomputed from the public
-parameters.
+"""Gate statistics of LSTM, GRU, MinGRU and MinLSTM layers: what the cell's own step
+computes, read back from it.
 
 A gate near 0 or 1 is saturated: σ'(·) = σ(1-σ) is then near 0, so the gradient through
 the gate's own pre-activation vanishes, and the gate acts as a fixed switch. A forget gate
@@ -14,73 +14,70 @@ import torch
 from torch import Tensor
 
 from rnnkit.diagnostics._common import check_input, check_layer, evaluating, time_major
-from rnnkit.layers import GRU, LSTM, MinGRU, MinLSTM
+from rnnkit.cells import MinGRUStep, MinRNNStep
 
 __all__ = ["gate_activations", "gate_saturation"]
 
-#: The gate blocks of each layer type, in the order of the G*H rows of its weights.
-#: LSTM g, GRU n and the min cells' h are candidate values, not gates; GRU n is not
-#: recomputed because its formula depends on ``reset_after``, nor the min cells' h.
-_BLOCKS = {LSTM: ("i", "f", "g", "o"), GRU: ("r", "z", "n"),
-           MinGRU: ("z", "h"), MinLSTM: ("f", "i", "h")}
-_SIGMOID = {LSTM: ("i", "f", "o"), GRU: ("r", "z"), MinGRU: ("z",), MinLSTM: ("f", "i")}
-
-
-def _layer_type(layer):
+def _gated_cell(layer):
+    """The layer's cell, which must have gates (a ValueError for the RNN)."""
     check_layer(layer)
-    for kind in _BLOCKS:
-        if isinstance(layer, kind):
-            return kind
-    raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
-                     f"MinLSTM); layer is an {type(layer).__name__}, which has no gates")
+    if not layer.cell.gate_names:
+        raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
+                         f"MinLSTM); layer is an {type(layer).__name__}, which has no gates")
+    return layer.cell
 
 
-def _check_plain_gates(layer) -> None:
-    """A clear error for the variants whose gates are not σ(W_ih x + b_ih + W_hh h + b_hh).
+def _previous(seq: Tensor, direction: int) -> Tensor:
+    """The state each step read (T, B, ·): forwards the one before it, backwards the one
+    after it (the backward direction walks time in reverse); zero where none was."""
+    zero = torch.zeros_like(seq[:1])
+    return torch.cat([zero, seq[:-1]]) if direction == 0 else torch.cat([seq[1:], zero])
 
-    Detected by their torch.nn-style parameter names, which are public (state_dict keys).
-    """
-    names = [name for name, _ in layer.named_parameters()]
-    if any(name.startswith("layer_norm_") for name in names):
-        raise ValueError("gate statistics are recomputed with the plain torch.nn gate "
-                         "formula; layer_norm=True normalises W_ih x_t and W_hh h_{t-1} "
-                         "before the sigmoid, which that formula would get wrong")
-    if any(name.startswith("weight_ch") for name in names):
-        raise ValueError("gate statistics are recomputed with the plain torch.nn gate "
-                         "formula; peephole=True adds w_ch ⊙ c to the i, f, o "
-                         "pre-activations, which that formula would get wrong")
+
+def _step_activations(layer, cell, layer_idx: int, d: int, inp, h_prev, c_prev):
+    """The activations of one layer and direction at every step, from the cell's own
+    step run once over all T*B rows (exact: within a step only the rows' own values
+    meet), so variants (layer norm, peepholes, the Cho GRU) are what the layer computes."""
+    T, B = inp.shape[0], inp.shape[1]
+    input_side, rec = layer._direction(layer_idx, d, B, inp)
+    gx = cell.input_projection(inp, *input_side)  # (T, B, G*H)
+    rows = [None if t is None else t.reshape(T * B, -1) for t in (gx, h_prev, c_prev)]
+    _, _, saved = cell.step(*rows, rec)
+    return {name: a.reshape(T, B, -1) for name, a in cell.activations(saved).items()}
+
+
+def _min_activations(layer, cell, sfx: str, inp):
+    """The min cells' gates read the input alone: σ of their blocks of W_ih x + b_ih."""
+    P = inp @ getattr(layer, "weight_ih" + sfx).T  # (T, B, G*H)
+    if layer.bias:
+        P = P + getattr(layer, "bias_ih" + sfx)
+    blocks = dict(zip(("z", "h") if isinstance(cell, MinGRUStep) else ("f", "i", "h"),
+                      P.chunk(cell.num_gates, dim=-1)))
+    return {name: torch.sigmoid(blocks[name]) for name in cell.gate_names}
 
 
 def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
-    """Every gate activation of every layer and direction, recomputed from the states.
+    """Every gate (and candidate) activation of every layer and direction.
 
     The layer runs once with ``return_states=True`` (evaluation mode, zero initial state;
-    its mode is restored afterwards). Then for each layer and direction, with h_prev the
-    state the step read (h_{t-1} forwards, h_{t+1} for the backward direction, zero at
-    the first step it processed) and the layer's input (x, or the lower layer's output):
-
-        P_t = W_ih x_t + b_ih + W_hh h_prev + b_hh          (T, B, G*H), torch.nn blocks
-        LSTM:  i, f, o = σ(P blocks 0, 1, 3),  g = tanh(P block 2)
-        GRU:   r, z = σ(P blocks 0, 1)
-
-    MinGRU and MinLSTM have no W_hh: their gates read the input alone,
-    P_t = W_ih x_t + b_ih, with z = σ(P block 0) (MinGRU) and f, i = σ(P blocks 0, 1)
-    (MinLSTM, before f / (f + i) normalises them).
-
-    Only the public parameters (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
-    ``bias_hh_l0``, ... with ``_reverse`` for the backward direction) and the states are
-    used. Zoneout is fine (the state stored is the one the next step reads).
+    its mode is restored afterwards). Then for each layer and direction, the cell's own
+    ``step`` runs once over all steps at once, from the states each step read (h_{t-1}
+    and c_{t-1} forwards, h_{t+1} and c_{t+1} for the backward direction, zero at the
+    first step it processed) and the layer's input (x, or the lower layer's output), and
+    the cell reports what it computed (:meth:`rnnkit.cells.Cell.activations`): the
+    LSTM's i, f, o and candidate g, the GRU's r, z and candidate n, with every variant
+    (layer norm, peepholes, projection, ``reset_after=False``) as the layer has it.
+    MinGRU and MinLSTM have no W_hh: their gates read the input alone, z = σ(block 0 of
+    W_ih x_t + b_ih) (MinGRU), f, i = σ(blocks 0, 1) (MinLSTM, before f / (f + i)
+    normalises them). Zoneout is fine (the state stored is the one the next step reads).
 
     Args:
-        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM``, any num_layers,
-            bidirectional or not. Not ``layer_norm=True`` or ``peephole=True``: their
-            gates are not σ of P above, and a ValueError says so rather than computing
-            something wrong.
+        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM``, any options, any
+            num_layers, bidirectional or not.
         x: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
 
     Returns:
-        ``{name: (L*D, T, B, H)}`` time-major whatever the layout of ``x``, for the LSTM's
-        i, f, g, o, the GRU's r, z, the MinGRU's z and the MinLSTM's f, i, detached.
+        ``{name: (L*D, T, B, H)}`` time-major whatever the layout of ``x``, detached.
         Entry ``[k, t]`` is layer-direction k (k = layer * D + direction) at input step t.
 
     Example::
@@ -90,42 +87,34 @@ def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:
         >>> acts["f"].shape
         torch.Size([2, 5, 3, 8])
     """
-    kind = _layer_type(layer)
-    _check_plain_gates(layer)
+    cell = _gated_cell(layer)
     x = check_input(x)
     xs = time_major(layer, x)  # (T, B, I)
     D = 2 if layer.bidirectional else 1
+    blocks = {}
     with evaluating(layer), torch.no_grad():
         _, _, states = layer(xs.transpose(0, 1) if layer.batch_first else xs,
                              return_states=True)
-        h = states.h.transpose(1, 2) if layer.batch_first else states.h  # (L*D, T, B, H_out)
-        blocks = {name: [] for name in _BLOCKS[kind] if name in _SIGMOID[kind] or name == "g"}
+
+        def time_first(s):
+            return None if s is None else s.transpose(1, 2) if layer.batch_first else s
+
+        h, c = time_first(states.h), time_first(states.c)  # (L*D, T, B, ·)
         for layer_idx in range(layer.num_layers):
             if layer_idx == 0:
                 inp = xs  # (T, B, I)
             else:  # the lower layer's output: its directions side by side
-                inp = torch.cat([h[(layer_idx - 1) * D + d] for d in range(D)], -1)  # (T, B, D*H_out)
+                inp = torch.cat([h[(layer_idx - 1) * D + d] for d in range(D)], -1)
             for d in range(D):
                 k = layer_idx * D + d
-                sfx = f"_l{layer_idx}" + ("_reverse" if d else "")
-                h_seq = h[k]  # (T, B, H_out)
-                zero = torch.zeros_like(h_seq[:1])  # (1, B, H_out)
-                # the state each step read: forwards the one before it, backwards the one
-                # after it (the backward direction walks time in reverse)
-                h_prev = torch.cat([zero, h_seq[:-1]]) if d == 0 else torch.cat([h_seq[1:], zero])
-                P = inp @ getattr(layer, "weight_ih" + sfx).T  # (T, B, G*H)
-                if layer.bias:
-                    P = P + getattr(layer, "bias_ih" + sfx)
-                if hasattr(layer, "weight_hh" + sfx):  # the min cells' gates read x only
-                    P = P + h_prev @ getattr(layer, "weight_hh" + sfx).T
-                    if layer.bias:
-                        P = P + getattr(layer, "bias_hh" + sfx)
-                chunks = P.chunk(len(_BLOCKS[kind]), dim=-1)  # G × (T, B, H)
-                for name, pre in zip(_BLOCKS[kind], chunks):
-                    if name in _SIGMOID[kind]:
-                        blocks[name].append(torch.sigmoid(pre))
-                    elif name == "g":
-                        blocks[name].append(torch.tanh(pre))
+                if isinstance(cell, MinRNNStep):
+                    acts = _min_activations(layer, cell, f"_l{layer_idx}" + "_reverse" * d, inp)
+                else:
+                    acts = _step_activations(layer, cell, layer_idx, d, inp,
+                                             _previous(h[k], d),
+                                             None if c is None else _previous(c[k], d))
+                for name, a in acts.items():
+                    blocks.setdefault(name, []).append(a)
     return {name: torch.stack(acts) for name, acts in blocks.items()}  # (L*D, T, B, H)
 
 
@@ -133,17 +122,12 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
                     ) -> dict:
     """The fraction of each gate's activations that are saturated: < threshold or > 1 - threshold.
 
-    Gates (torch.nn's order and names): LSTM i, f, o (g is a tanh candidate, not a gate);
-    GRU r, z; MinGRU z; MinLSTM f, i. Activations are recomputed with
-    :func:`gate_activations` from the public parameters and the state trajectory.
-
-    Why an RNN raises: it has no gates. Why ``layer_norm=True`` and ``peephole=True``
-    raise: layer normalisation rescales W_ih x_t and W_hh h_{t-1} before the sigmoid,
-    and peepholes add w_ch ⊙ c to the i, f, o pre-activations, so the plain formula
-    would report numbers for gates the layer does not have.
+    Gates (the cell's ``gate_names``, torch.nn's order and names): LSTM i, f, o (g is a
+    tanh candidate, not a gate); GRU r, z; MinGRU z; MinLSTM f, i, from
+    :func:`gate_activations`. An RNN raises: it has no gates.
 
     Args:
-        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM`` (plain gates; any
+        layer: an ``rnnkit.LSTM``, ``GRU``, ``MinGRU`` or ``MinLSTM`` (any options, any
             num_layers, bidirectional or not).
         x: (T, B, I), or (B, T, I) with ``batch_first``, or (T, I) unbatched.
         threshold: in (0, 0.5). Default 0.05.
@@ -165,12 +149,12 @@ def gate_saturation(layer, x: Tensor, *, threshold: float = 0.05, by_layer: bool
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
             or not 0 < threshold < 0.5:
         raise ValueError(f"threshold must be a number in (0, 0.5), got {threshold!r}")
-    kind = _layer_type(layer)
+    gates = _gated_cell(layer).gate_names
     acts = gate_activations(layer, x)
 
     def fractions(k: slice | int) -> dict[str, float]:
         out = {}
-        for name in _SIGMOID[kind]:
+        for name in gates:
             a = acts[name][k]
             out[name] = ((a < threshold) | (a > 1 - threshold)).double().mean().item()
         return out
