@@ -137,9 +137,8 @@ class _LanguageModelGraph(_Graph):
     def __init__(self, model: LanguageModel, n_state_inputs: int):
         super().__init__()
         self.model = model
-        lstm = model.config.rnn.cell == "lstm"
         self.input_names = ["tokens", "h_0", "c_0"][:1 + n_state_inputs]
-        self.output_names = ["logits", "h_n"] + (["c_n"] if lstm else [])
+        self.output_names = ["logits", "h_n"] + (["c_n"] if model.rnn.cell.has_cell_state else [])
         self.axes = {"tokens": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
         for name in ("h_0", "c_0", "h_n", "c_n"):
             self.axes[name] = {1: "batch"}

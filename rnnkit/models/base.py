@@ -63,13 +63,6 @@ class RecurrentConfig:
                                 batch_first=True, **self.options)
 
 
-def initial_state(config: RecurrentConfig, batch: int, like: Tensor):
-    """Zeros in the layer's hidden-state layout: h (L*D, B, H), with c for the LSTM."""
-    LD = config.num_layers * (2 if config.bidirectional else 1)
-    h = like.new_zeros(LD, batch, config.hidden_size)
-    return (h, torch.zeros_like(h)) if config.cell == "lstm" else h
-
-
 _LAYER_FIELDS = ("cell", "hidden_size", "num_layers", "dropout", "bidirectional")
 
 

@@ -60,7 +60,7 @@ class LanguageModel(ConfigurableModel):
         if config.tie_embeddings:
             self.head.weight = self.embedding.weight
         if config.condition_size:
-            n_states = 2 if config.rnn.cell == "lstm" else 1
+            n_states = 2 if self.rnn.cell.has_cell_state else 1
             self.condition = nn.Linear(config.condition_size,
                                        n_states * config.rnn.num_layers * config.rnn.hidden_size)
 
@@ -74,7 +74,7 @@ class LanguageModel(ConfigurableModel):
         L, H = self.config.rnn.num_layers, self.config.rnn.hidden_size
         s = torch.tanh(self.condition(features)).view(features.shape[0], -1, L, H)
         s = s.permute(1, 2, 0, 3).contiguous()  # (states, L, B, H)
-        return (s[0], s[1]) if self.config.rnn.cell == "lstm" else s[0]
+        return (s[0], s[1]) if self.rnn.cell.has_cell_state else s[0]
 
     def forward(self, tokens: Tensor, state=None, *, features: Tensor | None = None,
                 lengths=None):
