@@ -1,12 +1,15 @@
 """rnnkit: recurrent neural networks with hand-written, fast backpropagation through time."""
 
+from rnnkit.cells.custom import Cell
 from rnnkit.layers import (GRU, LSTM, RNN, GRUCell, LSTMCell, MinGRU, MinGRUCell, MinLSTM,
-                           MinLSTMCell, RNNCell, States)
+                           MinLSTMCell, Recurrent, RNNCell, States)
 from rnnkit.data.streams import batchify
 from rnnkit.train.tbptt import detach_state, tbptt_chunks
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MinGRU", "MinLSTM",
-           "MinGRUCell", "MinLSTMCell", "States",
+           "MinGRUCell", "MinLSTMCell", "States", "Cell", "Recurrent",
            "batchify", "detach_state", "tbptt_chunks"]
+
+from rnnkit import testing  # noqa: E402  (rnnkit.testing.check_cell, after the layers)

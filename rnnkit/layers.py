@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import cells
-from rnnkit.cells import Recurrent
 from rnnkit.engines import BACKENDS, DIRECTION_ENGINES, choose, native
 from rnnkit.engines import scan as _scan
 
@@ -487,7 +486,7 @@ class _RecurrentLayer(nn.RNNBase):
             w_hh = F.dropout(w_hh, self.weight_drop)
         if self.training and self.recurrent_dropout:  # one mask per sequence, every step
             h_mask = F.dropout(x.new_ones(B, w_hh.shape[1]), self.recurrent_dropout)
-        rec = Recurrent(
+        rec = cells.Recurrent(
             w_hh=w_hh, b_hh=None if self.cell.sums_projections else b_hh,
             w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
             h_mask=h_mask, ln_hh_weight=variants["ln_hh_weight"],
@@ -740,6 +739,54 @@ class GRU(_RecurrentLayer):
         self.reset_after = reset_after
 
 
+class Recurrent(_RecurrentLayer):
+    """A whole layer from a user's own cell (:class:`rnnkit.Cell`): stacking, both
+    directions, ``batch_first``, dropout between layers, lengths and PackedSequence, an
+    initial state, ``return_states``, unbatched input, zoneout, recurrent dropout and a
+    state_dict, with the same contract as :class:`LSTM` (a cell with a cell state) or
+    :class:`GRU` (without).
+
+    Parameters as torch.nn names them: per layer and direction ``weight_ih_l{k}``
+    (G*H, I or D*H), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+    (G*H,), with G = ``len(cell.gates)`` and ``_reverse`` for the backward direction;
+    initialised uniform(±1/√H) as torch.nn's. The cell's step runs on the reference
+    engine (autograd through it): exact whatever it computes.
+
+    Example::
+
+        >>> layer = rnnkit.Recurrent(CIFG(), input_size=32, hidden_size=64, num_layers=2,
+        ...                          bidirectional=True, batch_first=True, dropout=0.1)
+        >>> out, (h_n, c_n) = layer(x, lengths=lengths)
+    """
+
+    def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, *,
+                 zoneout: float = 0.0, recurrent_dropout: float = 0.0,
+                 backend: str = "auto"):
+        from rnnkit.cells.custom import UserStep
+
+        step = UserStep(cell)
+        # torch.nn's RNNBase makes the parameters (names, order, registration) for one
+        # gate block; each is then remade with the cell's G blocks
+        super().__init__("RNN_TANH", step, input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, 0, device, dtype,
+                         backend=backend, zoneout=zoneout,
+                         recurrent_dropout=recurrent_dropout)
+        for name in self._flat_weights_names:
+            old = getattr(self, name)
+            setattr(self, name, nn.Parameter(old.new_empty(
+                (step.num_gates * hidden_size, *old.shape[1:]))))
+        self._init_flat_weights()
+        self.reset_parameters()
+
+    def flatten_parameters(self) -> None:
+        pass  # cuDNN's flat weight layout is for its own modes; this layer never runs there
+
+    def extra_repr(self) -> str:
+        return f"{self.cell!r}, " + super().extra_repr()
+
+
 class _CellModule(nn.RNNCellBase):
     """One step, torch.nn.RNNCell / LSTMCell / GRUCell compatible, on rnnkit's cell math."""
 
@@ -809,7 +856,7 @@ class _CellModule(nn.RNNCellBase):
     def _python_step(self, x, state, b_ih, b_hh):
         """The cell's own step: the single definition of its math, and every variant."""
         v = _Variants.lookup(self, "")
-        rec = Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
+        rec = cells.Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
                         ln_hh_weight=v["ln_hh_weight"], ln_hh_bias=v["ln_hh_bias"],
                         ln_c_weight=v["ln_c_weight"], ln_c_bias=v["ln_c_bias"], w_ch=v["w_ch"])
         gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, *v["ln_ih"])

@@ -1,0 +1,116 @@
+"""A user's own cell: write its step, get a whole layer (``rnnkit.Recurrent``).
+
+A user's cell states its gate blocks and whether it carries a cell state, and writes one
+step from the two projections the layer computes for it::
+
+    class CIFG(rnnkit.Cell):
+        \"\"\"LSTM with coupled input and forget gates: f = 1 - i.\"\"\"
+        gates = ("i", "g", "o")          # blocks of W_ih / W_hh, each hidden_size rows
+        has_cell_state = True
+
+        def step(self, gx, gh, c):       # gx = W_ih x_t + b_ih, gh = W_hh h_{t-1} + b_hh
+            i, g, o = (gx + gh).chunk(3, dim=-1)
+            i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+            c = (1 - i) * c + i * g
+            return o * torch.tanh(c), c  # h_t, c_t
+
+The layer owns everything else: the parameters (torch.nn's names, ``weight_ih_l0`` of
+``len(gates) * hidden_size`` rows and so on, torch.nn's uniform initialisation), time,
+layers, directions, lengths, dropout, zoneout and recurrent dropout. The step is the one
+definition of the cell's math; it runs on the reference engine, under autograd, so its
+gradients are exact whatever it computes (the engines that differentiate by hand refuse a
+cell whose derivative they were not given: see :func:`rnnkit.engines.choose`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import Tensor
+
+from rnnkit.cells.base import Cell as _EngineCell
+from rnnkit.cells.base import Recurrent
+
+
+class Cell:
+    """Base class of a user's cell; see the module docstring.
+
+    Attributes:
+        gates: the names of the blocks of W_ih x_t and W_hh h_{t-1}, in their order;
+            each block is hidden_size rows (e.g. ``("i", "g", "o")``).
+        has_cell_state: whether the state carries c_t besides h_t.
+    """
+
+    gates: tuple[str, ...] = ()
+    has_cell_state: bool = False
+
+    def step(self, gx: Tensor, gh: Tensor, c: Tensor | None):
+        """One step: ``gx`` = W_ih x_t + b_ih and ``gh`` = W_hh h_{t-1} + b_hh, each
+        (B, len(gates) * H); ``c`` the previous cell state (B, H), or None without one.
+        A step that also names a parameter ``h`` gets h_{t-1} (B, H) there (a GRU-like
+        cell mixes it into h_t). Returns h_t (B, H), or (h_t, c_t) for a cell with a
+        cell state. Plain differentiable torch."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def check_user_cell(cell) -> Cell:
+    """``cell`` if it is a usable :class:`Cell`, else a TypeError or ValueError saying
+    what is missing."""
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell must be an instance of a subclass of rnnkit.Cell, got "
+                        f"{type(cell).__name__}")
+    gates = getattr(cell, "gates", None)
+    if not isinstance(gates, tuple) or not gates or not all(
+            isinstance(g, str) and g for g in gates) or len(set(gates)) != len(gates):
+        raise ValueError(f"{type(cell).__name__}.gates must be a non-empty tuple of distinct "
+                         f"block names, e.g. ('i', 'g', 'o'), got {gates!r}")
+    if not isinstance(cell.has_cell_state, bool):
+        raise TypeError(f"{type(cell).__name__}.has_cell_state must be a bool, got "
+                        f"{cell.has_cell_state!r}")
+    if type(cell).step is Cell.step:
+        raise TypeError(f"{type(cell).__name__} must define step(self, gx, gh, c)")
+    return cell
+
+
+class UserStep(_EngineCell):
+    """The engines' view of a user's :class:`Cell`: the recurrent projection
+    gh = W_hh h_in + b_hh is computed here (h_in with the recurrent-dropout mask), then
+    the user's step. No hand-written derivative: the reference engine runs it."""
+
+    def __init__(self, user: Cell):
+        super().__init__(layer_norm=False)
+        self.user = check_user_cell(user)
+        self.num_gates = len(user.gates)
+        self.has_cell_state = user.has_cell_state
+        self._wants_h = "h" in inspect.signature(user.step).parameters
+
+    @property
+    def key(self) -> tuple:
+        return (UserStep, ("cell", type(self.user)))
+
+    @property
+    def sums_projections(self) -> bool:
+        return False  # the user's step gets gx and gh apart, b_hh in gh
+
+    def step(self, gx, h_prev, c_prev, rec: Recurrent):
+        gh, _ = self.recurrent_projection(h_prev, rec)
+        out = self.user.step(gx, gh, c_prev, h=h_prev) if self._wants_h else \
+            self.user.step(gx, gh, c_prev)
+        if self.has_cell_state:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"{self.user!r}.step must return (h_t, c_t): the cell has a "
+                                f"cell state, got {type(out).__name__}")
+            h, c = out
+        else:
+            h, c = out, None
+        if not isinstance(h, Tensor) or h.shape != h_prev.shape:
+            got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+            raise ValueError(f"{self.user!r}.step must return h_t of shape "
+                             f"{tuple(h_prev.shape)}, got {got}")
+        return h, c, ()
+
+    def __repr__(self):
+        return repr(self.user)

@@ -1,0 +1,126 @@
+"""A user's own cell as a whole layer: rnnkit.Cell, rnnkit.Recurrent, rnnkit.testing."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnnkit
+from helpers import assert_all_close
+
+
+class CIFG(rnnkit.Cell):
+    """LSTM with coupled input and forget gates: f = 1 - i."""
+    gates = ("i", "g", "o")          # blocks of W_ih / W_hh, each hidden_size rows
+    has_cell_state = True
+
+    def step(self, gx, gh, c):       # gx = W_ih x_t + b_ih, gh = W_hh h_{t-1} + b_hh: (B, 3H)
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return o * torch.tanh(c), c  # h_t, c_t
+
+
+class MGU(rnnkit.Cell):
+    """A minimal gated unit (after Zhou et al. 2016): one gate, no cell state; its step
+    names ``h`` to get h_{t-1}."""
+    gates = ("f", "n")
+
+    def step(self, gx, gh, c, h):
+        f_x, n_x = gx.chunk(2, dim=-1)
+        f_h, n_h = gh.chunk(2, dim=-1)
+        f = torch.sigmoid(f_x + f_h)
+        n = torch.tanh(n_x + f * n_h)
+        return (1 - f) * h + f * n
+
+
+def test_the_documented_example_runs_as_written():
+    torch.manual_seed(0)
+    x, lengths = torch.randn(4, 9, 32), [9, 3, 7, 1]
+    layer = rnnkit.Recurrent(CIFG(), input_size=32, hidden_size=64, num_layers=2,
+                             bidirectional=True, batch_first=True, dropout=0.1)
+    out, (h_n, c_n) = layer(x, lengths=lengths)          # same contract as rnnkit.LSTM
+    assert out.shape == (4, 9, 128) and h_n.shape == c_n.shape == (4, 4, 64)
+    assert (out[1, 3:] == 0).all()  # zero past a sample's length
+    assert rnnkit.testing.check_cell(CIFG(), input_size=5, hidden_size=4) == [
+        "gradcheck", "engines", "padding", "stepping", "unbatched", "state_dict"]
+    assert [n for n, _ in layer.named_parameters()][:4] == [
+        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+    assert layer.weight_ih_l0.shape == (192, 32) and layer.weight_hh_l1_reverse.shape == (192, 64)
+    bound = 1 / 64 ** 0.5  # torch.nn's initialisation
+    assert all(p.abs().max() <= bound for p in layer.parameters())
+
+
+def test_the_layer_computes_the_cells_step_with_its_own_weights():
+    """The layer's W_ih x_t + b_ih and W_hh h_{t-1} + b_hh reach the user's step, whose
+    outputs are the layer's: a hand-written loop with the same weights agrees."""
+    torch.manual_seed(1)
+    layer = rnnkit.Recurrent(CIFG(), 3, 4, dtype=torch.float64)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    h0, c0 = torch.randn(1, 2, 4, dtype=torch.float64), torch.randn(1, 2, 4, dtype=torch.float64)
+    out, (h_n, c_n) = layer(x, (h0, c0))
+    h, c, outs = h0[0], c0[0], []
+    for t in range(6):
+        gx = x[t] @ layer.weight_ih_l0.T + layer.bias_ih_l0
+        gh = h @ layer.weight_hh_l0.T + layer.bias_hh_l0
+        h, c = CIFG().step(gx, gh, c)
+        outs.append(h)
+    assert_all_close([out, h_n[0], c_n[0]], [torch.stack(outs), h, c], tol=1e-12)
+
+
+def test_everything_a_built_in_layer_takes():
+    torch.manual_seed(2)
+    layer = rnnkit.Recurrent(MGU(), 3, 4, num_layers=2, bidirectional=True)
+    x, lengths = torch.randn(5, 3, 3), torch.tensor([5, 2, 4])
+    out, h_n = layer(x, lengths=lengths)
+    packed_out, packed_h = layer(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    assert_all_close([h_n], [packed_h])
+    out, h_n, states = layer(x, return_states=True)
+    assert states.h.shape == (4, 5, 3, 4) and states.c is None
+    assert layer(x[:, 0])[0].shape == (5, 8)  # unbatched
+    assert layer.resolve_backend() == "reference"
+    for backend in ("native", "fused", "fused-python", "fused-compiled"):
+        with pytest.raises(ValueError, match="cannot run"):
+            layer(x, backend=backend)
+    noisy = rnnkit.Recurrent(CIFG(), 3, 4, zoneout=0.2, recurrent_dropout=0.3).train()
+    noisy(x)[0].sum().backward()
+    assert noisy.weight_hh_l0.grad.abs().sum() > 0
+    assert rnnkit.testing.check_cell(MGU()) == [
+        "gradcheck", "engines", "padding", "stepping", "unbatched", "state_dict"]
+
+
+class MixesTheBatch(rnnkit.Cell):
+    gates = ("h",)
+
+    def step(self, gx, gh, c):
+        return torch.tanh(gx + gh + gh.mean(0))  # one sample's state leaks into another's
+
+
+class WrongShape(rnnkit.Cell):
+    gates = ("i", "h")
+
+    def step(self, gx, gh, c):
+        return torch.tanh(gx + gh)  # (B, 2H), not (B, H)
+
+
+def test_check_cell_names_what_is_wrong():
+    with pytest.raises(AssertionError, match=r"(?s)check_cell\(MixesTheBatch\(\)\): .*padding: "
+                                             r"sample 0 \(length 5\) differs from itself alone"):
+        rnnkit.testing.check_cell(MixesTheBatch())
+    with pytest.raises(ValueError, match=r"WrongShape\(\).step must return h_t of shape "
+                                         r"\(3, 4\), got \(3, 8\)"):
+        rnnkit.Recurrent(WrongShape(), 2, 4)(torch.randn(5, 3, 2))
+    with pytest.raises(TypeError, match="cell must be an instance of a subclass of rnnkit.Cell"):
+        rnnkit.Recurrent(torch.nn.LSTM(2, 3), 2, 3)
+
+    class NoGates(rnnkit.Cell):
+        def step(self, gx, gh, c):
+            return gx
+
+    with pytest.raises(ValueError, match="NoGates.gates must be a non-empty tuple"):
+        rnnkit.Recurrent(NoGates(), 2, 3)
+
+    class NoStep(rnnkit.Cell):
+        gates = ("h",)
+
+    with pytest.raises(TypeError, match="NoStep must define step"):
+        rnnkit.Recurrent(NoStep(), 2, 3)
