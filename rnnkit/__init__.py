@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MinGRU", "MinLSTM",
            "MinGRUCell", "MinLSTMCell", "States", "Cell", "Recurrent",
-           "batchify", "detach_state", "tbptt_chunks"]
+           "batchify", "detach_state", "tbptt_chunks", "testing"]
 
-from rnnkit import testing  # noqa: E402  (rnnkit.testing.check_cell, after the layers)
+from rnnkit import testing  # after the layers, which it tests
