@@ -4,8 +4,8 @@
 
 runs, on small layers of the cell (float64, two layers, both directions):
 
-- ``torch.autograd.gradcheck`` through the layer, over the input, the initial state and
-  every parameter;
+- ``torch.autograd.gradcheck`` through the layer on every engine that takes the cell,
+  over the input, the initial state and every parameter;
 - every engine against the reference engine: refused, or equal in values and every
   gradient;
 - padding never changes a sample's result: each sample of a padded batch (garbage past
@@ -26,7 +26,7 @@ import torch
 from torch.func import functional_call
 
 from rnnkit.cells.custom import check_user_cell
-from rnnkit.engines import BACKENDS
+from rnnkit.engines import BACKENDS, choose
 from rnnkit.layers import Recurrent
 
 __all__ = ["check_cell"]
@@ -71,13 +71,18 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
                   *params)
         n_state = 2 if cell.has_cell_state else 1
 
-        def f(x_, *rest):
-            state = tuple(rest[:n_state]) if n_state == 2 else rest[0]
-            weights = dict(zip(names, rest[n_state:]))
-            return tuple(_flat(functional_call(layer, weights, (x_, state))))
+        failed = []
+        for backend in _usable_backends(layer):
+            def f(x_, *rest):
+                state = tuple(rest[:n_state]) if n_state == 2 else rest[0]
+                weights = dict(zip(names, rest[n_state:]))
+                return tuple(_flat(functional_call(layer, weights, (x_, state),
+                                                   {"backend": backend})))
 
-        ok = torch.autograd.gradcheck(f, inputs, raise_exception=False)
-        return None if ok else "the gradients differ from finite differences"
+            if not torch.autograd.gradcheck(f, inputs, raise_exception=False):
+                failed.append(backend)
+        return f"the gradients of backend {failed} differ from finite differences" \
+            if failed else None
 
     def engines():
         reference = _with_grads(layer, x, "reference")
@@ -148,6 +153,19 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         raise AssertionError(f"check_cell({cell!r}): {len(failures)} check(s) failed:\n  "
                              + "\n  ".join(failures))
     return passed
+
+
+def _usable_backends(layer) -> list[str]:
+    """The engines that take the layer's cell (every other refuses it)."""
+    usable = []
+    for backend in BACKENDS:
+        try:
+            chosen = choose(layer.cell, backend)
+        except ValueError:
+            continue
+        if backend != "auto" and chosen not in usable:
+            usable.append(chosen)
+    return usable
 
 
 def _with_grads(layer, x, backend) -> list:

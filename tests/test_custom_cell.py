@@ -77,10 +77,11 @@ def test_everything_a_built_in_layer_takes():
     out, h_n, states = layer(x, return_states=True)
     assert states.h.shape == (4, 5, 3, 4) and states.c is None
     assert layer(x[:, 0])[0].shape == (5, 8)  # unbatched
-    assert layer.resolve_backend() == "reference"
-    for backend in ("native", "fused", "fused-python", "fused-compiled"):
+    assert layer.resolve_backend() == "fused"  # a derivative derived from the step
+    for backend in ("native", "fused-compiled"):  # they restate only the built-in cells
         with pytest.raises(ValueError, match="cannot run"):
             layer(x, backend=backend)
+    assert rnnkit.testing._usable_backends(layer) == ["fused", "fused-python", "reference"]
     noisy = rnnkit.Recurrent(CIFG(), 3, 4, zoneout=0.2, recurrent_dropout=0.3).train()
     noisy(x)[0].sum().backward()
     assert noisy.weight_hh_l0.grad.abs().sum() > 0
@@ -124,3 +125,25 @@ def test_check_cell_names_what_is_wrong():
 
     with pytest.raises(TypeError, match="NoStep must define step"):
         rnnkit.Recurrent(NoStep(), 2, 3)
+
+
+@pytest.mark.parametrize("cell", [CIFG(), MGU()], ids=["CIFG", "MGU"])
+def test_the_derived_backward_equals_autograd_with_every_option(cell):
+    """The fused engine's derivative, derived step by step from the user's step, equals
+    autograd through the reference loop: lengths, both directions, two layers, zoneout
+    and recurrent dropout in training (the layer draws the masks before the engine, so
+    one seed gives both engines the same ones)."""
+    layer = rnnkit.Recurrent(cell, 3, 4, num_layers=2, bidirectional=True, zoneout=0.3,
+                             recurrent_dropout=0.2, dtype=torch.float64).train()
+    x = torch.randn(6, 3, 3, dtype=torch.float64)
+    results = []
+    for backend in ("fused", "reference"):
+        torch.manual_seed(3)
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        out, hidden = layer(xi, lengths=[6, 2, 4], backend=backend)
+        states = hidden if isinstance(hidden, tuple) else (hidden,)
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum()
+        (loss + sum((s ** 2).sum() for s in states)).backward()
+        results.append([out, *states, xi.grad, *(p.grad.clone() for p in layer.parameters())])
+    assert_all_close(results[0], results[1], tol=1e-12)

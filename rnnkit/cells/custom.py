@@ -17,15 +17,17 @@ step from the two projections the layer computes for it::
 The layer owns everything else: the parameters (torch.nn's names, ``weight_ih_l0`` of
 ``len(gates) * hidden_size`` rows and so on, torch.nn's uniform initialisation), time,
 layers, directions, lengths, dropout, zoneout and recurrent dropout. The step is the one
-definition of the cell's math; it runs on the reference engine, under autograd, so its
-gradients are exact whatever it computes (the engines that differentiate by hand refuse a
-cell whose derivative they were not given: see :func:`rnnkit.engines.choose`).
+definition of the cell's math; the fused engine runs it with a derivative derived from
+it (autograd through the step alone, once per step, with the weight gradients single
+GEMMs over all steps: :class:`UserStep`), the reference engine under autograd; torch's
+kernels and the C++ loops, which restate only the built-in cells, refuse it.
 """
 
 from __future__ import annotations
 
 import inspect
 
+import torch
 from torch import Tensor
 
 from rnnkit.cells.base import Cell as _EngineCell
@@ -78,7 +80,10 @@ def check_user_cell(cell) -> Cell:
 class UserStep(_EngineCell):
     """The engines' view of a user's :class:`Cell`: the recurrent projection
     gh = W_hh h_in + b_hh is computed here (h_in with the recurrent-dropout mask), then
-    the user's step. No hand-written derivative: the reference engine runs it."""
+    the user's step. Its derivative is derived from that step: per step, autograd
+    through the user's step alone (the pointwise part) gives the gradients of gx, gh
+    and the previous state; the recurrent GEMM's backward and the weight gradients are
+    the fused engine's, the latter single GEMMs over all steps."""
 
     def __init__(self, user: Cell):
         super().__init__(layer_norm=False)
@@ -95,8 +100,7 @@ class UserStep(_EngineCell):
     def sums_projections(self) -> bool:
         return False  # the user's step gets gx and gh apart, b_hh in gh
 
-    def step(self, gx, h_prev, c_prev, rec: Recurrent):
-        gh, _ = self.recurrent_projection(h_prev, rec)
+    def _user_step(self, gx, gh, c_prev, h_prev):
         out = self.user.step(gx, gh, c_prev, h=h_prev) if self._wants_h else \
             self.user.step(gx, gh, c_prev)
         if self.has_cell_state:
@@ -110,7 +114,36 @@ class UserStep(_EngineCell):
             got = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
             raise ValueError(f"{self.user!r}.step must return h_t of shape "
                              f"{tuple(h_prev.shape)}, got {got}")
-        return h, c, ()
+        return h, c
+
+    def step(self, gx, h_prev, c_prev, rec: Recurrent):
+        gh, _ = self.recurrent_projection(h_prev, rec)
+        h, c = self._user_step(gx, gh, c_prev, h_prev)
+        return h, c, (gx, gh)
+
+    def backward_factors(self, saved, H_prev, C_prev, rec):
+        gx, gh = saved
+        return {"gx": gx, "gh": gh, "h_prev": H_prev,
+                **({"c_prev": C_prev} if self.has_cell_state else {})}
+
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
+        with torch.enable_grad():
+            inputs = {name: factors[name].detach().requires_grad_()
+                      for name in ("gx", "gh", "c_prev", "h_prev") if name in factors}
+            h, c = self._user_step(inputs["gx"], inputs["gh"], inputs.get("c_prev"),
+                                   inputs["h_prev"])
+            outputs, grads = ([h, c], [dh, dc]) if self.has_cell_state else ([h], [dh])
+            found = dict(zip(inputs, torch.autograd.grad(outputs, list(inputs.values()),
+                                                         grads, allow_unused=True)))
+        for name, out in (("gx", dgx), ("gh", dgh)):
+            out.copy_(found[name]) if found[name] is not None else out.zero_()
+        dh_prev = self.recurrent_backward(dgh, factors, rec, dgh_raw)
+        if found["h_prev"] is not None:  # a step that reads h_{t-1} itself
+            dh_prev = dh_prev + found["h_prev"]
+        dc_prev = None
+        if self.has_cell_state:
+            dc_prev = found["c_prev"] if found["c_prev"] is not None else torch.zeros_like(dc)
+        return dh_prev, dc_prev
 
     def __repr__(self):
         return repr(self.user)
