@@ -1,0 +1,138 @@
+"""The parameters beyond torch.nn's (layer norm, peepholes) and every layer's
+initialisation options: checks, registration, initialisation."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit import cells
+
+
+#: the initialisations of W_hh (and, for chrono, the gate biases) the layers take
+INITS = ("default", "orthogonal", "identity", "chrono")
+
+
+class _Variants:
+    """The variant parameters of one cell (layer norm gains and biases, peepholes): their
+    registration, initialisation and lookup, shared by the layers and the cell modules."""
+
+    @staticmethod
+    def register(module: nn.Module, cell: cells.Cell, suffix: str, H: int, factory):
+        G = cell.num_gates
+        shapes = {}
+        if cell.layer_norm:
+            shapes.update({"layer_norm_ih_weight": G * H, "layer_norm_ih_bias": G * H,
+                           "layer_norm_hh_weight": G * H, "layer_norm_hh_bias": G * H})
+            if cell.has_cell_state:
+                shapes.update({"layer_norm_c_weight": H, "layer_norm_c_bias": H})
+        if getattr(cell, "peephole", False):
+            shapes["weight_ch"] = 3 * H  # blocks i, f, o
+        for name, size in shapes.items():
+            module.register_parameter(name + suffix, nn.Parameter(torch.empty(size, **factory)))
+
+    @staticmethod
+    def lookup(module: nn.Module, suffix: str) -> dict:
+        def get(name):
+            return getattr(module, name + suffix, None)
+        return {"ln_ih": (get("layer_norm_ih_weight"), get("layer_norm_ih_bias")),
+                "ln_hh_weight": get("layer_norm_hh_weight"), "ln_hh_bias": get("layer_norm_hh_bias"),
+                "ln_c_weight": get("layer_norm_c_weight"), "ln_c_bias": get("layer_norm_c_bias"),
+                "w_ch": get("weight_ch")}
+
+    @staticmethod
+    @torch.no_grad()
+    def initialise(module: nn.Module, suffix: str, H: int, init: str, forget_bias,
+                   t_max: float | None = None):
+        """After torch.nn's uniform initialisation: layer-norm gains 1 and biases 0, then
+        ``init`` for W_hh (or, for "chrono", the gate biases) and ``forget_bias`` for the
+        LSTM's forget gate."""
+        for name, p in module.named_parameters():
+            if name.startswith("layer_norm_") and name.endswith(suffix):
+                p.fill_(1.0 if "_weight" in name else 0.0)
+        w_hh = getattr(module, "weight_hh" + suffix)
+        if init == "orthogonal":  # each gate block on its own (Saxe et al. 2014)
+            for block in w_hh.split(H):
+                nn.init.orthogonal_(block)
+        elif init == "identity":  # the IRNN (Le et al. 2015): W_hh = I, biases 0
+            w_hh.copy_(torch.eye(*w_hh.shape))
+            for name in ("bias_ih", "bias_hh"):
+                if getattr(module, name + suffix, None) is not None:
+                    getattr(module, name + suffix).zero_()
+        elif init == "chrono":  # Tallec & Ollivier 2018; W_hh stays torch.nn's
+            _Variants.chrono(module.cell, getattr(module, "bias_ih" + suffix),
+                             getattr(module, "bias_hh" + suffix), H, t_max)
+        if forget_bias is not None:  # the two biases add up: b_ih carries it all
+            keep = slice(module.cell.keep_block * H, (module.cell.keep_block + 1) * H)
+            getattr(module, "bias_ih" + suffix)[keep] = forget_bias
+            getattr(module, "bias_hh" + suffix)[keep] = 0.0
+
+    @staticmethod
+    def chrono(cell: cells.Cell, b_ih: Tensor, b_hh: Tensor, H: int, t_max: float):
+        """b_keep = log u, u ~ U(1, t_max - 1) per unit, and b_input = -b_keep. At zero
+        input a unit then keeps σ(log u) = u / (1 + u) of its state per step, a leaky
+        unit with time constant 1 + u: the units start spread over time scales 2 to
+        t_max, as the paper derives. The two biases add up: b_ih carries it all."""
+        b_keep = b_ih.new_empty(H).uniform_(1, t_max - 1).log_()  # (H,)
+        for block, value in ((cell.keep_block, b_keep), (cell.input_block, -b_keep)):
+            if block is not None:
+                b_ih[block * H:(block + 1) * H] = value
+                b_hh[block * H:(block + 1) * H] = 0.0
+
+
+def _check_forget_bias(forget_bias, bias: bool) -> float | None:
+    """``forget_bias`` as a float (or None), checked: a finite number, with biases."""
+    if forget_bias is not None:
+        if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+            raise TypeError(f"forget_bias must be a number or None, got {forget_bias!r}")
+        if not math.isfinite(forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
+        if not bias:
+            raise ValueError("forget_bias needs bias=True, got bias=False")
+        forget_bias = float(forget_bias)
+    return forget_bias
+
+
+def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
+    """Check ``init`` and its companions; return t_max as a float, or None."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "identity" and not isinstance(cell, cells.RNNStep):
+        raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
+                         f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
+    _check_forget_bias(forget_bias, bias)
+    if init != "chrono":
+        if t_max is not None:
+            raise ValueError(f"t_max is only used by init='chrono', got t_max={t_max!r} with "
+                             f"init={init!r}: drop t_max or use init='chrono'")
+        return None
+    if cell.keep_block is None:
+        raise ValueError("init='chrono' sets the biases of the gates that keep the state "
+                         f"(Tallec & Ollivier 2018); {type(cell).__name__[:-4]} has no "
+                         "gates: use 'default', 'orthogonal' or 'identity'")
+    if not bias:
+        raise ValueError("init='chrono' sets the gate biases and needs bias=True, "
+                         "got bias=False")
+    if forget_bias is not None:
+        raise ValueError("forget_bias and init='chrono' both set the forget gate's bias: "
+                         f"give one of them, got forget_bias={forget_bias!r}")
+    if isinstance(t_max, bool) or not isinstance(t_max, numbers.Real):
+        raise TypeError("init='chrono' needs t_max, the longest dependency in steps that "
+                        f"the gates should start able to keep: a number > 2, got {t_max!r}")
+    if not 2 < t_max < math.inf:
+        raise ValueError("t_max must be a finite number > 2 for init='chrono' (biases "
+                         f"log U(1, t_max - 1)), got {t_max!r}")
+    return float(t_max)
+
+
+def _init_repr(module) -> list[str]:
+    """A layer's or cell module's initialisation options that are not the default."""
+    extras = [f"init={module.init!r}"] if module.init != "default" else []
+    if module.t_max is not None:
+        extras.append(f"t_max={module.t_max}")
+    if module.forget_bias is not None:
+        extras.append(f"forget_bias={module.forget_bias}")
+    return extras
