@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import functools
 import gc
 import json
 import os
@@ -39,8 +40,23 @@ from rnnkit._files import write_text
 from rnnkit.engines import BACKENDS
 from rnnkit.engines.scan import METHODS as SCAN_METHODS
 
-#: the cells the benchmark knows: (rnnkit class, options, torch.nn class to compare with)
-CELLS: dict[str, tuple[type, dict, type]] = {
+class CIFG(rnnkit.Cell):
+    """The cell extension point's example, timed as a user's cell: an LSTM with coupled
+    input and forget gates, f = 1 - i (three gate blocks of the LSTM's four)."""
+
+    gates = ("i", "g", "o")
+    has_cell_state = True
+
+    def step(self, gx, gh, c):
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return o * torch.tanh(c), c
+
+
+#: the cells the benchmark knows: (rnnkit layer maker, options, torch.nn class to compare
+#: with); a user's cell (cifg) is compared with the torch.nn layer of its shape
+CELLS: dict[str, tuple[Callable, dict, type]] = {
     "rnn": (rnnkit.RNN, {}, torch.nn.RNN),
     "lstm": (rnnkit.LSTM, {}, torch.nn.LSTM),
     "gru": (rnnkit.GRU, {}, torch.nn.GRU),
@@ -48,6 +64,7 @@ CELLS: dict[str, tuple[type, dict, type]] = {
     "lstm-zoneout": (rnnkit.LSTM, {"zoneout": 0.1}, torch.nn.LSTM),
     "lstm-peephole": (rnnkit.LSTM, {"peephole": True}, torch.nn.LSTM),
     "gru-layer-norm": (rnnkit.GRU, {"layer_norm": True}, torch.nn.GRU),
+    "cifg": (functools.partial(rnnkit.Recurrent, CIFG()), {}, torch.nn.LSTM),
 }
 STREAM_CELLS = {
     "rnn": (rnnkit.RNNCell, torch.nn.RNNCell),
@@ -241,8 +258,10 @@ def _contenders(name: str, size, config: BenchConfig):
     factory = {"device": config.device, "dtype": getattr(torch, config.dtype)}
     ours = cls(I, H, **options, **factory)
     theirs = torch_cls(I, H, **factory)
-    theirs.load_state_dict({k: v for k, v in ours.state_dict().items()
-                            if k in theirs.state_dict()})
+    shapes = {k: v.shape for k, v in theirs.state_dict().items()}
+    if all(ours.state_dict()[k].shape == shape for k, shape in shapes.items()):
+        theirs.load_state_dict({k: v for k, v in ours.state_dict().items() if k in shapes})
+    # else (a user's cell of another shape): each keeps its own weights, timed alike
     out = {"torch.nn": (theirs, {})}
     for engine in config.engines:
         try:
