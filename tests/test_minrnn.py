@@ -491,7 +491,7 @@ def test_layers_and_cells_refuse_bad_arguments():
     cell = rnnkit.MinLSTMCell(3, 4)
     with pytest.raises(ValueError, match=r"input must have 3 features.*\(2, 5\)"):
         cell(torch.randn(2, 5))
-    with pytest.raises(ValueError, match=r"hx must have shape \(2, 4\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"hx's h must have shape \(2, 4\), got \(3, 4\)"):
         cell(torch.randn(2, 3), torch.zeros(3, 4))
 
 

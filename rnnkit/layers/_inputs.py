@@ -132,18 +132,53 @@ def _check_input(layer, x: Tensor, given: Tensor):
                          f"{weight.device}: move one of them (.to(device))")
 
 
-def _initial_tensor(name: str, t: Tensor, LD: int, size: int, x: Tensor, unbatched: bool):
-    """Check one initial state ``t`` given as ``hx`` against torch.nn's shape (LD, B, size),
-    or (LD, size) unbatched, and the input ``x`` (T, B, I); return it as (LD, B, size)."""
-    expected = (LD, size) if unbatched else (LD, x.shape[1], size)
-    if tuple(t.shape) != expected:
-        raise ValueError(f"hx's {name} must have shape {expected} (num_layers * "
-                         f"num_directions, {'' if unbatched else 'batch, '}size), "
-                         f"got {tuple(t.shape)}")
-    if t.dtype != x.dtype or t.device != x.device:
-        raise TypeError(f"hx's {name} must match the input's dtype and device "
-                        f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
-    return t.unsqueeze(1) if unbatched else t
+def _check_state(hx, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], x: Tensor,
+                 owner: str, hint: str = "") -> list[Tensor]:
+    """``hx`` checked as torch.nn checks it, for every layer and cell module: a tensor
+    (one name) or a tuple of tensors (two names, h and c), each of its shape in
+    ``shapes`` and of ``x``'s dtype and device; returned as a list. ``hint`` says what
+    the shape's dimensions are."""
+    if len(names) == 2:
+        if not (isinstance(hx, (tuple, list)) and len(hx) == 2
+                and all(isinstance(t, Tensor) for t in hx)):
+            raise TypeError(f"hx must be a tuple ({names[0]}, {names[1]}) of tensors for "
+                            f"{owner}, got {type(hx).__name__}")
+        state = list(hx)
+    else:
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"hx must be a tensor {names[0]} for {owner}, got "
+                            f"{type(hx).__name__}")
+        state = [hx]
+    for name, t, shape in zip(names, state, shapes):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"hx's {name} must have shape {shape}{hint}, got {tuple(t.shape)}")
+        if t.dtype != x.dtype or t.device != x.device:
+            raise TypeError(f"hx's {name} must match the input's dtype and device "
+                            f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
+    return state
+
+
+def _layer_state(layer, hx, x: Tensor, unbatched: bool, sizes: tuple[int, ...]) -> list[Tensor]:
+    """A layer's ``hx`` checked against torch.nn's shapes (L*D, B, size), or (L*D, size)
+    unbatched, one size per state; returned as (L*D, B, size) tensors."""
+    LD = layer.num_layers * (2 if layer.bidirectional else 1)
+    lead = (LD,) if unbatched else (LD, x.shape[1])
+    names = ("h_0", "c_0")[:len(sizes)]
+    hint = f" (num_layers * num_directions, {'' if unbatched else 'batch, '}size)"
+    state = _check_state(hx, names, tuple((*lead, n) for n in sizes), x,
+                         type(layer).__name__, hint)
+    return [t.unsqueeze(1) if unbatched else t for t in state]
+
+
+def _cell_state(module, hx, x: Tensor, unbatched: bool, names: tuple[str, ...]) -> list[Tensor]:
+    """A cell module's ``hx`` checked against (B, H), or (H,) unbatched, per state;
+    returned as (B, H) tensors, zeros where ``hx`` is None."""
+    B, H = x.shape[0], module.hidden_size
+    if hx is None:
+        return [x.new_zeros(B, H) for _ in names]
+    shape = (H,) if unbatched else (B, H)
+    state = _check_state(hx, names, (shape,) * len(names), x, type(module).__name__)
+    return [s.unsqueeze(0) if unbatched else s for s in state]
 
 
 def _cell_input(cell, input) -> tuple[Tensor, bool]:

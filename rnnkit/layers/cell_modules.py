@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from rnnkit import cells
 from rnnkit.engines import native
-from rnnkit.layers._inputs import _cell_input
+from rnnkit.layers._inputs import _cell_input, _cell_state
 from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 
 
@@ -46,23 +46,8 @@ class _CellModule(nn.RNNCellBase):
 
     def forward(self, input: Tensor, hx=None):
         x, unbatched = _cell_input(self, input)
-        B, H = x.shape[0], self.hidden_size
-        names = ("h", "c") if self.cell.has_cell_state else ("h",)
-        if hx is None:
-            state = [x.new_zeros(B, H) for _ in names]
-        else:
-            state = list(hx) if isinstance(hx, (tuple, list)) else [hx]
-            if len(state) != len(names) or not all(isinstance(s, Tensor) for s in state):
-                raise TypeError(f"hx must be {'a tuple (h, c) of tensors' if len(names) == 2 else 'a tensor'}, "
-                                f"got {type(hx).__name__}")
-            expected = (H,) if unbatched else (B, H)
-            for name, s in zip(names, state):
-                if tuple(s.shape) != expected:
-                    raise ValueError(f"hx's {name} must have shape {expected}, got {tuple(s.shape)}")
-                if s.dtype != x.dtype or s.device != x.device:
-                    raise TypeError(f"hx's {name} must match the input's dtype and device "
-                                    f"({x.dtype}, {x.device}), got ({s.dtype}, {s.device})")
-            state = [s.unsqueeze(0) if unbatched else s for s in state]
+        state = _cell_state(self, hx, x, unbatched,
+                            ("h", "c") if self.cell.has_cell_state else ("h",))
         b_ih = self.bias_ih if self.bias else None
         b_hh = self.bias_hh if self.bias else None
         if self.backend != "reference" and native.supports(self.cell, return_states=False):

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from rnnkit import cells
 from rnnkit.engines import scan as _scan
-from rnnkit.layers._inputs import (States, _caller_layout, _cell_input, _check_input,
-                                  _check_probability, _initial_tensor, _layer_output, _padding,
+from rnnkit.layers._inputs import (States, _caller_layout, _cell_input, _cell_state, _check_input,
+                                  _check_probability, _layer_output, _layer_state, _padding,
                                   _reverse, _states_layout, _time_major)
 from rnnkit.layers._parameters import _check_forget_bias
 
@@ -119,10 +119,7 @@ class _MinRecurrentLayer(nn.Module):
         LD, B, H = self.num_layers * self.num_directions, x.shape[1], self.hidden_size
         if hx is None:
             return x.new_zeros(LD, B, H)
-        if not isinstance(hx, Tensor):
-            raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, "
-                            f"got {type(hx).__name__}")
-        return _initial_tensor("h_0", hx, LD, H, x, unbatched)
+        return _layer_state(self, hx, x, unbatched, (H,))[0]
 
     def _run_stack(self, x, h0, lengths, method: str, return_states: bool):
         """Layers and directions, each direction one scan over time. Returns (output,
@@ -325,19 +322,7 @@ class _MinCellModule(nn.Module):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = _cell_input(self, input)
-        B, H = x.shape[0], self.hidden_size
-        if hx is None:
-            h = x.new_zeros(B, H)
-        else:
-            if not isinstance(hx, Tensor):
-                raise TypeError(f"hx must be a tensor, got {type(hx).__name__}")
-            expected = (H,) if unbatched else (B, H)
-            if tuple(hx.shape) != expected:
-                raise ValueError(f"hx must have shape {expected}, got {tuple(hx.shape)}")
-            if hx.dtype != x.dtype or hx.device != x.device:
-                raise TypeError(f"hx must match the input's dtype and device ({x.dtype}, "
-                                f"{x.device}), got ({hx.dtype}, {hx.device})")
-            h = hx.unsqueeze(0) if unbatched else hx
+        h, = _cell_state(self, hx, x, unbatched, ("h",))
         gx = self.cell.input_projection(x, self.weight_ih, self.bias_ih)  # (B, G*H)
         h, _, _ = self.cell.step(gx, h)
         return h.squeeze(0) if unbatched else h

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from rnnkit import cells
 from rnnkit.engines import DIRECTION_ENGINES, choose, native
 from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _check_probability,
-                                  _initial_tensor, _layer_output, _padding, _reverse,
+                                  _layer_output, _layer_state, _padding, _reverse,
                                   _states_layout, _time_major, _zoneout_rates)
 from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 
@@ -102,23 +102,12 @@ class _RecurrentLayer(nn.RNNBase):
         """Check ``hx`` against torch.nn's shapes and return (h0, c0) as (L*D, B, ·)."""
         LD, B = self.num_layers * self.num_directions, x.shape[1]
         H, H_out = self.hidden_size, self.proj_size or self.hidden_size
+        sizes = (H_out, H) if self.cell.has_cell_state else (H_out,)
         if hx is None:
-            h0 = x.new_zeros(LD, B, H_out)
-            c0 = x.new_zeros(LD, B, H) if self.cell.has_cell_state else None
-            return h0, c0
-        if self.cell.has_cell_state:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2
-                    and all(isinstance(t, Tensor) for t in hx)):
-                raise TypeError(f"hx must be a tuple (h_0, c_0) of tensors for "
-                                f"{type(self).__name__}, got {type(hx).__name__}")
-            pairs = [("h_0", hx[0], H_out), ("c_0", hx[1], H)]
+            state = [x.new_zeros(LD, B, n) for n in sizes]
         else:
-            if not isinstance(hx, Tensor):
-                raise TypeError(f"hx must be a tensor h_0 for {type(self).__name__}, "
-                                f"got {type(hx).__name__}")
-            pairs = [("h_0", hx, H_out)]
-        out = [_initial_tensor(name, t, LD, size, x, unbatched) for name, t, size in pairs]
-        return out[0], (out[1] if len(out) > 1 else None)
+            state = _layer_state(self, hx, x, unbatched, sizes)
+        return state[0], (state[1] if len(state) > 1 else None)
 
     def _native_weights(self):
         """The parameters in torch.nn's flat order, W_hh DropConnected in training."""
