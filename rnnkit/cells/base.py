@@ -166,6 +166,12 @@ class Cell:
         """One forward step. Returns ``(h, c, saved)``; ``c`` is None without a cell state."""
         raise NotImplementedError
 
+    def forget_bias_blocks(self, forget_bias: float) -> list[tuple[int, float]]:
+        """(gate block, bias) pairs that make the share of the state kept per step
+        σ(forget_bias) at zero input: the keep gate's block (the LSTM's f), none for a
+        cell without gates."""
+        return [] if self.keep_block is None else [(self.keep_block, forget_bias)]
+
     def activations(self, saved) -> dict[str, Tensor]:
         """The gate and candidate activations of a step (``gate_names`` and
         ``candidate_names``, each (B, H)), read from the ``saved`` that ``step``

@@ -82,11 +82,6 @@ class MinRNNStep(Cell):
         d, k_h = self.mix_logit(gx)
         return -F.softplus(d), -F.softplus(-d) + log_g(k_h)
 
-    def forget_bias_blocks(self, forget_bias: float) -> list[tuple[int, float]]:
-        """(gate block, bias) pairs that make a = σ(forget_bias) at zero input: the share
-        of the state kept per step at initialisation (as the LSTM's forget_bias)."""
-        raise NotImplementedError
-
     def step(self, gx, h_prev, c_prev=None, rec=None):
         """One step, (B, G*H) and (B, H) -> ``(h, None, ())``: the Cell contract, so the
         reference engine can run it too."""

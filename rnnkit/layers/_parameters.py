@@ -65,10 +65,8 @@ class _Variants:
         elif init == "chrono":  # Tallec & Ollivier 2018; W_hh stays torch.nn's
             _Variants.chrono(module.cell, getattr(module, "bias_ih" + suffix),
                              getattr(module, "bias_hh" + suffix), H, t_max)
-        if forget_bias is not None:  # the two biases add up: b_ih carries it all
-            keep = slice(module.cell.keep_block * H, (module.cell.keep_block + 1) * H)
-            getattr(module, "bias_ih" + suffix)[keep] = forget_bias
-            getattr(module, "bias_hh" + suffix)[keep] = 0.0
+        _set_forget_bias(module.cell, getattr(module, "bias_ih" + suffix, None),
+                         getattr(module, "bias_hh" + suffix, None), H, forget_bias)
 
     @staticmethod
     def chrono(cell: cells.Cell, b_ih: Tensor, b_hh: Tensor, H: int, t_max: float):
@@ -81,6 +79,20 @@ class _Variants:
             if block is not None:
                 b_ih[block * H:(block + 1) * H] = value
                 b_hh[block * H:(block + 1) * H] = 0.0
+
+
+@torch.no_grad()
+def _set_forget_bias(cell: cells.Cell, b_ih: Tensor | None, b_hh: Tensor | None, H: int,
+                     forget_bias: float | None):
+    """The one place ``forget_bias`` is applied, for every layer and cell module: the
+    cell's blocks (:meth:`rnnkit.cells.Cell.forget_bias_blocks`) of b_ih, with b_hh 0
+    there (the two biases add up, so b_ih carries it all)."""
+    if forget_bias is None:
+        return
+    for block, value in cell.forget_bias_blocks(forget_bias):
+        b_ih[block * H:(block + 1) * H] = value
+        if b_hh is not None:
+            b_hh[block * H:(block + 1) * H] = 0.0
 
 
 def _check_forget_bias(forget_bias, bias: bool) -> float | None:

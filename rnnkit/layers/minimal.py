@@ -11,7 +11,7 @@ from rnnkit.engines import scan as _scan
 from rnnkit.layers._inputs import (States, _caller_layout, _cell_input, _cell_state, _check_input,
                                   _check_probability, _layer_output, _layer_state, _padding,
                                   _reverse, _states_layout, _time_major)
-from rnnkit.layers._parameters import _check_forget_bias
+from rnnkit.layers._parameters import _check_forget_bias, _set_forget_bias
 
 
 # -- minGRU and minLSTM: gates from the input only, time solved by a scan -----------------
@@ -23,14 +23,6 @@ def _check_size(name: str, value) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
-
-
-@torch.no_grad()
-def _set_forget_bias(cell: cells.MinRNNStep, b_ih: Tensor, H: int, forget_bias):
-    """Start the gate biases so that a = σ(forget_bias) at zero input."""
-    if forget_bias is not None:
-        for block, value in cell.forget_bias_blocks(forget_bias):
-            b_ih[block * H:(block + 1) * H] = value
 
 
 def _check_bool(name: str, value) -> bool:
@@ -85,7 +77,7 @@ class _MinRecurrentLayer(nn.Module):
             bound = 1 / fan_in ** 0.5
             nn.init.uniform_(p, -bound, bound)
             if name.startswith("bias_ih"):
-                _set_forget_bias(self.cell, p, self.hidden_size, self.forget_bias)
+                _set_forget_bias(self.cell, p, None, self.hidden_size, self.forget_bias)
 
     def _params(self, layer: int, direction: int):
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
@@ -318,7 +310,7 @@ class _MinCellModule(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
         if self.bias_ih is not None:
-            _set_forget_bias(self.cell, self.bias_ih, self.hidden_size, self.forget_bias)
+            _set_forget_bias(self.cell, self.bias_ih, None, self.hidden_size, self.forget_bias)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = _cell_input(self, input)
