@@ -227,73 +227,10 @@ def describe(path: str | Path) -> dict:
 
 
 def predict(path: str | Path, texts: list[str] | None = None, *, data: str | None = None):
-    """Classify or tag ``texts``; or forecast the horizon after a series' end."""
+    """Classify or tag ``texts``; or forecast the horizon after a series' end: what the
+    checkpoint's task predicts (:meth:`rnnkit.train.tasks.Task.predict`)."""
     model, payload = load(path)
-    name = payload["task"]["name"]
-    if name in ("classify", "tag"):
-        if not texts:
-            raise ValueError(f"predict with a {name!r} checkpoint needs texts to label")
-        vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
-        ids = [vocab.encode(t) if name == "classify" else vocab.lookup(t.split())
-               for t in texts]
-        for i, seq in enumerate(ids):
-            if len(seq) > MAX_TEXT_TOKENS:
-                raise ValueError(f"texts[{i}] has {len(seq):,} tokens, more than the "
-                                 f"{MAX_TEXT_TOKENS:,} predict reads in one text: split it")
-            if name == "tag" and not seq:
-                raise ValueError(f"texts[{i}] holds no tokens to tag, got {texts[i]!r}")
-        out = [None] * len(texts)
-        for batch in _length_batches([len(seq) for seq in ids], PREDICT_BATCH_TOKENS):
-            x, lengths = D.pad_batch([ids[i] or [vocab.unk_id] for i in batch])
-            with torch.no_grad():
-                result = model(x, lengths)
-            for row, i in enumerate(batch):
-                if name == "classify":
-                    p = result[row].softmax(-1)
-                    out[i] = {"text": texts[i], "label": payload["task"]["labels"][int(p.argmax())],
-                              "probability": float(p.max())}
-                else:
-                    tags = result[row, :len(ids[i])].argmax(-1)
-                    out[i] = {"tokens": texts[i].split(),
-                              "tags": [payload["task"]["tags"][int(t)] for t in tags]}
-        return out
-    if name == "forecast":
-        options = TaskOptions(**payload["task"]["options"])
-        source = data or options.data
-        columns = payload["task"]["columns"]
-        if source in D.BUNDLED or source is None:
-            values, index, names = D.load_bundled(source or "sunspots")
-        else:
-            values, index, names = D.read_csv_series(source, columns, options.index_column)
-        if names != columns:  # as eval does: a model reads the series it was trained on
-            raise ValueError(f"the series has columns {names}, the checkpoint's model was "
-                             f"trained on {columns}")
-        window = payload["task"]["window"]
-        if len(values) < window:
-            raise ValueError(f"the series has {len(values)} steps, fewer than the model's "
-                             f"input window of {window}")
-        with torch.no_grad():
-            forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
-        return {"after": str(index[-1]), "columns": payload["task"]["columns"],
-                "forecast": forecast.tolist()}
-    raise ValueError(f"predict works with 'classify', 'tag' and 'forecast' checkpoints, "
-                     f"not {name!r} (use sample for 'lm', translate for 'translate')")
-
-
-#: the most tokens (padding included) predict runs in one batch, and in one text
-PREDICT_BATCH_TOKENS = MAX_TEXT_TOKENS = 65_536
-
-
-def _length_batches(lengths: list[int], budget: int) -> list[list[int]]:
-    """Indices of sequences of ``lengths`` in batches of similar lengths, each at most
-    ``budget`` tokens once padded to its longest (one sequence at least)."""
-    batches, batch = [], []
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batch and (len(batch) + 1) * max(lengths[i], 1) > budget:
-            batches.append(batch)
-            batch = []
-        batch.append(i)
-    return batches + [batch] * bool(batch)
+    return TASKS[payload["task"]["name"]].predict(model, payload["task"], texts, data)
 
 
 #: the longest source ``translate`` takes, in tokens: decoding allocates with its length

@@ -290,6 +290,13 @@ class Task:
     def extra(self) -> dict:
         return {}
 
+    @classmethod
+    def predict(cls, model, entry: dict, texts: list[str] | None, data: str | None):
+        """What ``rnnkit predict`` gives for a checkpoint of this task, whose task entry
+        is ``entry``: the labels of ``texts``, or the forecast after ``data``."""
+        raise ValueError(f"predict works with 'classify', 'tag' and 'forecast' checkpoints, "
+                         f"not {cls.name!r} (use sample for 'lm', translate for 'translate')")
+
     def shard(self, rank: int, world: int):
         """Data-parallel training: rank ``rank`` of ``world`` draws its own batches."""
         self.options = dataclasses.replace(self.options, seed=self.options.seed + 7919 * rank)
@@ -375,6 +382,42 @@ class LanguageModelling(Task):
 
     def extra(self):
         return {"vocab": self.vocab.to_dict()}
+
+
+#: the most tokens (padding included) predict runs in one batch, and in one text
+PREDICT_BATCH_TOKENS = MAX_TEXT_TOKENS = 65_536
+
+
+def _length_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of sequences of ``lengths`` in batches of similar lengths, each at most
+    ``budget`` tokens once padded to its longest (one sequence at least)."""
+    batches, batch = [], []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batch and (len(batch) + 1) * max(lengths[i], 1) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + [batch] * bool(batch)
+
+
+def _label_texts(model, name: str, texts, ids: list[list[int]], unk_id: int, read) -> list:
+    """Run ``model`` over the token ids of ``texts`` in length-sorted batches of at most
+    PREDICT_BATCH_TOKENS tokens; ``read(i, row_output)`` makes the answer for text i,
+    returned in the input's order."""
+    if not texts:
+        raise ValueError(f"predict with a {name!r} checkpoint needs texts to label")
+    for i, seq in enumerate(ids):
+        if len(seq) > MAX_TEXT_TOKENS:
+            raise ValueError(f"texts[{i}] has {len(seq):,} tokens, more than the "
+                             f"{MAX_TEXT_TOKENS:,} predict reads in one text: split it")
+    out = [None] * len(texts)
+    for batch in _length_batches([len(seq) for seq in ids], PREDICT_BATCH_TOKENS):
+        x, lengths = D.pad_batch([ids[i] or [unk_id] for i in batch])
+        with torch.no_grad():
+            result = model(x, lengths)
+        for row, i in enumerate(batch):
+            out[i] = read(i, result[row])
+    return out
 
 
 def _source(data: str | None) -> str:
@@ -477,6 +520,17 @@ class Classification(_SplitTask):
     def extra(self):
         return {"vocab": self.vocab.to_dict(), "labels": self.labels}
 
+    @classmethod
+    def predict(cls, model, entry, texts, data):
+        vocab, labels = D.Vocabulary.from_dict(entry["vocab"]), entry["labels"]
+
+        def read(i, logits):
+            p = logits.softmax(-1)
+            return {"text": texts[i], "label": labels[int(p.argmax())],
+                    "probability": float(p.max())}
+        return _label_texts(model, cls.name, texts, [vocab.encode(t) for t in texts or []],
+                            vocab.unk_id, read)
+
 
 class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
@@ -538,6 +592,19 @@ class Tagging(_SplitTask):
 
     def extra(self):
         return {"vocab": self.vocab.to_dict(), "tags": self.tags}
+
+    @classmethod
+    def predict(cls, model, entry, texts, data):
+        vocab, tags = D.Vocabulary.from_dict(entry["vocab"]), entry["tags"]
+        ids = [vocab.lookup(t.split()) for t in texts or []]
+        for i, seq in enumerate(ids):
+            if not seq:
+                raise ValueError(f"texts[{i}] holds no tokens to tag, got {texts[i]!r}")
+
+        def read(i, logits):
+            return {"tokens": texts[i].split(),
+                    "tags": [tags[int(t)] for t in logits[:len(ids[i])].argmax(-1)]}
+        return _label_texts(model, cls.name, texts, ids, vocab.unk_id, read)
 
 
 class Translation(_SplitTask):
@@ -712,6 +779,24 @@ class Forecasting(Task):
 
     def extra(self):
         return {"columns": self.columns, "window": self.window}
+
+    @classmethod
+    def predict(cls, model, entry, texts, data):
+        options = TaskOptions(**entry["options"])
+        source, columns, window = data or options.data, entry["columns"], entry["window"]
+        if source in D.BUNDLED or source is None:
+            values, index, names = D.load_bundled(source or "sunspots")
+        else:
+            values, index, names = D.read_csv_series(source, columns, options.index_column)
+        if names != columns:  # as eval does: a model reads the series it was trained on
+            raise ValueError(f"the series has columns {names}, the checkpoint's model was "
+                             f"trained on {columns}")
+        if len(values) < window:
+            raise ValueError(f"the series has {len(values)} steps, fewer than the model's "
+                             f"input window of {window}")
+        with torch.no_grad():
+            forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
+        return {"after": str(index[-1]), "columns": columns, "forecast": forecast.tolist()}
 
 
 class Digits(Task):
