@@ -1,5 +1,5 @@
-"""What the task models share: the recurrent layer's typed config, a stack of cells for
-streaming, and to_config / from_config."""
+"""What the task models share: the recurrent layer's typed config, to_config /
+from_config, the input checks, and token-or-feature inputs."""
 
 from __future__ import annotations
 
