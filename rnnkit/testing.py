@@ -26,7 +26,7 @@ import torch
 from torch.func import functional_call
 
 from rnnkit.cells.custom import check_user_cell
-from rnnkit.engines import BACKENDS, choose
+from rnnkit.engines import BACKENDS, choose, compiled
 from rnnkit.layers import Recurrent
 
 __all__ = ["check_cell"]
@@ -72,7 +72,10 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         n_state = 2 if cell.has_cell_state else 1
 
         failed = []
-        for backend in _usable_backends(layer):
+        usable = _usable_backends(layer)
+        if {"fused", "fused-python"} <= set(usable) and not compiled.supports_cell(layer.cell):
+            usable.remove("fused")  # the same Python engine: checked once
+        for backend in usable:
             def f(x_, *rest):
                 state = tuple(rest[:n_state]) if n_state == 2 else rest[0]
                 weights = dict(zip(names, rest[n_state:]))

@@ -129,10 +129,12 @@ class Cell:
 
     @classmethod
     def derivative_is_its_own(cls) -> bool:
-        """Whether the hand-written derivative (``backward_factors``, ``step_backward``,
-        ``hidden_param_grads``) was written for this class's ``step``: the class that
-        defines ``step`` defines them too. A subclass that changes only ``step``
-        inherits the derivative of other math, which the fused engine must not run."""
+        """Whether the hand-written derivative of the step (``backward_factors`` and
+        ``step_backward``) was written for this class's ``step``: the class that defines
+        ``step`` defines them too. A subclass that changes only ``step`` inherits the
+        derivative of other math, which the fused engine must not run.
+        (``hidden_param_grads``, the weight gradients from the per-step ones, may be
+        inherited: the base class's serves every plain W_hh h_in.)"""
         def owner(name):
             return next(k for k in cls.__mro__ if name in vars(k))
         home = owner("step")

@@ -136,7 +136,10 @@ class UserStep(_EngineCell):
             found = dict(zip(inputs, torch.autograd.grad(outputs, list(inputs.values()),
                                                          grads, allow_unused=True)))
         for name, out in (("gx", dgx), ("gh", dgh)):
-            out.copy_(found[name]) if found[name] is not None else out.zero_()
+            if found[name] is None:  # the step does not read it
+                out.zero_()
+            else:
+                out.copy_(found[name])
         dh_prev = self.recurrent_backward(dgh, factors, rec, dgh_raw)
         if found["h_prev"] is not None:  # a step that reads h_{t-1} itself
             dh_prev = dh_prev + found["h_prev"]

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.diagnostics._common import check_input, check_layer, evaluating, time_major
-from rnnkit.cells import MinGRUStep, MinRNNStep
+from rnnkit.cells import MinRNNStep
 
 __all__ = ["gate_activations", "gate_saturation"]
 
@@ -51,9 +51,9 @@ def _min_activations(layer, cell, sfx: str, inp):
     P = inp @ getattr(layer, "weight_ih" + sfx).T  # (T, B, G*H)
     if layer.bias:
         P = P + getattr(layer, "bias_ih" + sfx)
-    blocks = dict(zip(("z", "h") if isinstance(cell, MinGRUStep) else ("f", "i", "h"),
-                      P.chunk(cell.num_gates, dim=-1)))
-    return {name: torch.sigmoid(blocks[name]) for name in cell.gate_names}
+    # the gates are the leading blocks, in gate_names' order (MinGRU z; MinLSTM f, i)
+    blocks = P.chunk(cell.num_gates, dim=-1)
+    return {name: torch.sigmoid(block) for name, block in zip(cell.gate_names, blocks)}
 
 
 def gate_activations(layer, x: Tensor) -> dict[str, Tensor]:

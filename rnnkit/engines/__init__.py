@@ -22,7 +22,6 @@ DIRECTION_ENGINES = {"reference": reference.run, "fused": fused.run,
                      "fused-python": fused.run_python, "fused-compiled": compiled.run}
 
 
-
 def choose(cell, backend: str = "auto", *, return_states: bool = False,
            extras: tuple[str, ...] = (), device: str = "cpu") -> str:
     """The engine a layer's call runs on (``native``, ``fused``, ``fused-python``,
@@ -45,10 +44,8 @@ def choose(cell, backend: str = "auto", *, return_states: bool = False,
         why = "return_states=True" if return_states else ", ".join([repr(cell), *extras])
         raise ValueError(f"backend='native' cannot run {why}: torch's kernels lack it; "
                          f"use backend='fused' or 'auto'")
-    if backend.startswith("fused") and not fused.supports(cell):
-        raise ValueError(f"backend={backend!r} cannot run {cell!r}: its class changes step() "
-                         "without a hand-written derivative of its own; use "
-                         "backend='reference' or 'auto'")
+    if backend.startswith("fused"):
+        fused.check(cell, f"backend={backend!r}")
     if backend == "fused-compiled":
         if not compiled.supports_cell(cell):
             raise ValueError(f"backend='fused-compiled' cannot run {cell!r}: the C++ loop "

@@ -23,11 +23,13 @@ def supports(cell: Cell) -> bool:
     return cell.derivative_is_its_own()
 
 
-def _check(cell: Cell):
+def check(cell: Cell, name: str = "the fused engine"):
+    """A ValueError naming ``name`` (the engine, or the backend asked for) where the
+    fused engine does not compute ``cell``."""
     if not supports(cell):
-        raise ValueError(f"the fused engine cannot run {cell!r}: its class changes step() "
-                         "without a hand-written derivative of its own; use "
-                         "backend='reference' (or 'auto')")
+        raise ValueError(f"{name} cannot run {cell!r}: its class changes step() without a "
+                         "hand-written derivative of its own; use backend='reference' or "
+                         "'auto'")
 
 
 def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
@@ -36,7 +38,7 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     first use), else the Python one below."""
     from rnnkit.engines import compiled
 
-    _check(cell)
+    check(cell)
     # supports() first: it is free, while available() may start the one-time build
     if compiled.supports(cell, rec, gx) and compiled.available():
         return compiled.run(cell, gx, h0, c0, rec, carry_h, carry_c)
@@ -46,7 +48,7 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
 def run_python(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     """The Python implementation: readable, every variant, the fallback. The carries and
     the recurrent-dropout mask are constants: no gradient flows to them."""
-    _check(cell)
+    check(cell)
     out = _FusedRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
     return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
 

@@ -156,8 +156,8 @@ def model_from_checkpoint(payload: dict):
     if name not in MODEL_CLASSES:
         raise ValueError(f"checkpoint holds a {name!r}, not one of {sorted(MODEL_CLASSES)}")
     config, state = payload["model_config"], payload["model_state"]
-    layers = (config.get("rnn") or {}).get("num_layers") if isinstance(
-        config.get("rnn"), dict) else None
+    rnn = config.get("rnn")
+    layers = rnn.get("num_layers") if isinstance(rnn, dict) else None
     if isinstance(layers, int) and layers > len(state):  # before a module per layer is made
         raise ValueError(f"the checkpoint's model_config has num_layers={layers:,} but its "
                          f"model_state holds only {len(state)} tensors")

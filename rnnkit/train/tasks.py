@@ -208,8 +208,6 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-
-
 def check_split(split: str):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -325,10 +323,9 @@ class LanguageModelling(Task):
         n_held = max(len(ids) // 20, 2 * self.k + 2)  # each of validation and test
         if len(ids) < 3 * n_held:
             raise ValueError(f"{_source(options.data)} has {len(ids)} {options.level}-level "
-                             f"tokens: too few "
-                             f"for training, validation and test parts of {n_held} tokens "
-                             f"each at seq_len={self.k}; give a longer text or a smaller "
-                             "--seq-len")
+                             f"tokens: too few for training, validation and test parts of "
+                             f"{n_held} tokens each at seq_len={self.k}; give a longer text "
+                             "or a smaller --seq-len")
         self.parts = {"train": ids[:-2 * n_held], "validation": ids[-2 * n_held:-n_held],
                       "test": ids[-n_held:]}
         self.train_stream = D.batchify(self.parts["train"], options.batch_size)  # (T, B)
@@ -672,6 +669,14 @@ class Translation(_SplitTask):
         return {"src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict()}
 
 
+def _read_series(data: str | None, columns, index_column):
+    """(values, index, column names) of ``data``: a series statsmodels bundles (None:
+    sunspots) or a CSV file, of ``columns`` (None: every numeric one)."""
+    if data in D.BUNDLED or data is None:
+        return D.load_bundled(data or "sunspots")
+    return D.read_csv_series(data, columns, index_column)
+
+
 class Forecasting(Task):
     """Forecast the next ``horizon`` steps of a series from a CSV file (``--columns``)
     or a series statsmodels bundles (built-in: yearly sunspots). Splits in time order
@@ -711,11 +716,9 @@ class Forecasting(Task):
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         saved_columns = self.saved.get("columns")
-        if options.data in D.BUNDLED or options.data is None:
-            values, _, self.columns = D.load_bundled(options.data or "sunspots")
-        else:  # a checkpoint's model reads the columns it was trained on
-            values, _, self.columns = D.read_csv_series(
-                options.data, options.columns or saved_columns, options.index_column)
+        # a checkpoint's model reads the columns it was trained on
+        values, _, self.columns = _read_series(options.data, options.columns or saved_columns,
+                                               options.index_column)
         if saved_columns is not None and self.columns != saved_columns:
             raise ValueError(f"the data's columns {self.columns} are not the checkpoint's "
                              f"{saved_columns}")
@@ -783,11 +786,8 @@ class Forecasting(Task):
     @classmethod
     def predict(cls, model, entry, texts, data):
         options = TaskOptions(**entry["options"])
-        source, columns, window = data or options.data, entry["columns"], entry["window"]
-        if source in D.BUNDLED or source is None:
-            values, index, names = D.load_bundled(source or "sunspots")
-        else:
-            values, index, names = D.read_csv_series(source, columns, options.index_column)
+        columns, window = entry["columns"], entry["window"]
+        values, index, names = _read_series(data or options.data, columns, options.index_column)
         if names != columns:  # as eval does: a model reads the series it was trained on
             raise ValueError(f"the series has columns {names}, the checkpoint's model was "
                              f"trained on {columns}")
