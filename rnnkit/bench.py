@@ -54,6 +54,20 @@ class CIFG(rnnkit.Cell):
         return o * torch.tanh(c), c
 
 
+class HandWrittenCIFG(CIFG):
+    """CIFG with the derivative of its step written by hand (the extension point's
+    ``step_backward``), as the documentation shows it."""
+
+    def step_backward(self, dh, dc, gx, gh, c):
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        tc = torch.tanh((1 - i) * c + i * g)
+        dc = dc + dh * o * (1 - tc * tc)
+        dP = torch.cat([dc * (g - c) * i * (1 - i), dc * i * (1 - g * g),
+                        dh * tc * o * (1 - o)], dim=-1)
+        return dP, dP, dc * (1 - i)
+
+
 #: the cells the benchmark knows: (rnnkit layer maker, options, torch.nn class to compare
 #: with); a user's cell (cifg) is compared with the torch.nn layer of its shape
 CELLS: dict[str, tuple[Callable, dict, type]] = {
@@ -65,6 +79,8 @@ CELLS: dict[str, tuple[Callable, dict, type]] = {
     "lstm-peephole": (rnnkit.LSTM, {"peephole": True}, torch.nn.LSTM),
     "gru-layer-norm": (rnnkit.GRU, {"layer_norm": True}, torch.nn.GRU),
     "cifg": (functools.partial(rnnkit.Recurrent, CIFG()), {}, torch.nn.LSTM),
+    "cifg-hand-written": (functools.partial(rnnkit.Recurrent, HandWrittenCIFG()), {},
+                          torch.nn.LSTM),
 }
 STREAM_CELLS = {
     "rnn": (rnnkit.RNNCell, torch.nn.RNNCell),

@@ -16,6 +16,9 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from rnnkit.bench import CELLS as BENCH_CELLS
+from rnnkit.bench import SCAN_CELLS as BENCH_SCAN_CELLS
+
 # the click that typer runs on (its own copy in recent typer): the root of its errors
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _debug = {"on": False}
@@ -123,8 +126,8 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceb
 @app.command()
 def bench(
     cells: str = typer.Option(None, help="Comma-separated cells (default: all but the scan "
-                              "cells): rnn, lstm, gru, lstm-layer-norm, lstm-zoneout, "
-                              "lstm-peephole, gru-layer-norm; mingru and minlstm add the scan "
+                              f"cells): {', '.join(BENCH_CELLS)}; "
+                              f"{' and '.join(BENCH_SCAN_CELLS)} add the scan "
                               "section (each scan method against torch.nn.GRU and rnnkit's GRU, "
                               "at --scan-size)."),
     size: Optional[list[str]] = typer.Option(None, help="A size T,B,I,H (sequence length, batch, "

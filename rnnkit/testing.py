@@ -4,6 +4,8 @@
 
 runs, on small layers of the cell (float64, two layers, both directions):
 
+- a hand-written ``step_backward``, where the cell has one, against autograd's
+  derivative of ``step`` at random inputs;
 - ``torch.autograd.gradcheck`` through the layer on every engine that takes the cell,
   over the input, the initial state and every parameter;
 - every engine against the reference engine: refused, or equal in values and every
@@ -25,7 +27,7 @@ import copy
 import torch
 from torch.func import functional_call
 
-from rnnkit.cells.custom import check_user_cell
+from rnnkit.cells.custom import UserStep, check_user_cell
 from rnnkit.engines import BACKENDS, choose, compiled
 from rnnkit.layers import Recurrent
 
@@ -86,6 +88,30 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
                 failed.append(backend)
         return f"the gradients of backend {failed} differ from finite differences" \
             if failed else None
+
+    def step_backward():
+        G = len(cell.gates) * H
+        gx, gh = (torch.randn(B, G, dtype=f64, requires_grad=True) for _ in range(2))
+        c, h = (torch.randn(B, H, dtype=f64, requires_grad=True) for _ in range(2))
+        user = UserStep(cell)
+        found = user._hand_written_backward(
+            *_output_grads(cell, B, H), {"gx": gx, "gh": gh, "h_prev": h,
+                                         **({"c_prev": c} if cell.has_cell_state else {})})
+        expected = user._derived_backward(
+            *_output_grads(cell, B, H), {"gx": gx, "gh": gh, "h_prev": h,
+                                         **({"c_prev": c} if cell.has_cell_state else {})})
+        problems = []
+        for name, want in expected.items():
+            got = found.get(name)
+            if want is None:
+                want = torch.zeros_like(got) if isinstance(got, torch.Tensor) else None
+            if (got is None) != (want is None):
+                problems.append(f"d {name} is {'None' if got is None else 'a tensor'} where "
+                                f"autograd's is {'None' if want is None else 'a tensor'}")
+            elif got is not None and (got.shape != want.shape or _difference([got], [want]) > tol):
+                problems.append(f"d {name} differs from autograd's by "
+                                f"{_difference([got], [want]) if got.shape == want.shape else 'shape'}")
+        return "; ".join(problems) or None
 
     def engines():
         reference = _with_grads(layer, x, "reference")
@@ -148,7 +174,9 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         d = _difference(_flat(fresh(x)), _flat(layer(x)))
         return f"the reloaded layer differs by {d:.3g}" if d > tol else None
 
-    for name, run in (("gradcheck", gradcheck), ("engines", engines), ("padding", padding),
+    checks = [("step_backward", step_backward)] if callable(
+        getattr(cell, "step_backward", None)) else []
+    for name, run in (*checks, ("gradcheck", gradcheck), ("engines", engines), ("padding", padding),
                       ("stepping", stepping), ("unbatched", unbatched),
                       ("state_dict", state_dict)):
         check(name, run)
@@ -156,6 +184,13 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         raise AssertionError(f"check_cell({cell!r}): {len(failures)} check(s) failed:\n  "
                              + "\n  ".join(failures))
     return passed
+
+
+def _output_grads(cell, B, H):
+    """Fixed gradients reaching h_t and c_t (None without a cell state)."""
+    torch.manual_seed(1)
+    dh = torch.randn(B, H, dtype=torch.float64)
+    return dh, (torch.randn(B, H, dtype=torch.float64) if cell.has_cell_state else None)
 
 
 def _usable_backends(layer) -> list[str]:

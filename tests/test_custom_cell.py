@@ -33,6 +33,33 @@ class MGU(rnnkit.Cell):
         return (1 - f) * h + f * n
 
 
+class HandWrittenCIFG(CIFG):
+    """CIFG with its derivative written by hand (the documented example)."""
+
+    def step_backward(self, dh, dc, gx, gh, c):
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        tc = torch.tanh((1 - i) * c + i * g)
+        dc = dc + dh * o * (1 - tc * tc)           # into c_t: directly and through h_t
+        dP = torch.cat([dc * (g - c) * i * (1 - i), dc * i * (1 - g * g),
+                        dh * tc * o * (1 - o)], dim=-1)
+        return dP, dP, dc * (1 - i)                # d gx, d gh, d c_{t-1}
+
+
+class HandWrittenMGU(MGU):
+    """MGU with its derivative written by hand: gx and gh get different gradients, and
+    h_{t-1} one of its own."""
+
+    def step_backward(self, dh, dc, gx, gh, c, h):
+        f_x, n_x = gx.chunk(2, dim=-1)
+        f_h, n_h = gh.chunk(2, dim=-1)
+        f = torch.sigmoid(f_x + f_h)
+        n = torch.tanh(n_x + f * n_h)
+        dn = dh * f * (1 - n * n)
+        df = (dh * (n - h) + dn * n_h) * f * (1 - f)
+        return torch.cat([df, dn], -1), torch.cat([df, dn * f], -1), None, dh * (1 - f)
+
+
 def test_the_documented_example_runs_as_written():
     torch.manual_seed(0)
     x, lengths = torch.randn(4, 9, 32), [9, 3, 7, 1]
@@ -127,7 +154,45 @@ def test_check_cell_names_what_is_wrong():
         rnnkit.Recurrent(NoStep(), 2, 3)
 
 
-@pytest.mark.parametrize("cell", [CIFG(), MGU()], ids=["CIFG", "MGU"])
+def test_a_hand_written_derivative_is_checked_and_used():
+    """check_cell compares a hand-written step_backward with autograd's derivative of the
+    step and gradchecks the layer through it; a wrong one is named; the fused engine
+    calls it (no autograd per step)."""
+    for cell in (HandWrittenCIFG(), HandWrittenMGU()):
+        assert rnnkit.testing.check_cell(cell)[:2] == ["step_backward", "gradcheck"]
+
+    class Wrong(HandWrittenCIFG):
+        def step_backward(self, dh, dc, gx, gh, c):
+            dP, _, dc_prev = super().step_backward(dh, dc, gx, gh, c)
+            return dP, dP, 0.5 * dc_prev
+
+    with pytest.raises(AssertionError, match=r"(?s)step_backward: d c_prev differs from "
+                                             r"autograd's by .*gradcheck: the gradients of "
+                                             r"backend \['fused-python'\]"):
+        rnnkit.testing.check_cell(Wrong())
+
+    calls = []
+
+    class Counted(HandWrittenCIFG):
+        def step_backward(self, *args):
+            calls.append(1)
+            return super().step_backward(*args)
+
+    layer = rnnkit.Recurrent(Counted(), 3, 4)
+    layer(torch.randn(5, 2, 3))[0].sum().backward()
+    assert len(calls) == 5
+
+    class Short(HandWrittenCIFG):
+        def step_backward(self, *args):
+            return super().step_backward(*args)[:2]
+
+    with pytest.raises(TypeError, match=r"Short\(\).step_backward must return a tuple of 3 "
+                                        r"gradients \(of gx, gh, c_prev\), got 2"):
+        rnnkit.Recurrent(Short(), 3, 4)(torch.randn(5, 2, 3))[0].sum().backward()
+
+
+@pytest.mark.parametrize("cell", [CIFG(), MGU(), HandWrittenCIFG(), HandWrittenMGU()],
+                         ids=["CIFG", "MGU", "CIFG-hand-written", "MGU-hand-written"])
 def test_the_derived_backward_equals_autograd_with_every_option(cell):
     """The fused engine's derivative, derived step by step from the user's step, equals
     autograd through the reference loop: lengths, both directions, two layers, zoneout

@@ -21,6 +21,20 @@ definition of the cell's math; the fused engine runs it with a derivative derive
 it (autograd through the step alone, once per step, with the weight gradients single
 GEMMs over all steps: :class:`UserStep`), the reference engine under autograd; torch's
 kernels and the C++ loops, which restate only the built-in cells, refuse it.
+
+A cell may also write the derivative of its step by hand, ``step_backward``: the
+gradients of the step's inputs from those of its outputs, at the same inputs. The fused
+engine then calls it instead of autograd (no graph is built per step), and
+:func:`rnnkit.testing.check_cell` compares it with autograd's derivative of ``step``::
+
+        def step_backward(self, dh, dc, gx, gh, c):
+            i, g, o = (gx + gh).chunk(3, dim=-1)
+            i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+            tc = torch.tanh((1 - i) * c + i * g)
+            dc = dc + dh * o * (1 - tc * tc)           # into c_t: directly and through h_t
+            dP = torch.cat([dc * (g - c) * i * (1 - i), dc * i * (1 - g * g),
+                            dh * tc * o * (1 - o)], dim=-1)
+            return dP, dP, dc * (1 - i)                # d gx, d gh, d c_{t-1}
 """
 
 from __future__ import annotations
@@ -53,6 +67,14 @@ class Cell:
         cell mixes it into h_t). Returns h_t (B, H), or (h_t, c_t) for a cell with a
         cell state. Plain differentiable torch."""
         raise NotImplementedError
+
+    #: optional: the hand-written derivative of ``step``, ``step_backward(self, dh, dc,
+    #: gx, gh, c[, h])``: given ``dh`` and ``dc`` (None without a cell state), the
+    #: gradients reaching h_t and c_t, returns the gradients of the step's inputs in its
+    #: order, ``(d gx, d gh, d c)`` (d c None without a cell state), and ``d h`` after
+    #: them where the step reads ``h``. The same tensor may serve as d gx and d gh (a
+    #: step that reads only gx + gh). Without it, autograd derives it from ``step``.
+    step_backward = None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -91,6 +113,7 @@ class UserStep(_EngineCell):
         self.num_gates = len(user.gates)
         self.has_cell_state = user.has_cell_state
         self._wants_h = "h" in inspect.signature(user.step).parameters
+        self._hand_written = callable(getattr(user, "step_backward", None))
 
     @property
     def key(self) -> tuple:
@@ -127,26 +150,43 @@ class UserStep(_EngineCell):
                 **({"c_prev": C_prev} if self.has_cell_state else {})}
 
     def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
-        with torch.enable_grad():
-            inputs = {name: factors[name].detach().requires_grad_()
-                      for name in ("gx", "gh", "c_prev", "h_prev") if name in factors}
-            h, c = self._user_step(inputs["gx"], inputs["gh"], inputs.get("c_prev"),
-                                   inputs["h_prev"])
-            outputs, grads = ([h, c], [dh, dc]) if self.has_cell_state else ([h], [dh])
-            found = dict(zip(inputs, torch.autograd.grad(outputs, list(inputs.values()),
-                                                         grads, allow_unused=True)))
+        found = self._hand_written_backward(dh, dc, factors) if self._hand_written else \
+            self._derived_backward(dh, dc, factors)
         for name, out in (("gx", dgx), ("gh", dgh)):
             if found[name] is None:  # the step does not read it
                 out.zero_()
             else:
                 out.copy_(found[name])
         dh_prev = self.recurrent_backward(dgh, factors, rec, dgh_raw)
-        if found["h_prev"] is not None:  # a step that reads h_{t-1} itself
+        if found.get("h_prev") is not None:  # a step that reads h_{t-1} itself
             dh_prev = dh_prev + found["h_prev"]
         dc_prev = None
         if self.has_cell_state:
             dc_prev = found["c_prev"] if found["c_prev"] is not None else torch.zeros_like(dc)
         return dh_prev, dc_prev
+
+    def _hand_written_backward(self, dh, dc, factors) -> dict:
+        """The gradients of the step's inputs from the user's ``step_backward``."""
+        args = (factors["gx"], factors["gh"], factors.get("c_prev"))
+        found = self.user.step_backward(dh, dc, *args, h=factors["h_prev"]) if \
+            self._wants_h else self.user.step_backward(dh, dc, *args)
+        names = ("gx", "gh", "c_prev", "h_prev") if self._wants_h else ("gx", "gh", "c_prev")
+        if not isinstance(found, tuple) or len(found) != len(names):
+            raise TypeError(f"{self.user!r}.step_backward must return a tuple of {len(names)} "
+                            f"gradients (of {', '.join(names)}), got "
+                            f"{len(found) if isinstance(found, tuple) else type(found).__name__}")
+        return dict(zip(names, found))
+
+    def _derived_backward(self, dh, dc, factors) -> dict:
+        """The gradients of the step's inputs by autograd through the user's step alone."""
+        with torch.enable_grad():
+            inputs = {name: factors[name].detach().requires_grad_()
+                      for name in ("gx", "gh", "c_prev", "h_prev") if name in factors}
+            h, c = self._user_step(inputs["gx"], inputs["gh"], inputs.get("c_prev"),
+                                   inputs["h_prev"])
+            outputs, grads = ([h, c], [dh, dc]) if self.has_cell_state else ([h], [dh])
+            return dict(zip(inputs, torch.autograd.grad(outputs, list(inputs.values()),
+                                                        grads, allow_unused=True)))
 
     def __repr__(self):
         return repr(self.user)
