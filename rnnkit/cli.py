@@ -22,6 +22,8 @@ from rnnkit.bench import SCAN_CELLS as BENCH_SCAN_CELLS
 # the click that typer runs on (its own copy in recent typer): the root of its errors
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 _debug = {"on": False}
+TRUST_CODE_HELP = ("Load a checkpoint of a user's cell (module:Class): rebuilding it "
+                   "imports the module it names, which runs that module's code.")
 
 
 def _one_line(text: str) -> str:
@@ -231,7 +233,10 @@ def train(
                                    "checkpoints, metrics and plots); without it, a folder "
                                    "holding a run is refused."),
     cell: Optional[str] = typer.Option(None, help="rnn, lstm, gru, mingru or minlstm (default "
-                                       "lstm); choose mingru/minlstm's scan with --option scan=NAME."),
+                                       "lstm); choose mingru/minlstm's scan with --option scan=NAME. "
+                                       "Or a user's cell as module:Class (an rnnkit.Cell subclass "
+                                       "made with no arguments; module.py on the Python path or in "
+                                       "the current folder)."),
     hidden_size: Optional[int] = typer.Option(None, help="Hidden size (default: the task's)."),
     num_layers: Optional[int] = typer.Option(None, help="Stacked layers (default 1)."),
     dropout: Optional[float] = typer.Option(None, help="Dropout between layers (default 0)."),
@@ -285,6 +290,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     progress: bool = typer.Option(True, help="Show a live progress bar."),
+    trust_code: bool = typer.Option(False, help="With --resume: the run's cell is a user's "
+                                    "(module:Class), whose module its checkpoint names; "
+                                    "resuming imports it."),
 ):
     """Train a model for TASK on its built-in data or yours, with checkpoints and plots;
     then score the best checkpoint on the test split beside the task's baselines
@@ -345,7 +353,8 @@ def train(
         given = {**settings, "layer_options": layer, "progress": progress}
         target = out or Path("runs") / task
         if resume and (target / "last.pt").is_file():  # the run's own settings
-            options, train_config = api.resume_settings(task, target, given)
+            options, train_config = api.resume_settings(task, target, given,
+                                                        trust_code=trust_code)
         else:
             options, train_config = api.settings(task, given)
         summary = api.train(task, options, train_config, target, resume=resume,
@@ -402,12 +411,14 @@ def sample(
     top_k: Optional[int] = typer.Option(None, help="Sample among the k most likely tokens."),
     top_p: Optional[float] = typer.Option(None, help="Nucleus sampling: the smallest set reaching p."),
     seed: Optional[int] = typer.Option(None, help="Seed for a repeatable sample."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
 ):
     """Generate text from a language-model checkpoint."""
     from rnnkit.train import api
     try:
         typer.echo(api.generate_text(checkpoint, prompt, length=length, temperature=temperature,
-                                     top_k=top_k, top_p=top_p, seed=seed))
+                                     top_k=top_k, top_p=top_p, seed=seed,
+                                     trust_code=trust_code))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
 
@@ -418,6 +429,7 @@ def evaluate(
     data: Optional[str] = typer.Option(None, help="Evaluate on this data instead of the task's own."),
     split: str = typer.Option("validation", help="validation or test: the part of the data "
                               "to score (test: once, at the end)."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
 ):
     """Evaluate a checkpoint on its task's validation (or test) split, of its own data or
     of --data."""
@@ -425,7 +437,7 @@ def evaluate(
     if split not in ("validation", "test"):
         _fail(f"--split must be 'validation' or 'test', got {split!r}")
     try:
-        metrics = api.evaluate(checkpoint, data, split=split)
+        metrics = api.evaluate(checkpoint, data, split=split, trust_code=trust_code)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     for key, value in metrics.items():
@@ -433,13 +445,14 @@ def evaluate(
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train.")):
+def info(checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train."),
+         trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP)):
     """Describe a checkpoint: model, configuration, size, task and metrics."""
     import json
 
     from rnnkit.train import api
     try:
-        typer.echo(json.dumps(api.describe(checkpoint), indent=1, default=str))
+        typer.echo(json.dumps(api.describe(checkpoint, trust_code=trust_code), indent=1, default=str))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
 
@@ -451,6 +464,7 @@ def predict(
     file: Optional[Path] = typer.Option(None, help="A file with one text per line."),
     data: Optional[str] = typer.Option(None, help="forecast: the series (CSV or bundled name) "
                                        "whose next horizon to forecast; default the training series."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
 ):
     """Label texts (classify, tag), or forecast the next horizon of a series (forecast)."""
     import json
@@ -464,7 +478,7 @@ def predict(
         except (OSError, ValueError) as e:
             _fail(f"--file {file}: {e}")
     try:
-        result = api.predict(checkpoint, texts or None, data=data)
+        result = api.predict(checkpoint, texts or None, data=data, trust_code=trust_code)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(json.dumps(result, indent=1))
@@ -475,11 +489,13 @@ def translate(
     checkpoint: Path = typer.Argument(..., help="A translate checkpoint."),
     text: str = typer.Argument(..., help="The source sentence."),
     beam_size: int = typer.Option(1, help="Beam search width (1: greedy)."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
 ):
     """Map a source sentence with a translate (seq2seq) checkpoint."""
     from rnnkit.train import api
     try:
-        typer.echo(api.translate(checkpoint, text, beam_size=beam_size))
+        typer.echo(api.translate(checkpoint, text, beam_size=beam_size,
+                                 trust_code=trust_code))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
 
@@ -488,7 +504,9 @@ def translate(
 def gradflow(
     length: int = typer.Option(100, "--T", help="Sequence length of the adding problem."),
     cells: str = typer.Option("rnn,lstm,gru", help="Comma-separated cells to compare: rnn, "
-                              "lstm, gru, mingru, minlstm."),
+                              "lstm, gru, mingru, minlstm, or a user's cell as module:Class "
+                              "(an rnnkit.Cell subclass; module.py on the Python path or in "
+                              "the current folder)."),
     hidden_size: int = typer.Option(64, help="Hidden size of every cell."),
     train_steps: int = typer.Option(GRADFLOW_TRAIN_STEPS, help="Training steps after the "
                                     "measurement at initialisation (0: initialisation only)."),
@@ -535,6 +553,7 @@ def export(
     out: Optional[Path] = typer.Option(None, help="Output file (default: the checkpoint's path "
                                        "with .onnx)."),
     overwrite: bool = typer.Option(False, help="Replace the output file if it exists."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
 ):
     """Export a checkpoint's model to ONNX and check it against onnxruntime; the file
     appears whole and checked, or not at all."""
@@ -542,7 +561,8 @@ def export(
     if format != "onnx":
         _fail(f"--format must be 'onnx', got {format!r}")
     try:
-        path, diff = api.export(checkpoint, out, overwrite=overwrite)
+        path, diff = api.export(checkpoint, out, overwrite=overwrite,
+                                  trust_code=trust_code)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         _fail(str(e))
     typer.echo(f"wrote {path}; max abs difference against onnxruntime: {diff:.2e}")

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.onnx import symbolic_helper
 
-from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, Recurrent
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
 
@@ -59,7 +59,7 @@ __all__ = ["export_onnx", "check_onnx", "onnx_operators", "DEFAULT_OPSET"]
 DEFAULT_OPSET = 17
 #: the newest opset torch's TorchScript-based exporter writes
 MAX_OPSET = 20
-_LAYER_TYPES = (RNN, LSTM, GRU)
+_LAYER_TYPES = (RNN, LSTM, GRU, Recurrent)
 #: layers whose scan over time always unrolls in an export
 _MIN_TYPES = (MinGRU, MinLSTM)
 

@@ -212,3 +212,94 @@ def test_the_derived_backward_equals_autograd_with_every_option(cell):
         (loss + sum((s ** 2).sum() for s in states)).backward()
         results.append([out, *states, xi.grad, *(p.grad.clone() for p in layer.parameters())])
     assert_all_close(results[0], results[1], tol=1e-12)
+
+
+MODULE = '''
+import torch, rnnkit
+
+class CIFG(rnnkit.Cell):
+    gates = ("i", "g", "o")
+    has_cell_state = True
+
+    def step(self, gx, gh, c):
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+        c = (1 - i) * c + i * g
+        return o * torch.tanh(c), c
+'''
+
+
+def test_a_task_model_takes_the_cell_itself_or_its_name():
+    """A model given the cell class, an instance, or "module:Class" keeps the name in its
+    config and rebuilds the same layer from it (a checkpoint's to_config/from_config)."""
+    from rnnkit.models import SequenceClassifier
+
+    for given in (HandWrittenCIFG, HandWrittenCIFG(), f"{__name__}:HandWrittenCIFG"):
+        model = SequenceClassifier(num_classes=3, vocab_size=10, cell=given, hidden_size=4,
+                                   num_layers=2, bidirectional=True, zoneout=0.1)
+        assert model.config.rnn.cell == f"{__name__}:HandWrittenCIFG"
+        assert isinstance(model.rnn.cell.user, HandWrittenCIFG) and model.rnn.zoneout == (0.1, 0.1)
+    again = SequenceClassifier.from_config(model.to_config())
+    again.load_state_dict(model.state_dict())
+    x = torch.randint(0, 10, (2, 5))
+    assert_all_close([again.eval()(x)], [model.eval()(x)], tol=0)
+
+    def local():
+        class Here(CIFG):
+            pass
+        return Here
+
+    with pytest.raises(ValueError, match="defined inside a function"):
+        SequenceClassifier(num_classes=3, vocab_size=10, cell=local())
+    for name, message in (("nosuchmodule_x:CIFG", "cannot import module 'nosuchmodule_x'"),
+                          (f"{__name__}:Nope", "has no 'Nope'"),
+                          (f"{__name__}:MODULE", "not a subclass of rnnkit.Cell")):
+        with pytest.raises(ValueError, match=message):
+            SequenceClassifier(num_classes=3, vocab_size=10, cell=name)
+    with pytest.raises(ValueError, match="or 'module:Class' naming an rnnkit.Cell"):
+        SequenceClassifier(num_classes=3, vocab_size=10, cell="cifg")
+
+
+def test_cli_trains_a_users_cell_and_loads_it_only_when_trusted(tmp_path, monkeypatch):
+    """``rnnkit train --cell mycells:CIFG`` finds mycells.py in the current folder; the
+    checkpoint names the module, so eval, predict, export and resume import it only with
+    --trust-code, and say so without it."""
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+
+    (tmp_path / "mycells_for_test.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    tiny = ["--hidden-size", "6", "--max-steps", "2", "--eval-every", "2", "--no-progress",
+            "--batch-size", "4", "--seq-len", "8"]
+    result = runner.invoke(app, ["train", "adding", "--cell", "mycells_for_test:CIFG",
+                                 "--out", "run", *tiny])
+    assert result.exit_code == 0, result.output
+    for command in (["eval", "run/best.pt"], ["info", "run/best.pt"],
+                    ["export", "run/best.pt"]):
+        refused = runner.invoke(app, command)
+        assert refused.exit_code == 1 and "pass --trust-code" in refused.output, refused.output
+        trusted = runner.invoke(app, [*command, "--trust-code"])
+        assert trusted.exit_code == 0, trusted.output
+    assert "max abs difference" in trusted.output
+    resume = ["train", "adding", "--out", "run", "--resume", "--max-steps", "4",
+              "--no-progress"]
+    refused = runner.invoke(app, resume)
+    assert refused.exit_code == 1 and "pass --trust-code" in refused.output
+    resumed = runner.invoke(app, [*resume, "--trust-code"])
+    assert resumed.exit_code == 0 and "after 4 steps" in resumed.output, resumed.output
+
+
+def test_gradient_flow_of_a_users_cell():
+    """The gradient-flow experiment and diagnostics take a user's cell by name; gate
+    statistics say why they cannot (the user's step keeps its gates to itself)."""
+    from rnnkit.diagnostics import gate_saturation, gradient_flow_experiment, gradient_norms
+
+    result = gradient_flow_experiment(6, cells=("rnn", f"{__name__}:HandWrittenCIFG"),
+                                      hidden_size=4, batch_size=3)
+    norms = result["cells"][f"{__name__}:HandWrittenCIFG"]["init"]["grad_norms"]
+    layer = rnnkit.Recurrent(HandWrittenCIFG(), 2, 4, batch_first=True)
+    assert len(norms) == 6 and len(gradient_norms(layer, torch.randn(3, 6, 2))) == 6
+    with pytest.raises(ValueError, match="a user's cell, whose step keeps its gates"):
+        gate_saturation(layer, torch.randn(3, 6, 2))

@@ -39,7 +39,10 @@ engine then calls it instead of autograd (no graph is built per step), and
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import os
+import sys
 
 import torch
 from torch import Tensor
@@ -190,3 +193,65 @@ class UserStep(_EngineCell):
 
     def __repr__(self):
         return repr(self.user)
+
+
+def cell_name(cell) -> str:
+    """``"module:Class"``, the name a config and a checkpoint keep for a user's cell
+    class (or instance), which :func:`cell_from_name` imports again; a ValueError where
+    the class cannot be found again under that name (defined inside a function)."""
+    cls = cell if isinstance(cell, type) else type(cell)
+    if not (isinstance(cls, type) and issubclass(cls, Cell)):
+        raise TypeError(f"cell must be a subclass of rnnkit.Cell or an instance of one, got "
+                        f"{cls!r}")
+    name = f"{cls.__module__}:{cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise ValueError(f"cell {cls.__qualname__} is defined inside a function, so a saved "
+                         f"model could not find it again; define it at a module's top level")
+    return name
+
+
+def is_cell_name(name) -> bool:
+    """Whether ``name`` has the form of :func:`cell_name`'s names, ``module:Class``."""
+    if not isinstance(name, str) or name.count(":") != 1:
+        return False
+    module, qualname = name.split(":")
+    return all(part.isidentifier() for part in [*module.split("."), *qualname.split(".")])
+
+
+def _import_here_too(module_name: str):
+    """The module, looked for on Python's path and then in the current folder (where a
+    user running ``rnnkit train --cell mycells:CIFG`` keeps mycells.py; the command's
+    own path starts at its script's folder instead)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module_name.split(".")[0] or here in sys.path:
+            raise
+        sys.path.insert(0, here)
+        try:
+            return importlib.import_module(module_name)
+        finally:
+            sys.path.remove(here)
+
+
+def cell_from_name(name: str) -> type:
+    """The :class:`Cell` subclass that ``name`` (``"module:Class"``) names, by importing
+    the module: this runs the module's code, so callers load such a name from a saved
+    file only with the user's consent (``trust_code``)."""
+    if not is_cell_name(name):
+        raise ValueError(f"cell must be a built-in cell's name or 'module:Class' naming an "
+                         f"rnnkit.Cell subclass, got {name!r}")
+    module_name, qualname = name.split(":")
+    try:
+        found = _import_here_too(module_name)
+    except ImportError as e:
+        raise ValueError(f"cell {name!r}: cannot import module {module_name!r} ({e}); is it "
+                         f"on the Python path (PYTHONPATH, or the current folder)?") from None
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise ValueError(f"cell {name!r}: module {module_name!r} has no {qualname!r}")
+    if not (isinstance(found, type) and issubclass(found, Cell)):
+        raise ValueError(f"cell {name!r} is {found!r}, not a subclass of rnnkit.Cell")
+    return found

@@ -6,17 +6,17 @@ from contextlib import contextmanager
 
 from torch import Tensor, nn
 
-from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, Recurrent
 
-LAYER_TYPES = (RNN, LSTM, GRU, MinGRU, MinLSTM)
+LAYER_TYPES = (RNN, LSTM, GRU, MinGRU, MinLSTM, Recurrent)
 
 
 def check_layer(layer) -> nn.Module:
-    """``layer`` if it is an rnnkit RNN, LSTM, GRU, MinGRU or MinLSTM layer, else a
-    TypeError."""
+    """``layer`` if it is an rnnkit RNN, LSTM, GRU, MinGRU, MinLSTM or Recurrent (a
+    user's cell) layer, else a TypeError."""
     if not isinstance(layer, LAYER_TYPES):
-        raise TypeError("layer must be an rnnkit.RNN, LSTM, GRU, MinGRU or MinLSTM layer, "
-                        f"got {type(layer).__name__}")
+        raise TypeError("layer must be an rnnkit.RNN, LSTM, GRU, MinGRU, MinLSTM or "
+                        f"Recurrent layer, got {type(layer).__name__}")
     return layer
 
 

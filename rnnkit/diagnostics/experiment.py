@@ -13,7 +13,8 @@ from torch import nn
 from rnnkit.data import adding_problem
 from rnnkit.diagnostics.gates import gate_saturation
 from rnnkit.diagnostics.gradients import gradient_norms
-from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM
+from rnnkit.cells.custom import cell_from_name, is_cell_name
+from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, Recurrent
 
 __all__ = ["CELLS", "gradient_flow_experiment", "format_table", "verdicts"]
 
@@ -31,10 +32,19 @@ def _check_cells(cells) -> tuple[str, ...]:
     if isinstance(cells, str):  # "lstm" would otherwise iterate as "l", "s", "t", "m"
         cells = (cells,)
     cells = tuple(cells)
-    unknown = [c for c in cells if c not in CELLS]
+    unknown = [c for c in cells if c not in CELLS and not is_cell_name(c)]
     if not cells or unknown or len(set(cells)) != len(cells):
-        raise ValueError(f"cells must be distinct names from {tuple(CELLS)}, got {cells!r}")
+        raise ValueError(f"cells must be distinct names from {tuple(CELLS)} or 'module:Class' "
+                         f"naming a user's rnnkit.Cell, got {cells!r}")
     return cells
+
+
+def _layer(name: str, hidden_size: int, **kwargs):
+    """A batch-first layer of the cell ``name``: a built-in one, or rnnkit.Recurrent over
+    a user's cell named ``module:Class`` (imported here: the caller named it)."""
+    if name in CELLS:
+        return CELLS[name](2, hidden_size, batch_first=True, **kwargs)
+    return Recurrent(cell_from_name(name)(), 2, hidden_size, batch_first=True)
 
 
 class _Model(nn.Module):
@@ -99,8 +109,9 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
 
     Args:
         T: sequence length, at least 2. Default 100.
-        cells: names from ``("rnn", "lstm", "gru", "mingru", "minlstm")``. Default the
-            first three.
+        cells: names from ``("rnn", "lstm", "gru", "mingru", "minlstm")``, or a user's
+            cell as ``"module:Class"`` (its layer rnnkit.Recurrent; no gate
+            statistics). Default the first three.
         hidden_size: units per layer. Default 64.
         batch_size: samples per batch. Default 32.
         train_steps: training steps; 0 measures at initialisation only. Default 0.
@@ -156,9 +167,8 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
             kwargs = {"forget_bias": forget_bias} if name == "lstm" else {}
             if init == "chrono" and name in ("lstm", "gru"):
                 kwargs = {"init": "chrono", "t_max": float(max(T, 3))}
-            layer = CELLS[name](2, hidden_size, batch_first=True, **kwargs)
-            model = _Model(layer, hidden_size)
-        gated = name != "rnn"
+            model = _Model(_layer(name, hidden_size, **kwargs), hidden_size)
+        gated = name in CELLS and name != "rnn"  # a user's step keeps its gates to itself
         entry = {"init": _measure(model, x, y, gated), "trained": None,
                  "train_losses": [], "final_train_loss": None}
         if train_steps:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rnnkit.diagnostics._common import check_input, check_layer, evaluating, time_major
 from rnnkit.cells import MinRNNStep
+from rnnkit.layers import Recurrent
 
 __all__ = ["gate_activations", "gate_saturation"]
 
@@ -22,8 +23,10 @@ def _gated_cell(layer):
     """The layer's cell, which must have gates (a ValueError for the RNN)."""
     check_layer(layer)
     if not layer.cell.gate_names:
+        what = "a user's cell, whose step keeps its gates to itself" if isinstance(
+            layer, Recurrent) else "which has no gates"
         raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
-                         f"MinLSTM); layer is an {type(layer).__name__}, which has no gates")
+                         f"MinLSTM); layer is an {type(layer).__name__}, {what}")
     return layer.cell
 
 

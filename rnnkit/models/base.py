@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 import rnnkit
+from rnnkit.cells.custom import Cell, cell_from_name, cell_name, is_cell_name
 
 CELL_NAMES = ("rnn", "lstm", "gru", "mingru", "minlstm")
 
@@ -21,7 +22,9 @@ class RecurrentConfig:
     """The recurrent layer of a model: which cell, its size, and rnnkit's options."""
 
     #: "rnn", "lstm", "gru", "mingru" or "minlstm" (Feng et al. 2024: gates from the
-    #: input only, trained by a scan over time; their one option is scan)
+    #: input only, trained by a scan over time; their one option is scan); or a user's
+    #: cell (an rnnkit.Cell subclass, made with no arguments) as "module:Class", or the
+    #: class or an instance itself, which the config keeps as "module:Class"
     cell: str = "lstm"
     #: features of h_t
     hidden_size: int = 128
@@ -37,8 +40,12 @@ class RecurrentConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.cell not in CELL_NAMES:
-            raise ValueError(f"cell must be one of {CELL_NAMES}, got {self.cell!r}")
+        if isinstance(self.cell, Cell) or (isinstance(self.cell, type) and
+                                           issubclass(self.cell, Cell)):
+            self.cell = cell_name(self.cell)
+        if self.cell not in CELL_NAMES and not is_cell_name(self.cell):
+            raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
+                             f"rnnkit.Cell subclass, got {self.cell!r}")
         for name in ("hidden_size", "num_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -47,7 +54,16 @@ class RecurrentConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
+    def names_code(self) -> bool:
+        """Whether the cell is a user's, named by the module that defines it: building
+        the layer imports that module, which runs its code."""
+        return self.cell not in CELL_NAMES
+
+    @property
     def layer_class(self):
+        if self.names_code:  # rnnkit.Recurrent over the user's cell
+            cell = cell_from_name(self.cell)
+            return lambda *args, **kwargs: rnnkit.Recurrent(cell(), *args, **kwargs)
         return {"rnn": rnnkit.RNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU,
                 "mingru": rnnkit.MinGRU, "minlstm": rnnkit.MinLSTM}[self.cell]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from rnnkit import data as D
-from rnnkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from rnnkit.train.checkpoint import check_code, load_checkpoint, model_from_checkpoint
 from rnnkit.train.tasks import LIMITS, SPLITS, TASKS, TaskOptions, check_split, recipe
 from rnnkit.train.trainer import TrainConfig, Trainer
 
@@ -53,13 +53,16 @@ RESUME_MAY_CHANGE = frozenset({"max_steps", "max_time", "eval_every", "log_every
 
 
 def resume_settings(task: str, out_dir: str | Path,
-                    given: dict | None = None) -> tuple[TaskOptions, TrainConfig]:
+                    given: dict | None = None, *,
+                    trust_code: bool = False) -> tuple[TaskOptions, TrainConfig]:
     """The options and training config of the run in ``out_dir`` (from its last.pt), with
     the settings ``given`` that a resume may change (RESUME_MAY_CHANGE); a given setting
     that contradicts the run's own is refused, naming it, instead of silently changing
-    the run's weights."""
+    the run's weights. A run of a user's cell resumes only with ``trust_code`` (it
+    imports the module its checkpoint names)."""
     path = Path(out_dir) / "last.pt"
     payload = load_checkpoint(path)
+    check_code(payload.get("task", {}).get("options", {}).get("cell"), trust_code)
     saved_task = payload.get("task", {}).get("name")
     if saved_task != task:
         raise ValueError(f"cannot resume: {path} is a {saved_task!r} run, not {task!r}")
@@ -111,7 +114,8 @@ def train(task: str, options: TaskOptions | None = None, config: TrainConfig | N
         vocab = trainer.task.vocab  # the user's text may lack the prompts' characters:
         prompts = [p for p in DEFAULT_PROMPTS  # then its most frequent token starts them
                    if all(t in vocab for t in D.tokenize(p, vocab.level))] or [vocab.tokens[4]]
-        summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i)
+        summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i,
+                                            trust_code=True)  # this run's own checkpoint
                               for i, prompt in enumerate(prompts[:samples])]
     return summary
 
@@ -122,12 +126,13 @@ _ENTRY_SIZES = {"vocab": "vocab_size", "src_vocab": "src_vocab_size",
                 "tgt_vocab": "tgt_vocab_size", "labels": "num_classes", "tags": "num_tags"}
 
 
-def load(path: str | Path):
+def load(path: str | Path, *, trust_code: bool = False):
     """(model, checkpoint payload) from a checkpoint file, checked for consistency: its
-    task is known and its vocabularies and labels fit the model."""
+    task is known and its vocabularies and labels fit the model. A model of a user's
+    cell is rebuilt only with ``trust_code`` (it imports the cell's module)."""
     payload = load_checkpoint(path)
     try:
-        model = model_from_checkpoint(payload)
+        model = model_from_checkpoint(payload, trust_code=trust_code)
         entry = payload["task"]
         if entry.get("name") not in TASKS or not isinstance(entry.get("options"), dict):
             raise ValueError(f"its task entry names no known task ({sorted(TASKS)})")
@@ -183,13 +188,14 @@ def _require(payload: dict, *tasks: str):
 
 def generate_text(path: str | Path, prompt: str, *, length: int = 200,
                   temperature: float = 1.0, top_k: int | None = None,
-                  top_p: float | None = None, seed: int | None = None) -> str:
+                  top_p: float | None = None, seed: int | None = None,
+                  trust_code: bool = False) -> str:
     """Continue ``prompt`` with a language-model checkpoint; returns prompt + new text."""
     if isinstance(length, bool) or not isinstance(length, int) or \
             not 0 <= length <= MAX_GENERATED_TOKENS:
         raise ValueError(f"length must be an int in [0, {MAX_GENERATED_TOKENS:,}], got "
                          f"{length!r}")
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     _require(payload, "lm")
     vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
     ids = _known(vocab, prompt, "prompt")
@@ -201,12 +207,13 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
     return prompt + joiner + vocab.decode(new, skip_special=True)
 
 
-def evaluate(path: str | Path, data: str | None = None, *, split: str = "validation") -> dict:
+def evaluate(path: str | Path, data: str | None = None, *, split: str = "validation",
+             trust_code: bool = False) -> dict:
     """The task's metrics for a checkpoint on the ``split`` ("validation" or "test") of
     its data or of ``data``; with ``data``, also the share of its tokens unknown to the
     checkpoint's vocabulary (data mostly unknown to it is refused)."""
     check_split(split)  # before the checkpoint is read
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     task = _task(payload, data)
     with torch.no_grad():
         metrics = task.evaluate(model, split=split)
@@ -215,9 +222,9 @@ def evaluate(path: str | Path, data: str | None = None, *, split: str = "validat
     return metrics
 
 
-def describe(path: str | Path) -> dict:
+def describe(path: str | Path, *, trust_code: bool = False) -> dict:
     """What a checkpoint holds: model, size, task, training progress and metrics."""
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     return {"model": payload["model_class"], "config": payload["model_config"],
             "parameters": sum(p.numel() for p in model.parameters()),
             "task": payload["task"]["name"], "task_options": payload["task"]["options"],
@@ -226,10 +233,11 @@ def describe(path: str | Path) -> dict:
             "train_config": payload.get("train_config")}
 
 
-def predict(path: str | Path, texts: list[str] | None = None, *, data: str | None = None):
+def predict(path: str | Path, texts: list[str] | None = None, *, data: str | None = None,
+            trust_code: bool = False):
     """Classify or tag ``texts``; or forecast the horizon after a series' end: what the
     checkpoint's task predicts (:meth:`rnnkit.train.tasks.Task.predict`)."""
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     return TASKS[payload["task"]["name"]].predict(model, payload["task"], texts, data)
 
 
@@ -241,13 +249,14 @@ MAX_BEAM_SIZE = 64
 MAX_GENERATED_TOKENS = 100_000
 
 
-def translate(path: str | Path, text: str, *, beam_size: int = 1) -> str:
+def translate(path: str | Path, text: str, *, beam_size: int = 1,
+              trust_code: bool = False) -> str:
     """Map ``text`` with a translate checkpoint (greedy, or beam search with beam_size > 1)."""
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or \
             not 1 <= beam_size <= MAX_BEAM_SIZE:
         raise ValueError(f"beam_size must be an int in [1, {MAX_BEAM_SIZE}] (1: greedy), got "
                          f"{beam_size!r}")
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     _require(payload, "translate")
     src_vocab = D.Vocabulary.from_dict(payload["task"]["src_vocab"])
     tgt_vocab = D.Vocabulary.from_dict(payload["task"]["tgt_vocab"])
@@ -289,7 +298,7 @@ def example_inputs(model, payload: dict) -> tuple:
 
 
 def export(path: str | Path, out: str | Path | None = None, *,
-           overwrite: bool = False) -> tuple[Path, float]:
+           overwrite: bool = False, trust_code: bool = False) -> tuple[Path, float]:
     """Export a checkpoint's model to ONNX next to it (or at ``out``) and check the file
     against onnxruntime; returns the file and the max abs difference. The file appears
     whole and checked or not at all (written to a temporary file, then renamed); an
@@ -305,7 +314,7 @@ def export(path: str | Path, out: str | Path | None = None, *,
                               "choose another --out")
     if out.exists() and not out.is_file():
         raise IsADirectoryError(f"--out {out} is not a file")
-    model, payload = load(path)
+    model, payload = load(path, trust_code=trust_code)
     inputs = example_inputs(model, payload)
     with atomic_path(out) as tmp:
         export_onnx(model, tmp, inputs)

@@ -19,6 +19,7 @@ import torch
 
 from rnnkit import models
 from rnnkit._files import atomic_path
+from rnnkit.models.base import CELL_NAMES
 
 FORMAT = "rnnkit-checkpoint/1"
 #: the most plain values (dict entries, list items, strings, numbers) a checkpoint may
@@ -149,14 +150,17 @@ def check_entries(payload: dict, entries: dict, purpose: str):
         raise ValueError(f"the checkpoint cannot {purpose}: bad entries {', '.join(wrong)}")
 
 
-def model_from_checkpoint(payload: dict):
-    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+def model_from_checkpoint(payload: dict, *, trust_code: bool = False):
+    """Rebuild the model a checkpoint describes and load its weights (eval mode). A model
+    of a user's cell, which the checkpoint names by its module, is rebuilt only with
+    ``trust_code``: importing the module runs its code."""
     check_entries(payload, MODEL_ENTRIES, "rebuild its model")
     name = payload["model_class"]
     if name not in MODEL_CLASSES:
         raise ValueError(f"checkpoint holds a {name!r}, not one of {sorted(MODEL_CLASSES)}")
     config, state = payload["model_config"], payload["model_state"]
     rnn = config.get("rnn")
+    check_code(rnn.get("cell") if isinstance(rnn, dict) else None, trust_code)
     layers = rnn.get("num_layers") if isinstance(rnn, dict) else None
     if isinstance(layers, int) and layers > len(state):  # before a module per layer is made
         raise ValueError(f"the checkpoint's model_config has num_layers={layers:,} but its "
@@ -176,6 +180,16 @@ def model_from_checkpoint(payload: dict):
     model = MODEL_CLASSES[name].from_config(config)
     model.load_state_dict(state)
     return model.eval()
+
+
+def check_code(cell, trust_code: bool):
+    """A PermissionError where a saved ``cell`` names a user's cell (``module:Class``)
+    and the user has not said to trust the file's code: loading imports the module."""
+    if isinstance(cell, str) and cell not in CELL_NAMES and not trust_code:
+        raise PermissionError(
+            f"the checkpoint's cell is {cell!r}, a user's cell: rebuilding it imports module "
+            f"{cell.split(':')[0]!r}, which runs that module's code; pass --trust-code "
+            f"(trust_code=True) if you trust the checkpoint and the module")
 
 
 def _misfit(expected: dict, stored: dict) -> str | None:

@@ -30,6 +30,7 @@ from rnnkit.data.digits import MODES as DIGITS_MODES
 from rnnkit.data.text import LEVELS
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
+from rnnkit.cells.custom import is_cell_name
 from rnnkit.models.base import CELL_NAMES
 from rnnkit.models.classifier import POOLINGS
 from rnnkit.train import baselines as B
@@ -61,7 +62,8 @@ class TaskOptions:
 
     #: the user's data (file or folder); None: the task's built-in data
     data: str | None = None
-    #: "rnn", "lstm", "gru", "mingru" or "minlstm"
+    #: "rnn", "lstm", "gru", "mingru" or "minlstm", or a user's cell as "module:Class"
+    #: (an rnnkit.Cell subclass the module defines, made with no arguments)
     cell: str = "lstm"
     #: hidden size (None: the task's default)
     hidden_size: int | None = None
@@ -118,8 +120,9 @@ class TaskOptions:
         if self.data is not None and not isinstance(self.data, str):
             raise TypeError(f"data must be a path or a series name (str) or None, got "
                             f"{self.data!r}")
-        if self.cell not in CELL_NAMES:
-            raise ValueError(f"cell must be one of {CELL_NAMES}, got {self.cell!r}")
+        if self.cell not in CELL_NAMES and not is_cell_name(self.cell):
+            raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
+                             f"rnnkit.Cell subclass, got {self.cell!r}")
         for name, optional in (("hidden_size", True), ("num_layers", False),
                                ("batch_size", False), ("seq_len", True), ("horizon", False),
                                ("max_vocab", False)):
