@@ -369,7 +369,7 @@ def test_training_onto_a_full_disk_fails_in_one_line(tmp_path):
 def test_warnings_are_one_line_each(tmp_path, monkeypatch):
     import warnings
 
-    def describe(path):
+    def describe(path, **options):
         warnings.warn("first line\n  second line\n\nthird", UserWarning)
         return {"ok": 1}
 

@@ -261,7 +261,7 @@ def test_debug_shows_the_traceback(files):
 def test_unexpected_errors_are_one_line_too(monkeypatch, files):
     from rnnkit.train import api
 
-    def broken(path):
+    def broken(path, **options):
         raise KeyError("model_state")
 
     monkeypatch.setattr(api, "describe", broken)

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
+from rnnkit.engines import fused, reference
 
 
 # the cell codes of csrc/fused.cpp (enum CellKind)
@@ -243,8 +243,9 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     if _load() is None:
         raise RuntimeError("the compiled fused engine is not built (see the warning "
                            "above); check available() first")
-    out = _CompiledRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
-    return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
+    out = _CompiledRecurrence.apply(cell, fused.needs_grad(gx, h0, c0, *rec), carry_h,
+                                    carry_c, gx, h0, c0, *rec)
+    return out[0], out[1]
 
 
 def _carry(K, T, B, dtype):
@@ -260,30 +261,43 @@ def _c(t):
 
 
 class _CompiledRecurrence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, cell, carry_h, carry_c, gx, h0, c0, *rec):
-        code = _cell_code(cell)
-        T, B = gx.shape[:2]
-        Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
-        # in inference nothing that only backward needs is stored
-        keep = any(ctx.needs_input_grad)
-        rec = [_c(t) for t in rec]  # the fields of Recurrent, in order
-        Hs, Cs, S, Hin, St = _load().forward(code, _c(gx), _c(h0), _c(c0), *rec[:4], Kh, Kc,
-                                             *rec[4:], keep)
-        if keep:
-            ctx.code = code
-            ctx.save_for_backward(h0, c0, Hs, Cs, S, Hin, St, Kh, Kc, *rec)
-        return (Hs, Cs) if Cs is not None else (Hs,)
+    """The C++ loops as one autograd node, in torch.func's form (forward, then
+    setup_context): what the backward needs comes back as extra, non-differentiable
+    outputs."""
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, dHs, dCs=None):
-        h0, c0, Hs, Cs, S, Hin, St, Kh, Kc, *rec = ctx.saved_tensors
-        rec = Recurrent(*rec)
-        need = [bool(n) for n in ctx.needs_input_grad[6:]]  # one per field of Recurrent
+    def forward(cell, keep, carry_h, carry_c, gx, h0, c0, *rec):
+        T, B = gx.shape[:2]
+        Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
+        fields = [_c(t) for t in rec]  # the fields of Recurrent, in order
+        # in inference nothing that only backward needs is stored
+        return tuple(_load().forward(_cell_code(cell), _c(gx), _c(h0), _c(c0), *fields[:4], Kh,
+                                     Kc, *fields[4:], keep))  # Hs, Cs; S, Hin, St for backward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cell, keep, carry_h, carry_c, gx, h0, c0, *rec = inputs
+        Hs, Cs, *kept = output
+        ctx.mark_non_differentiable(*(t for t in kept if t is not None))
+        if keep:
+            ctx.cell = cell
+            # gx and the fields as given are kept for a backward that must itself be
+            # differentiable (no copies: the C++ reads contiguous views of the same data)
+            ctx.save_for_backward(h0, c0, Hs, Cs, *kept, carry_h, carry_c, gx, *rec)
+
+    @staticmethod
+    def backward(ctx, dHs, dCs, *_):
+        h0, c0, Hs, Cs, S, Hin, St, carry_h, carry_c, gx, *rec = ctx.saved_tensors
+        T, B = Hs.shape[:2]
+        Kh, Kc = _carry(carry_h, T, B, Hs.dtype), _carry(carry_c, T, B, Hs.dtype)
+        need = [bool(n) for n in ctx.needs_input_grad[4:]]  # gx, h0, c0, the fields of rec
+        if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
+            return (None, None, None, None, *reference.differentiable_backward(
+                ctx.cell, need, Kh, Kc, gx, h0, c0, Recurrent(*rec), dHs, dCs))
+        rec = Recurrent(*(_c(t) for t in rec))
         dG, dh0, dc0, *rec_grads = _load().backward(
-            ctx.code, dHs.contiguous(), dCs.contiguous() if Cs is not None else None, Hs, Cs,
-            _c(h0), _c(c0), S, Hin, St, rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask, Kh, Kc,
-            rec.ln_hh_weight, rec.ln_c_weight, rec.w_ch, need)
-        rec_grads = [g if n else None for g, n in zip(rec_grads, need)]
-        return (None, None, None, dG, dh0, dc0, *rec_grads)
+            _cell_code(ctx.cell), dHs.contiguous(), dCs.contiguous() if Cs is not None else None,
+            Hs, Cs, _c(h0), _c(c0), S, Hin, St, rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask, Kh,
+            Kc, rec.ln_hh_weight, rec.ln_c_weight, rec.w_ch, need[3:])
+        rec_grads = [g if n else None for g, n in zip(rec_grads, need[3:])]
+        return (None, None, None, None, dG, dh0, dc0, *rec_grads)

@@ -12,9 +12,9 @@ over all T*B rows, which keeps the loop short and lets the GEMMs run at full siz
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from rnnkit.cells import Cell, Recurrent
+from rnnkit.engines import reference
 
 
 def supports(cell: Cell) -> bool:
@@ -49,8 +49,17 @@ def run_python(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=Non
     """The Python implementation: readable, every variant, the fallback. The carries and
     the recurrent-dropout mask are constants: no gradient flows to them."""
     check(cell)
-    out = _FusedRecurrence.apply(cell, carry_h, carry_c, gx, h0, c0, *rec)
-    return (out[0], out[1]) if cell.has_cell_state else (out[0], None)
+    out = _FusedRecurrence.apply(cell, needs_grad(gx, h0, c0, *rec), carry_h, carry_c, gx,
+                                 h0, c0, *rec)
+    return out[0], out[1]
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will ask a Function over ``tensors`` for its backward: what the
+    backward needs is kept only then (nothing in inference). Decided before the
+    Function runs, as torch.func's transforms want (their forward sees no ctx)."""
+    return torch.is_grad_enabled() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
@@ -75,23 +84,38 @@ def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
 
 
 class _FusedRecurrence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, cell, carry_h, carry_c, gx, h0, c0, *rec):
-        rec = Recurrent(*rec)
-        keep = any(ctx.needs_input_grad)
-        Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep)
-        if keep:
-            ctx.cell = cell
-            ctx.save_for_backward(carry_h, carry_c, h0, c0, Hs, Cs, *rec, *saved)
-        return (Hs, Cs) if Cs is not None else (Hs,)
+    """The recurrence as one autograd node: forward without autograd, backward
+    hand-written. In torch.func's form (forward, then setup_context), so that
+    torch.func.grad, jacrev and functional_call run through it; what the backward needs
+    is returned as extra, non-differentiable outputs."""
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, dHs, dCs=None):
+    def forward(cell, keep, carry_h, carry_c, gx, h0, c0, *rec):
+        Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, Recurrent(*rec),
+                                      keep)
+        # an item that is Hs itself goes back as None (no second output of one tensor)
+        return (Hs, Cs, *(None if item is Hs else item for item in saved))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cell, keep, carry_h, carry_c, gx, h0, c0, *rec = inputs
+        Hs, Cs, *saved = output
+        ctx.mark_non_differentiable(*(item for item in saved if item is not None))
+        if keep:
+            ctx.cell = cell
+            # gx is kept for a backward that must itself be differentiable (no copy)
+            ctx.save_for_backward(carry_h, carry_c, h0, c0, Hs, Cs, gx, *rec, *saved)
+
+    @staticmethod
+    def backward(ctx, dHs, dCs, *_):
         cell = ctx.cell
-        carry_h, carry_c, h0, c0, Hs, Cs, *rest = ctx.saved_tensors
+        carry_h, carry_c, h0, c0, Hs, Cs, gx, *rest = ctx.saved_tensors
         rec = Recurrent(*rest[:len(Recurrent._fields)])
-        saved = rest[len(Recurrent._fields):]
+        saved = tuple(Hs if item is None else item for item in rest[len(Recurrent._fields):])
+        need = ctx.needs_input_grad[4:]  # gx, h0, c0 and the fields of rec
+        if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
+            return (None, None, None, None, *reference.differentiable_backward(
+                cell, need, carry_h, carry_c, gx, h0, c0, rec, dHs, dCs))
         T, B = Hs.shape[:2]
         H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])  # (T, B, H_out): state entering step t
         C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
@@ -124,11 +148,11 @@ class _FusedRecurrence(torch.autograd.Function):
             if keep_c is not None:
                 dc_next = dc_next + dc_skip
 
-        need = ctx.needs_input_grad[6:]  # the fields of rec
+        need = need[3:]  # the fields of rec
         grads = {}
         if any(need):
             H_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
             grads = cell.hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
                                             factors, rec)
         rec_grads = [grads.get(name) if n else None for name, n in zip(Recurrent._fields, need)]
-        return (None, None, None, dG, dh_next, dc_next, *rec_grads)
+        return (None, None, None, None, dG, dh_next, dc_next, *rec_grads)

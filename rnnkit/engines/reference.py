@@ -33,3 +33,28 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
         hs.append(h)
         cs.append(c)
     return torch.stack(hs), (torch.stack(cs) if cell.has_cell_state else None)
+
+
+def differentiable_backward(cell: Cell, needs, carry_h, carry_c, gx, h0, c0,
+                            rec: Recurrent, dHs, dCs) -> tuple:
+    """The gradients of a one-direction engine's inputs ``(gx, h0, c0, *rec)`` from those
+    of its outputs, by autograd through this engine's loop, themselves differentiable.
+
+    What a hand-written backward returns when autograd asks for a backward it can
+    differentiate again (``create_graph=True``: gradgradcheck, gradient penalties,
+    Hessian-vector products). The hand-written derivative is exact for first
+    derivatives only; this recomputes the forward from the saved inputs and keeps its
+    graph, so second derivatives are exact too. ``needs`` says, per input, whether its
+    gradient is wanted (None where it is not).
+    """
+    inputs = (gx, h0, c0, *rec)
+    wanted = [i for i, t in enumerate(inputs) if t is not None and needs[i]]
+    with torch.enable_grad():
+        Hs, Cs = run(cell, gx, h0, c0, rec, carry_h, carry_c)
+        outputs, grads = ([Hs, Cs], [dHs, dCs]) if Cs is not None else ([Hs], [dHs])
+        found = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grads,
+                                    create_graph=True, allow_unused=True)
+    result = [None] * len(inputs)
+    for i, g in zip(wanted, found):
+        result[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return tuple(result)

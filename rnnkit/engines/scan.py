@@ -62,7 +62,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.engines.compiled import Extension, _cflags
@@ -229,26 +228,46 @@ def _sequential(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     return torch.stack(hs)
 
 
+def _differentiable_backward(scan, needs_input_grad, a, H, h0, dH):
+    """(da, db, dh0) of h_t = a_t ⊙ h_{t-1} + b_t, written with differentiable operations
+    for a backward that is itself differentiated (``create_graph=True``). The gradient
+    g_t = dH_t + a_{t+1} ⊙ g_{t+1} is the same kind of scan over reversed time, so it
+    runs through ``scan`` (the method's own Function again, whose backward this is: the
+    second derivative follows by the same rule)."""
+    a_next = torch.cat([a[1:], torch.zeros_like(a[:1])])
+    g = scan(a_next.flip(0), dH.flip(0), torch.zeros_like(dH[0])).flip(0)
+    need_a, need_b, need_h0 = needs_input_grad
+    da = torch.cat([(g[0] * h0).unsqueeze(0), g[1:] * H[:-1]]) if need_a else None
+    return da, (g if need_b else None), (a[0] * g[0] if need_h0 else None)
+
+
 class _CompiledScan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, h0):
-        T, shape = a.shape[0], a.shape[1:]
-        N = shape.numel()  # units; explicit, since a view (T, -1) of no units is ambiguous
-        a2 = a.detach().contiguous().view(T, N)
-        H = _load().forward(a2, b.detach().contiguous().view(T, N),
-                            h0.detach().contiguous().view(N))
-        H = H.view(T, *shape)
-        if any(ctx.needs_input_grad):
-            ctx.save_for_backward(a2, H, h0)
-        return H
+    """The C++ scan as one autograd node (torch.func's form: forward, then setup_context)."""
 
     @staticmethod
-    @once_differentiable
+    def forward(a, b, h0):
+        T, shape = a.shape[0], a.shape[1:]
+        N = shape.numel()  # units; explicit, since a view (T, -1) of no units is ambiguous
+        H = _load().forward(a.detach().contiguous().view(T, N),
+                            b.detach().contiguous().view(T, N),
+                            h0.detach().contiguous().view(N))
+        return H.view(T, *shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        a, _, h0 = inputs
+        ctx.save_for_backward(a, output, h0)
+
+    @staticmethod
     def backward(ctx, dH):
-        a2, H, h0 = ctx.saved_tensors
+        a, H, h0 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
+            return _differentiable_backward(_CompiledScan.apply, ctx.needs_input_grad, a, H,
+                                            h0, dH)
         T, shape = H.shape[0], H.shape[1:]
-        N = a2.shape[1]
-        da, db, dh0 = _load().backward(a2, H.view(T, N), h0.detach().contiguous().view(N),
+        N = shape.numel()
+        da, db, dh0 = _load().backward(a.detach().contiguous().view(T, N), H.view(T, N),
+                                       h0.detach().contiguous().view(N),
                                        dH.contiguous().view(T, N))
         need_a, need_b, need_h0 = ctx.needs_input_grad
         return (da.view(T, *shape) if need_a else None, db.view(T, *shape) if need_b else None,
@@ -260,28 +279,44 @@ class _CompiledCoefficients(torch.autograd.Function):
     each way (csrc/scan.cpp restates the cell's math; the tests hold it to the cell)."""
 
     @staticmethod
-    def forward(ctx, cell, gx, valid):
+    def forward(cell, gx, valid):
         T, B, GH = gx.shape
-        rows = gx.detach().contiguous().view(T * B, GH)
-        flags = None if valid is None else valid.expand(T, B, 1).contiguous().view(T * B)
-        code = compiled_coefficients(cell)
-        a, b = _load().coefficients(code, rows, flags)
-        if ctx.needs_input_grad[1]:
-            ctx.code, ctx.gx_shape = code, gx.shape
-            ctx.save_for_backward(rows, flags)
+        a, b = _load().coefficients(compiled_coefficients(cell),
+                                    gx.detach().contiguous().view(T * B, GH), _flags(valid, T, B))
         H = GH // cell.num_gates  # explicit: a view (T, B, -1) of an empty batch is ambiguous
         return a.view(T, B, H), b.view(T, B, H)
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        ctx.cell, gx, valid = inputs
+        ctx.save_for_backward(gx, valid)
+
+    @staticmethod
     def backward(ctx, da, db):
-        rows, flags = ctx.saved_tensors
-        rows_n, H = rows.shape[0], rows.shape[1] // (2 if ctx.code == 0 else 3)
+        gx, valid = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: autograd through the cell's math
+            with torch.enable_grad():
+                a, b = ctx.cell.coefficients(gx)
+                if valid is not None:
+                    a, b = torch.where(valid, a, 1.0), torch.where(valid, b, 0.0)
+                outputs = [(o, g) for o, g in ((a, da), (b, db)) if g is not None]
+                dgx, = torch.autograd.grad([o for o, _ in outputs], gx,
+                                           [g for _, g in outputs], create_graph=True)
+            return None, dgx, None
+        T, B, GH = gx.shape
+        code = compiled_coefficients(ctx.cell)
+        rows = gx.detach().contiguous().view(T * B, GH)
+        rows_n, H = T * B, GH // (2 if code == 0 else 3)
         # a gradient autograd never filled in arrives as None: zeros then
         da = rows.new_zeros(rows_n, H) if da is None else da.contiguous().view(rows_n, H)
         db = rows.new_zeros(rows_n, H) if db is None else db.contiguous().view(rows_n, H)
-        dgx = _load().coefficients_backward(ctx.code, rows, flags, da, db)  # (T*B, G*H)
-        return None, dgx.view(ctx.gx_shape), None
+        dgx = _load().coefficients_backward(code, rows, _flags(valid, T, B), da, db)
+        return None, dgx.view(gx.shape), None
+
+
+def _flags(valid, T: int, B: int):
+    """``valid`` as the C++ reads it: (T*B,) bool, or None."""
+    return None if valid is None else valid.expand(T, B, 1).contiguous().view(T * B)
 
 
 def chunk_size(T: int) -> int:
@@ -330,20 +365,26 @@ def _chunked_reverse(a: Tensor, dH: Tensor) -> Tensor:
 class _SolvedScan(torch.autograd.Function):
     """The scan for the methods whose solves run outside autograd (``chunked``,
     ``triton``): ``solve(a, b, h0)`` forwards, then ``reverse(a, dH)`` gives
-    g_t = dH_t + a_{t+1} ⊙ g_{t+1}, from which every gradient follows."""
+    g_t = dH_t + a_{t+1} ⊙ g_{t+1}, from which every gradient follows. In torch.func's
+    form (forward, then setup_context)."""
 
     @staticmethod
-    def forward(ctx, a, b, h0, solve, reverse):
-        H = solve(a.detach(), b.detach(), h0.detach())
-        if any(ctx.needs_input_grad):
-            ctx.reverse = reverse
-            ctx.save_for_backward(a, H, h0)
-        return H
+    def forward(a, b, h0, solve, reverse):
+        return solve(a.detach(), b.detach(), h0.detach())
 
     @staticmethod
-    @once_differentiable
+    def setup_context(ctx, inputs, output):
+        a, _, h0, ctx.solve, ctx.reverse = inputs
+        ctx.save_for_backward(a, output, h0)
+
+    @staticmethod
     def backward(ctx, dH):
         a, H, h0 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
+            def scan(a_, b_, h0_):
+                return _SolvedScan.apply(a_, b_, h0_, ctx.solve, ctx.reverse)
+            return (*_differentiable_backward(scan, ctx.needs_input_grad[:3], a, H, h0, dH),
+                    None, None)
         g = ctx.reverse(a, dH)
         need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
         da = None

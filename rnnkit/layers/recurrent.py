@@ -3,6 +3,8 @@ engines."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +15,27 @@ from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _chec
                                   _layer_output, _layer_state, _padding, _reverse,
                                   _states_layout, _time_major, _zoneout_rates)
 from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
+
+
+def _autocast_dtype(device: str):
+    """The type autocast computes in on ``device`` now, or None where it is off (the
+    device-taking forms are torch 2.4's; earlier ones name CPU and GPU apart)."""
+    try:
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    except (AttributeError, TypeError):
+        if device == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+@functools.lru_cache(maxsize=None)
+def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dtype:
+    """The type torch.nn's layer of ``mode`` ("LSTM", "GRU", "RNN_TANH"...) returns under
+    autocast to ``low`` on ``device``, asked of torch once (it differs by device and
+    family: on the CPU the LSTM and RNN give ``low``, the GRU float32)."""
+    layer = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)(1, 1, device=device)
+    with torch.no_grad(), torch.autocast(device, dtype=low):
+        return layer(torch.zeros(1, 1, 1, device=device))[0].dtype
 
 
 class _RecurrentLayer(nn.RNNBase):
@@ -84,7 +107,7 @@ class _RecurrentLayer(nn.RNNBase):
                 projected=self.proj_size > 0)
             states = None
         else:
-            output, h_n, c_n, states = self._run_stack(
+            output, h_n, c_n, states = self._run_stack_autocast(
                 DIRECTION_ENGINES[engine], x, h0, c0, lengths)
 
         output = _caller_layout(self, input, output, lengths, packed, unbatched)
@@ -110,11 +133,19 @@ class _RecurrentLayer(nn.RNNBase):
         return state[0], (state[1] if len(state) > 1 else None)
 
     def _native_weights(self):
-        """The parameters in torch.nn's flat order, W_hh DropConnected in training."""
+        """The parameters in torch.nn's flat order, W_hh DropConnected in training.
+
+        Read from the module's attributes at every call, not from torch.nn's cached
+        ``_flat_weights`` list: what an attribute returns now is what the call must use
+        (torch.func.functional_call's substitutes, a parametrization's weight_norm or
+        orthogonal matrix, the parameters torch.export lifts to inputs). Unchanged
+        parameters are the same tensors as the cache's, so cuDNN's flattened buffer
+        still serves them."""
+        weights = [getattr(self, name) for name in self._flat_weights_names]
         if not (self.weight_drop and self.training):
-            return self._flat_weights
+            return weights
         return [F.dropout(w, self.weight_drop) if name.startswith("weight_hh") else w
-                for name, w in zip(self._flat_weights_names, self._flat_weights)]
+                for name, w in zip(self._flat_weights_names, weights)]
 
     def _direction(self, layer: int, direction: int, B: int, x: Tensor):
         """The input-side parameters and the recurrent side of one layer and direction,
@@ -150,6 +181,24 @@ class _RecurrentLayer(nn.RNNBase):
         else:  # the expectation of the training-time mix
             K = x.new_full((1, 1, 1), p).expand(T, B, 1)
         return K if valid is None else torch.where(valid, K, 1.0)
+
+    def _run_stack_autocast(self, run, x, h0, c0, lengths):
+        """:meth:`_run_stack`, under autocast in float32 with the outputs in autocast's
+        type, as torch.nn's recurrent kernels give them.
+
+        Autocast would run the input projection's GEMM in bfloat16 / float16 and leave
+        the engines' hand-written backward, which runs outside autocast, with tensors of
+        two types; the recurrence also adds up T steps, which wants float32 anyway."""
+        device = x.device.type
+        low = _autocast_dtype(device)
+        if low is None:
+            return self._run_stack(run, x, h0, c0, lengths)
+        with torch.autocast(device, enabled=False):
+            output, h_n, c_n, states = self._run_stack(
+                run, x.float(), h0.float(), c0.float() if c0 is not None else None, lengths)
+        dtype = _autocast_output_dtype(self.mode, device, low)
+        cast = (lambda t: t.to(dtype) if t is not None else None)
+        return cast(output), cast(h_n), cast(c_n), States(cast(states.h), cast(states.c))
 
     def _run_stack(self, run, x, h0, c0, lengths):
         """Run layers and directions with a one-direction engine's ``run``."""

@@ -1,0 +1,84 @@
+"""Mixed precision: under CPU bfloat16 autocast every layer, option and engine runs forward
+and backward, computes its recurrence in float32, and gives outputs in the type torch.nn's
+kernels give (bfloat16)."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import rnnkit
+from rnnkit.cli import app
+
+#: (layer class, options) in the matrix; every engine that takes each
+LAYERS = {
+    "rnn": (rnnkit.RNN, {}),
+    "rnn-layer-norm": (rnnkit.RNN, {"layer_norm": True}),
+    "lstm": (rnnkit.LSTM, {}),
+    "lstm-layer-norm": (rnnkit.LSTM, {"layer_norm": True}),
+    "lstm-peephole-proj": (rnnkit.LSTM, {"peephole": True, "proj_size": 2}),
+    "gru": (rnnkit.GRU, {}),
+    "gru-layer-norm": (rnnkit.GRU, {"layer_norm": True}),
+    "gru-cho": (rnnkit.GRU, {"reset_after": False}),
+}
+ENGINES = ("native", "fused-compiled", "fused-python", "reference")
+
+
+def _cases():
+    out = []
+    for name, (cls, options) in LAYERS.items():
+        layer = cls(3, 4, **options)
+        for engine in ENGINES:
+            try:
+                layer.resolve_backend(engine)
+            except ValueError:
+                continue
+            out.append((name, engine))
+    return out
+
+
+@pytest.mark.parametrize("name, engine", _cases())
+def test_bf16_autocast_forward_and_backward(name, engine):
+    cls, options = LAYERS[name]
+    layer = cls(3, 4, **options)
+    x = torch.randn(6, 2, 3)
+    results = []
+    for autocast in (True, False):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, hidden = layer(xi, lengths=[6, 4], backend=engine)
+        h_n = hidden[0] if isinstance(hidden, tuple) else hidden
+        (out.float().sum() + h_n.float().sum()).backward()
+        results.append((out, h_n, xi.grad, [p.grad for p in layer.parameters()]))
+    (out, h_n, dx, grads), (out32, h_n32, dx32, grads32) = results
+    assert dx.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    if engine == "native":  # torch's own kernels, with their GEMMs in bfloat16
+        torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
+        return
+    # as torch.nn's kernels give them: bfloat16, but float32 from the GRU's on the CPU
+    assert out.dtype == h_n.dtype == (torch.float32 if cls is rnnkit.GRU else torch.bfloat16)
+    # the other engines compute in float32 and round the outputs once
+    assert torch.equal(out, out32.to(out.dtype))
+    torch.testing.assert_close(dx, dx32, rtol=1e-6, atol=1e-7)
+    for g, g32 in zip(grads, grads32):
+        torch.testing.assert_close(g, g32, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    (rnnkit.GRU(3, 4, reset_after=False), torch.nn.GRU(3, 4)),
+    (rnnkit.LSTM(3, 4, layer_norm=True), torch.nn.LSTM(3, 4)),
+    (rnnkit.RNN(3, 4, nonlinearity="relu", zoneout=0.1), torch.nn.RNN(3, 4)),
+], ids=["gru", "lstm", "rnn"])
+def test_the_dtype_is_torch_nns(ours, theirs):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(torch.randn(5, 2, 3))[0].dtype == theirs(torch.randn(5, 2, 3))[0].dtype
+
+
+def test_train_with_bf16_and_layer_norm(tmp_path):
+    """rnnkit's own --bf16 with a layer-norm cell trains (its backward used to fail)."""
+    result = CliRunner().invoke(app, [
+        "train", "adding", "--bf16", "--layer-norm", "--seq-len", "10", "--hidden-size", "8",
+        "--max-steps", "3", "--eval-every", "3", "--no-progress", "--batch-size", "4",
+        "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "after 3 steps" in result.output

@@ -1,0 +1,131 @@
+"""rnnkit's layers under PyTorch's transforms that substitute a module's weights: each
+call reads the parameters as the module's attributes give them now, as torch.nn does,
+so torch.func.functional_call, torch.func.grad, parametrizations and torch.export see
+the current weights on every engine."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, grad
+
+import rnnkit
+
+#: rnnkit layer, torch.nn twin (None: no twin), options; the default backend of each
+LAYERS = {
+    "rnn": (rnnkit.RNN, nn.RNN, {}),
+    "lstm": (rnnkit.LSTM, nn.LSTM, {}),
+    "gru": (rnnkit.GRU, nn.GRU, {}),
+    "lstm-proj": (rnnkit.LSTM, nn.LSTM, {"proj_size": 2}),
+    "lstm-layer-norm": (rnnkit.LSTM, None, {"layer_norm": True}),
+    "mingru": (rnnkit.MinGRU, None, {}),
+}
+BACKENDS = ("auto", "native", "fused", "reference")
+
+
+def _layer(name):
+    cls, _, options = LAYERS[name]
+    return cls(3, 4, **options)
+
+
+def _cases():
+    out = []
+    for name in LAYERS:
+        layer = _layer(name)
+        if not hasattr(layer, "resolve_backend"):  # the min layers: one scan engine
+            out.append((name, "auto"))
+            continue
+        for backend in BACKENDS:
+            try:
+                layer.resolve_backend(backend)
+            except ValueError:
+                continue
+            out.append((name, backend))
+    return out
+
+
+def _output(layer, x, backend, params=None):
+    kwargs = {} if backend == "auto" or not hasattr(layer, "resolve_backend") else \
+        {"backend": backend}
+    if params is None:
+        return layer(x, **kwargs)[0]
+    return functional_call(layer, params, (x,), kwargs)[0]
+
+
+@pytest.mark.parametrize("name, backend", _cases())
+def test_functional_call_and_func_grad_use_the_weights_given(name, backend):
+    layer, x = _layer(name), torch.randn(5, 2, 3)
+    others = {k: torch.randn_like(v) for k, v in layer.named_parameters()}
+    loaded = copy.deepcopy(layer)
+    loaded.load_state_dict(others, strict=False)
+    torch.testing.assert_close(_output(layer, x, backend, others), _output(loaded, x, backend))
+
+    params = dict(layer.named_parameters())
+    found = grad(lambda p: _output(layer, x, backend, p).pow(2).sum())(params)
+    _output(layer, x, backend).pow(2).sum().backward()
+    for key, value in params.items():
+        torch.testing.assert_close(found[key], value.grad, msg=key)
+
+
+@pytest.mark.parametrize("parametrization", ["weight_norm", "orthogonal", "spectral_norm"])
+@pytest.mark.parametrize("name", [n for n, (_, twin, _) in LAYERS.items() if twin])
+def test_parametrizations_reach_the_kernels_as_in_torch_nn(name, parametrization):
+    cls, twin, options = LAYERS[name]
+    ours, theirs = cls(3, 4, **options), twin(3, 4, **options)
+    theirs.load_state_dict(ours.state_dict())
+    plain = copy.deepcopy(ours)
+    for layer in (ours, theirs):
+        torch.manual_seed(1)  # spectral_norm's starting vector
+        getattr(nn.utils.parametrizations, parametrization)(layer, "weight_hh_l0")
+        layer.eval()  # spectral_norm: no power iteration per call
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(ours(x)[0], theirs(x)[0], rtol=1e-5, atol=1e-6)
+    if parametrization != "weight_norm":  # which starts at the same weight
+        assert (ours(x)[0] - plain(x)[0]).abs().max() > 1e-6  # the weight it makes counts
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_an_exported_program_takes_new_weights(name):
+    """torch.export (non-strict) lifts the parameters to inputs: a state_dict loaded into
+    the exported module afterwards is what it computes with."""
+    layer, x = _layer(name), torch.randn(5, 2, 3)
+    exported = torch.export.export(layer, (x,), strict=False).module()
+    others = {k: torch.randn_like(v) for k, v in layer.state_dict().items()}
+    exported.load_state_dict(others)
+    layer.load_state_dict(others)
+    torch.testing.assert_close(exported(x)[0], layer(x)[0])
+
+
+class _Regressor(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.rnn, self.head = layer, nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][-1])
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(3, 4), lambda: rnnkit.GRU(3, 4, layer_norm=True),
+                                  lambda: rnnkit.MinGRU(3, 4)], ids=["lstm-native", "gru-layer-norm",
+                                                                     "mingru"])
+def test_torch_compile_trains_as_eager(make):
+    """torch.compile (default mode) of a model that trains the layer on its input: the
+    same losses and weights as eager, step by step."""
+    torch.manual_seed(0)
+    eager = _Regressor(make())
+    compiled_model = copy.deepcopy(eager)
+    step = torch.compile(compiled_model)
+    optimisers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (eager, compiled_model)]
+    for i in range(3):
+        x, y = torch.randn(5, 2, 3, requires_grad=True), torch.randn(2, 1)
+        losses = []
+        for model, run, opt in zip((eager, compiled_model), (eager, step), optimisers):
+            loss = (run(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(eager.parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
