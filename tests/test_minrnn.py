@@ -470,7 +470,7 @@ def test_layers_and_cells_refuse_bad_arguments():
         layer(torch.randn(2, 1, 5))
     with pytest.raises(ValueError, match=r"input must be 3-D.*got 4-D"):
         layer(torch.randn(2, 1, 1, 3))
-    with pytest.raises(TypeError, match=r"input dtype torch.float64.*torch.float32"):
+    with pytest.raises(TypeError, match=r"input dtype \(torch.float64\).*torch.float32"):
         layer(torch.randn(2, 1, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"at least one time step"):
         layer(torch.randn(0, 1, 3))

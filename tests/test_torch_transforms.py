@@ -129,3 +129,30 @@ def test_torch_compile_trains_as_eager(make):
         torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     for a, b in zip(eager.parameters(), compiled_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+#: layers whose engines are rnnkit's own (the C++ loops and scan, which a tracer cannot
+#: see into, give way to their Python twins while tracing)
+TRACED = {
+    "lstm-layer-norm": lambda: rnnkit.LSTM(3, 4, layer_norm=True),
+    "gru-fused": lambda: rnnkit.GRU(3, 4, backend="fused"),
+    "minlstm": lambda: rnnkit.MinLSTM(3, 4),
+}
+
+
+@pytest.mark.parametrize("how", ["compile-fullgraph", "export-strict", "export-non-strict"])
+@pytest.mark.parametrize("name", list(TRACED))
+def test_compile_fullgraph_and_export_trace_rnnkits_own_engines(name, how):
+    layer, x = TRACED[name]().eval(), torch.randn(5, 2, 3)
+    if how == "compile-fullgraph":
+        torch._dynamo.reset()
+        got = torch.compile(layer, fullgraph=True)(x)[0]
+    else:
+        got = torch.export.export(layer, (x,), strict=how == "export-strict").module()(x)[0]
+    torch.testing.assert_close(got, layer(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_the_compiled_engines_say_why_they_cannot_be_traced():
+    with pytest.raises(Exception, match="cannot see inside the C\\+\\+ loop"):
+        torch.export.export(rnnkit.GRU(3, 4, backend="fused-compiled"), (torch.randn(5, 2, 3),),
+                            strict=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit._tracing import mul_into
 from rnnkit.cells.base import Cell, Recurrent, sigmoid_grad, tanh_grad
 
 
@@ -86,13 +87,13 @@ class GRUStep(Cell):
         B, H = dh.shape
         z = factors["z"]
         if self.reset_after:
-            torch.mul(dh.unsqueeze(1), factors["dh_to_gx"], out=dgx.view(B, 3, H))
-            torch.mul(dh.unsqueeze(1), factors["dh_to_gh"], out=dgh.view(B, 3, H))
+            mul_into(dgx.view(B, 3, H), dh.unsqueeze(1), factors["dh_to_gx"])
+            mul_into(dgh.view(B, 3, H), dh.unsqueeze(1), factors["dh_to_gh"])
             # through z ⊙ h_prev, and through W_hh h_in
             return self.recurrent_backward(dgh, factors, rec, dgh_raw).addcmul_(dh, z), None
-        torch.mul(dh.unsqueeze(1), factors["dh_to_zn"], out=dgx[:, H:].view(B, 2, H))
+        mul_into(dgx[:, H:].view(B, 2, H), dh.unsqueeze(1), factors["dh_to_zn"])
         drh = dgx[:, 2 * H:].mm(rec.w_hh[2 * H:])  # through W_hn (r ⊙ h_in)
-        torch.mul(drh, factors["drh_to_r"], out=dgx[:, :H])
+        mul_into(dgx[:, :H], drh, factors["drh_to_r"])
         dh_in = torch.addmm(drh * factors["r"], dgx[:, :2 * H], rec.w_hh[:2 * H])
         if rec.h_mask is not None:
             dh_in = dh_in * rec.h_mask

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit._tracing import mul_into
 from rnnkit.cells.base import (Cell, Recurrent, _sum_steps, layer_norm, layer_norm_backward,
                                layer_norm_param_grads, sigmoid_grad, tanh_grad)
 
@@ -100,8 +101,8 @@ class LSTMStep(Cell):
                                           factors["mean_c"], factors["rstd_c"], rec.ln_c_weight)
         if "du_to_c" in factors:  # through tanh(c), and the peephole of o
             dc = torch.addcmul(dc, du, factors["du_to_c"])
-        torch.mul(dc.unsqueeze(1), factors["dc_to_ifg"], out=dgx[:, :3 * H].view(B, 3, H))
-        torch.mul(du, factors["du_to_o"], out=dgx[:, 3 * H:])
+        mul_into(dgx[:, :3 * H].view(B, 3, H), dc.unsqueeze(1), factors["dc_to_ifg"])
+        mul_into(dgx[:, 3 * H:], du, factors["du_to_o"])
         dh_prev = self.recurrent_backward(dgh, factors, rec, dgh_raw)
         return dh_prev, dc * factors["dc_to_cprev"]  # through f ⊙ c_prev (and peepholes)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit._tracing import mul_into
 from rnnkit.cells.base import Cell, Recurrent, sigmoid_grad, tanh_grad
 
 NONLINEARITIES = ("tanh", "relu", "sigmoid")
@@ -26,8 +27,8 @@ class RNNStep(Cell):
     def __init__(self, nonlinearity: str = "tanh", *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)
         if nonlinearity not in NONLINEARITIES:
-            raise ValueError(
-                f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+            raise ValueError(f"Unknown nonlinearity {nonlinearity!r}: nonlinearity must be one "
+                             f"of {NONLINEARITIES}")
         self.nonlinearity = nonlinearity
         self._act = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}[
             nonlinearity]
@@ -48,7 +49,7 @@ class RNNStep(Cell):
         return {"act_grad": act_grad, **self.recurrent_factors(saved[1:])}
 
     def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
-        torch.mul(dh, factors["act_grad"], out=dgx)  # through the activation
+        mul_into(dgx, dh, factors["act_grad"])  # through the activation
         return self.recurrent_backward(dgh, factors, rec, dgh_raw), None
 
     def __repr__(self):

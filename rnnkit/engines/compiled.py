@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 
+from rnnkit._tracing import is_tracing
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.engines import fused, reference
 
@@ -240,6 +241,10 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
         raise ValueError(f"the compiled fused engine cannot run {cell!r} on "
                          f"{getattr(gx, 'dtype', type(gx))} {getattr(gx, 'device', '')} "
                          f"input with these recurrent fields; check supports() first")
+    if is_tracing(gx):
+        raise ValueError("backend='fused-compiled': torch.compile, torch.export and "
+                         "torch.jit.trace cannot see inside the C++ loop; use "
+                         "backend='fused', which they trace through its Python loop")
     if _load() is None:
         raise RuntimeError("the compiled fused engine is not built (see the warning "
                            "above); check available() first")

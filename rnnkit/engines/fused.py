@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from rnnkit._tracing import is_tracing, mul_into
 from rnnkit.cells import Cell, Recurrent
 from rnnkit.engines import reference
 
@@ -39,8 +40,9 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     from rnnkit.engines import compiled
 
     check(cell)
-    # supports() first: it is free, while available() may start the one-time build
-    if compiled.supports(cell, rec, gx) and compiled.available():
+    # supports() first: it is free, while available() may start the one-time build; a
+    # tracer cannot see inside the C++ loop, so it records the Python one
+    if compiled.supports(cell, rec, gx) and not is_tracing(gx) and compiled.available():
         return compiled.run(cell, gx, h0, c0, rec, carry_h, carry_c)
     return run_python(cell, gx, h0, c0, rec, carry_h, carry_c)
 
@@ -136,7 +138,7 @@ class _FusedRecurrence(torch.autograd.Function):
             dh = dHs[t] + dh_next  # from the outputs / states at t, and from step t+1
             dc = dCs[t] + dc_next if Cs is not None else None
             if keep_h is not None:
-                dh_skip, dh = dh * carry_h[t], torch.mul(dh, keep_h[t], out=dH[t])
+                dh_skip, dh = dh * carry_h[t], mul_into(dH[t], dh, keep_h[t])
             else:
                 dH[t] = dh
             if keep_c is not None:

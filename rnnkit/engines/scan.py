@@ -63,6 +63,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit._tracing import addcmul_into, is_tracing, mul_into
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.engines.compiled import Extension, _cflags
 
@@ -105,21 +106,17 @@ def check_method(method) -> str:
     return method
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-
-
 def resolve(method: str, like: Tensor) -> str:
     """The method a call runs: ``method`` itself, or for ``auto`` the fastest one
     measured for ``like``'s device and dtype. Raises ValueError where ``compiled`` or
     ``triton`` was asked for and cannot run."""
     check_method(method)
-    if _tracing():
-        return "sequential"
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return "sequential"  # ONNX has no scan of this kind: the loop unrolls
     if method == "auto":
-        if compiled_supports(like) and available():
+        if compiled_supports(like) and not is_tracing(like) and available():
             return "compiled"
-        return "chunked"
+        return "chunked"  # also where torch.compile or torch.export traces the call
     if method == "triton":
         kernels = _triton_kernels()
         if not kernels.supports(like):
@@ -128,6 +125,9 @@ def resolve(method: str, like: Tensor) -> str:
                              f"float32 or float64, got {like.dtype} on {like.device}; use "
                              f"scan='auto' or 'chunked'")
     if method == "compiled":
+        if is_tracing(like):
+            raise ValueError("scan='compiled': torch.compile and torch.export cannot see "
+                             "inside the C++ scan; use scan='auto' or 'chunked'")
         if not compiled_supports(like):
             raise ValueError(f"scan='compiled' runs on the CPU in float32 or float64, got "
                              f"{like.dtype} on {like.device}; use scan='auto' or 'chunked'")
@@ -208,7 +208,8 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
     (b = 0), but not for every step up to some t of a unit: then logcumsumexp is -inf
     there and its gradient undefined (a sample's first step is never padding).
     """
-    if _tracing():  # logcumsumexp has no ONNX operator: trace the loop instead
+    # logcumsumexp has no ONNX operator: trace the loop instead
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return _sequential(torch.exp(log_a), torch.exp(log_b), h0)
     a_star = torch.cumsum(log_a, 0)  # (T, ...), ≤ 0
     h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 0))
@@ -342,8 +343,8 @@ def _chunked_solve(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     local, A = torch.empty_like(b), torch.empty_like(a)  # (n, C, ...)
     local[:, 0], A[:, 0] = b[:, 0], a[:, 0]
     for j in range(1, C):
-        torch.addcmul(b[:, j], a[:, j], local[:, j - 1], out=local[:, j])
-        torch.mul(a[:, j], A[:, j - 1], out=A[:, j])
+        addcmul_into(local[:, j], b[:, j], a[:, j], local[:, j - 1])
+        mul_into(A[:, j], a[:, j], A[:, j - 1])
     # 2. the state entering each chunk, chunk after chunk: n steps
     starts = torch.empty_like(b[:, 0])  # (n, ...)
     s = h0
@@ -390,7 +391,7 @@ class _SolvedScan(torch.autograd.Function):
         da = None
         if need_a:  # through a_t ⊙ h_{t-1}
             da = torch.empty_like(g)
-            torch.mul(g[1:], H[:-1], out=da[1:])
-            torch.mul(g[0], h0, out=da[0])
+            mul_into(da[1:], g[1:], H[:-1])
+            mul_into(da[0], g[0], h0)
         dh0 = a[0] * g[0] if need_h0 else None  # through a_1 ⊙ h_0
         return da, (g if need_b else None), dh0, None, None

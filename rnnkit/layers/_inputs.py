@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from rnnkit._errors import DTypeError, ShapeError
 from rnnkit.engines import BACKENDS
 
 
@@ -120,24 +121,30 @@ def _time_major(layer, input, lengths):
 def _check_input(layer, x: Tensor, given: Tensor):
     """x (T, B, I) time-major, ``given`` as the caller passed it (for the message)."""
     if x.shape[-1] != layer.input_size:
-        raise ValueError(f"input must have {layer.input_size} features (input_size) in "
-                         f"its last dimension, got shape {tuple(given.shape)}")
+        raise ShapeError(f"input must have {layer.input_size} features (input_size) in its "
+                         f"last dimension, got shape {tuple(given.shape)} (input.size(-1) "
+                         f"must be equal to input_size. Expected {layer.input_size}, got "
+                         f"{x.shape[-1]})")
     if x.shape[0] == 0:
-        raise ValueError("input must have at least one time step, got a sequence of length 0")
+        raise ShapeError("input must have at least one time step, got a sequence of length 0 "
+                         "(Expected sequence length to be larger than 0 in RNN)")
     weight = layer.weight_ih_l0
     if x.dtype != weight.dtype:
-        raise TypeError(f"input dtype {x.dtype} does not match the weights' dtype {weight.dtype}")
+        raise DTypeError(f"input dtype ({x.dtype}) does not match weight dtype "
+                         f"({weight.dtype}): convert the input, input.to({weight.dtype}), or "
+                         f"the layer")
     if x.device != weight.device:
         raise ValueError(f"input is on {x.device} but the layer's weights are on "
                          f"{weight.device}: move one of them (.to(device))")
 
 
 def _check_state(hx, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], x: Tensor,
-                 owner: str, hint: str = "") -> list[Tensor]:
+                 owner: str, hint: str = "", torch_words=None) -> list[Tensor]:
     """``hx`` checked as torch.nn checks it, for every layer and cell module: a tensor
     (one name) or a tuple of tensors (two names, h and c), each of its shape in
     ``shapes`` and of ``x``'s dtype and device; returned as a list. ``hint`` says what
-    the shape's dimensions are."""
+    the shape's dimensions are; ``torch_words(i, got, shape)``, torch.nn's message for
+    state ``i`` of the wrong shape."""
     if len(names) == 2:
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2
                 and all(isinstance(t, Tensor) for t in hx)):
@@ -151,7 +158,10 @@ def _check_state(hx, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]
         state = [hx]
     for name, t, shape in zip(names, state, shapes):
         if tuple(t.shape) != shape:
-            raise ValueError(f"hx's {name} must have shape {shape}{hint}, got {tuple(t.shape)}")
+            words = f" ({torch_words(names.index(name), tuple(t.shape), shape)})" \
+                if torch_words else ""
+            raise ShapeError(f"hx's {name} must have shape {shape}{hint}, got "
+                             f"{tuple(t.shape)}{words}")
         if t.dtype != x.dtype or t.device != x.device:
             raise TypeError(f"hx's {name} must match the input's dtype and device "
                             f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
@@ -165,8 +175,12 @@ def _layer_state(layer, hx, x: Tensor, unbatched: bool, sizes: tuple[int, ...]) 
     lead = (LD,) if unbatched else (LD, x.shape[1])
     names = ("h_0", "c_0")[:len(sizes)]
     hint = f" (num_layers * num_directions, {'' if unbatched else 'batch, '}size)"
+    def torch_words(i, got, shape):
+        which = "" if len(sizes) == 1 else f"[{i}]"
+        return f"Expected hidden{which} size {shape}, got {list(got)}"
+
     state = _check_state(hx, names, tuple((*lead, n) for n in sizes), x,
-                         type(layer).__name__, hint)
+                         type(layer).__name__, hint, torch_words)
     return [t.unsqueeze(1) if unbatched else t for t in state]
 
 
@@ -177,7 +191,14 @@ def _cell_state(module, hx, x: Tensor, unbatched: bool, names: tuple[str, ...]) 
     if hx is None:
         return [x.new_zeros(B, H) for _ in names]
     shape = (H,) if unbatched else (B, H)
-    state = _check_state(hx, names, (shape,) * len(names), x, type(module).__name__)
+
+    def torch_words(i, got, shape):
+        if len(got) == len(shape) == 2 and got[0] != B:
+            return f"Input batch size {B} doesn't match hidden{i} batch size {got[0]}"
+        return f"hidden{i} has inconsistent hidden_size: got {got[-1]}, expected {H}"
+
+    state = _check_state(hx, names, (shape,) * len(names), x, type(module).__name__,
+                         torch_words=torch_words)
     return [s.unsqueeze(0) if unbatched else s for s in state]
 
 
@@ -190,14 +211,16 @@ def _cell_input(cell, input) -> tuple[Tensor, bool]:
         raise ValueError(f"input must be 2-D (batch, input_size) or 1-D (input_size,), "
                          f"got shape {tuple(input.shape)}")
     if input.shape[-1] != cell.input_size:
-        raise ValueError(f"input must have {cell.input_size} features (input_size), "
-                         f"got shape {tuple(input.shape)}")
+        raise ShapeError(f"input must have {cell.input_size} features (input_size), got "
+                         f"shape {tuple(input.shape)} (input has inconsistent input_size: "
+                         f"got {input.shape[-1]} expected {cell.input_size})")
     if input.device != cell.weight_ih.device:
         raise ValueError(f"input is on {input.device} but the cell's weights are on "
                          f"{cell.weight_ih.device}: move one of them (.to(device))")
     if input.dtype != cell.weight_ih.dtype:
-        raise TypeError(f"input dtype {input.dtype} does not match the weights' "
-                        f"dtype {cell.weight_ih.dtype}")
+        raise DTypeError(f"input dtype ({input.dtype}) does not match weight dtype "
+                         f"({cell.weight_ih.dtype}): convert the input, "
+                         f"input.to({cell.weight_ih.dtype}), or the cell")
     unbatched = input.dim() == 1
     return (input.unsqueeze(0) if unbatched else input), unbatched
 

@@ -326,6 +326,12 @@ _LSTM_CHRONO = "b_f = log U(1, t_max - 1), b_i = -b_f"
 _GRU_CHRONO = "b_z = log U(1, t_max - 1), z keeping h_{t-1}"
 
 
+def _no_projection(proj_size):
+    """torch.nn.RNN and GRU take ``proj_size`` only to refuse it: the same error here."""
+    if proj_size != 0:
+        raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+
+
 class RNN(_RecurrentLayer):
     __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 """ + _LAYER_DOC.format(
@@ -347,7 +353,8 @@ class RNN(_RecurrentLayer):
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
                  *, layer_norm: bool = False, zoneout: float = 0.0,
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
-                 init: str = "default", backend: str = "auto"):
+                 init: str = "default", backend: str = "auto", proj_size: int = 0):
+        _no_projection(proj_size)
         cell = cells.RNNStep(nonlinearity, layer_norm=layer_norm)
         mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
         super().__init__(mode, cell, input_size, hidden_size, num_layers, bias, batch_first,
@@ -423,7 +430,9 @@ class GRU(_RecurrentLayer):
                  bidirectional: bool = False, device=None, dtype=None, *,
                  reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
-                 init: str = "default", t_max: float | None = None, backend: str = "auto"):
+                 init: str = "default", t_max: float | None = None, backend: str = "auto",
+                 proj_size: int = 0):
+        _no_projection(proj_size)
         cell = cells.GRUStep(reset_after, layer_norm=layer_norm)
         super().__init__("GRU", cell, input_size, hidden_size, num_layers, bias,
                          batch_first, dropout, bidirectional, 0, device, dtype,

@@ -1,0 +1,47 @@
+"""Whether a call is being traced: torch.compile, torch.export (strict, or non-strict on
+FakeTensors), torch.jit.trace or the ONNX export (private).
+
+The C++ loops and scan are opaque to those tracers (they read data pointers, which a
+FakeTensor lacks, and dynamo cannot look inside them), so while tracing, the engines run
+their Python implementations: the same recurrence, written in torch operations the
+tracer records. Those write some results in place into strided views (``out=``), which
+dynamo cannot record: :func:`mul_into` and :func:`addcmul_into` do it another way then.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    if is_compiling is None:
+        return torch._dynamo.is_compiling()
+    return is_compiling()
+
+
+def is_tracing(like: Tensor | None = None) -> bool:
+    """Whether this call is being traced (see the module docstring); ``like``, a tensor
+    of the call, tells a FakeTensor trace."""
+    if _compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    if like is None:
+        return False
+    from torch._subclasses.fake_tensor import is_fake
+
+    return is_fake(like)
+
+
+def mul_into(out: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``out`` = a ⊙ b in place, with no temporary; while tracing, by a copy."""
+    if _compiling():
+        return out.copy_(a * b)
+    return torch.mul(a, b, out=out)
+
+
+def addcmul_into(out: Tensor, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``out`` = x + a ⊙ b in place, with no temporary; while tracing, by a copy."""
+    if _compiling():
+        return out.copy_(torch.addcmul(x, a, b))
+    return torch.addcmul(x, a, b, out=out)
