@@ -10,6 +10,9 @@ __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MinGRU", "MinLSTM",
            "MinGRUCell", "MinLSTMCell", "States", "Cell", "Recurrent",
-           "batchify", "detach_state", "tbptt_chunks", "testing"]
+           "batchify", "detach_state", "tbptt_chunks", "testing", "quantize",
+           "quantize_dynamic"]
 
 from rnnkit import testing  # after the layers, which it tests
+from rnnkit import quantize  # after the layers, which it wraps
+from rnnkit.quantize import quantize_dynamic

@@ -1,0 +1,88 @@
+"""rnnkit.quantize_dynamic: int8 weight matrices (one scale per row) for every recurrent
+module, torch's dynamic int8 Linear for the heads; the same call contract, outputs
+within the int8 rounding of the weights."""
+
+import io
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.models import LanguageModel, SequenceClassifier
+from test_custom_cell import HandWrittenCIFG
+
+MODULES = {
+    "rnn-relu": (lambda: rnnkit.RNN(6, 8, nonlinearity="relu", num_layers=2), (7, 3, 6)),
+    "lstm-proj-bidirectional": (lambda: rnnkit.LSTM(6, 8, proj_size=3, bidirectional=True),
+                                (7, 3, 6)),
+    "lstm-layer-norm-peephole": (lambda: rnnkit.LSTM(6, 8, layer_norm=True, peephole=True),
+                                 (7, 3, 6)),
+    "gru-cho": (lambda: rnnkit.GRU(6, 8, reset_after=False), (7, 3, 6)),
+    "mingru": (lambda: rnnkit.MinGRU(6, 8), (7, 3, 6)),
+    "minlstm": (lambda: rnnkit.MinLSTM(6, 8), (7, 3, 6)),
+    "user-cell": (lambda: rnnkit.Recurrent(HandWrittenCIFG(), 6, 8), (7, 3, 6)),
+    "lstm-cell": (lambda: rnnkit.LSTMCell(6, 8), (3, 6)),
+    "gru-cell-layer-norm": (lambda: rnnkit.GRUCell(6, 8, layer_norm=True), (3, 6)),
+}
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_every_recurrent_module_quantizes(name):
+    make, shape = MODULES[name]
+    module = make().eval()
+    x = torch.randn(*shape)
+    small = rnnkit.quantize_dynamic(module)
+    assert module.weight_ih_l0.dtype == torch.float32 if hasattr(module, "weight_ih_l0") \
+        else True  # the original is left as it was
+    matrices = [k for k, v in small.state_dict().items()
+                if v.dim() == 2 and not k.endswith("_scale")]
+    assert matrices and all(small.state_dict()[k].dtype == torch.int8 for k in matrices)
+    # each weight is within half a step of its row's int8 grid: the output moves by
+    # about that much, no more
+    expected, got = _first(module(x)), _first(small(x))
+    assert (got - expected).abs().max() < 0.05
+    assert (got - expected).abs().max() > 0  # the weights did change
+    for name_, w in module.named_parameters():
+        if w.dim() == 2:
+            back = small.dequantized()[name_]
+            step = w.abs().amax(1, keepdim=True) / 127
+            assert ((back - w).abs() <= step / 2 + 1e-7).all()
+
+
+def test_the_call_contract_is_the_layers():
+    layer = rnnkit.LSTM(4, 5, batch_first=True).eval()
+    small = rnnkit.quantize_dynamic(layer)
+    x = torch.randn(2, 6, 4)
+    out, (h, c), states = small(x, lengths=[6, 3], return_states=True, backend="fused")
+    assert out.shape == (2, 6, 5) and states.c.shape == (1, 2, 6, 5)
+    assert small.hidden_size == 5 and small.cell.has_cell_state
+
+
+def test_a_language_model_is_smaller_and_runs():
+    model = LanguageModel(vocab_size=60, hidden_size=64, num_layers=2).eval()
+    small = rnnkit.quantize_dynamic(model)
+
+    def size(m):
+        buffer = io.BytesIO()
+        torch.save(m.state_dict(), buffer)
+        return buffer.tell()
+
+    assert size(small) < size(model) * 0.4  # the embedding stays float
+    ids = torch.randint(0, 60, (2, 20))
+    logits, _ = small(ids)
+    assert (logits - model(ids)[0]).abs().max() < 0.05
+    assert isinstance(small.head, torch.ao.nn.quantized.dynamic.Linear)  # int8 GEMMs
+    classifier = rnnkit.quantize_dynamic(SequenceClassifier(num_classes=3, vocab_size=20,
+                                                            cell="gru"))
+    assert classifier(torch.randint(0, 20, (2, 5)), [5, 2]).shape == (2, 3)
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        rnnkit.quantize_dynamic("model")
+    with pytest.raises(TypeError, match="rnnkit recurrent layer"):
+        rnnkit.quantize.QuantizedRecurrent(torch.nn.LSTM(2, 3))
