@@ -228,7 +228,8 @@ def train(
                              "(default runs/TASK)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint, "
                                 "with the run's own settings; only --max-steps, --max-time, "
-                                "--eval-every, --patience, --device and --progress may change."),
+                                "--eval-every, --patience, --device, --compile and --progress "
+                                "may change."),
     overwrite: bool = typer.Option(False, help="Replace the run already in --out (its "
                                    "checkpoints, metrics and plots); without it, a folder "
                                    "holding a run is refused."),
@@ -286,6 +287,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Evaluate and checkpoint every N steps (default 200)."),
     patience: Optional[int] = typer.Option(None, help="Early stopping after N evaluations without improvement."),
     bf16: Optional[bool] = typer.Option(None, help="bfloat16 autocast."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                           help="Train through torch.compile."),
     seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
@@ -328,7 +331,7 @@ def train(
                  pooling=pooling, skip_lags=skip_lags, relative=relative, season=season,
                  init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, clip_grad_norm=clip_grad_norm, eval_every=eval_every,
-                 patience=patience, bf16=bf16, seed=seed, device=device)
+                 patience=patience, bf16=bf16, compile=compile, seed=seed, device=device)
     settings.update({k: v for k, v in flags.items() if v is not None})
     if settings.get("clip_grad_norm") == 0:  # off
         settings["clip_grad_norm"] = None

@@ -7,39 +7,12 @@ import torch
 from typer.testing import CliRunner
 
 import rnnkit
+from configurations import CONFIGURATIONS, engine_cases
 from rnnkit.cli import app
 
-#: (layer class, options) in the matrix; every engine that takes each
-LAYERS = {
-    "rnn": (rnnkit.RNN, {}),
-    "rnn-layer-norm": (rnnkit.RNN, {"layer_norm": True}),
-    "lstm": (rnnkit.LSTM, {}),
-    "lstm-layer-norm": (rnnkit.LSTM, {"layer_norm": True}),
-    "lstm-peephole-proj": (rnnkit.LSTM, {"peephole": True, "proj_size": 2}),
-    "gru": (rnnkit.GRU, {}),
-    "gru-layer-norm": (rnnkit.GRU, {"layer_norm": True}),
-    "gru-cho": (rnnkit.GRU, {"reset_after": False}),
-}
-ENGINES = ("native", "fused-compiled", "fused-python", "reference")
-
-
-def _cases():
-    out = []
-    for name, (cls, options) in LAYERS.items():
-        layer = cls(3, 4, **options)
-        for engine in ENGINES:
-            try:
-                layer.resolve_backend(engine)
-            except ValueError:
-                continue
-            out.append((name, engine))
-    return out
-
-
-@pytest.mark.parametrize("name, engine", _cases())
+@pytest.mark.parametrize("name, engine", engine_cases())
 def test_bf16_autocast_forward_and_backward(name, engine):
-    cls, options = LAYERS[name]
-    layer = cls(3, 4, **options)
+    layer = CONFIGURATIONS[name].make()
     x = torch.randn(6, 2, 3)
     results = []
     for autocast in (True, False):
@@ -56,7 +29,8 @@ def test_bf16_autocast_forward_and_backward(name, engine):
         torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
         return
     # as torch.nn's kernels give them: bfloat16, but float32 from the GRU's on the CPU
-    assert out.dtype == h_n.dtype == (torch.float32 if cls is rnnkit.GRU else torch.bfloat16)
+    gru = CONFIGURATIONS[name].layer is rnnkit.GRU
+    assert out.dtype == h_n.dtype == (torch.float32 if gru else torch.bfloat16)
     # the other engines compute in float32 and round the outputs once
     assert torch.equal(out, out32.to(out.dtype))
     torch.testing.assert_close(dx, dx32, rtol=1e-6, atol=1e-7)

@@ -8,47 +8,16 @@ import torch
 from torch.func import functional_call
 
 import rnnkit
-from rnnkit.engines import choose
-from test_custom_cell import HandWrittenCIFG
+from configurations import CONFIGURATIONS, engine_cases
 
 f64 = torch.float64
 
-#: (name, layer maker, the engines to check): each engine that takes the layer's cell
-LAYERS = {
-    "rnn": lambda: rnnkit.RNN(2, 2, dtype=f64),
-    "rnn-layer-norm": lambda: rnnkit.RNN(2, 2, layer_norm=True, dtype=f64),
-    "lstm": lambda: rnnkit.LSTM(2, 2, dtype=f64),
-    "lstm-layer-norm": lambda: rnnkit.LSTM(2, 2, layer_norm=True, dtype=f64),
-    "lstm-peephole-proj-bidirectional": lambda: rnnkit.LSTM(
-        2, 3, peephole=True, proj_size=2, bidirectional=True, dtype=f64),
-    "gru": lambda: rnnkit.GRU(2, 2, dtype=f64),
-    "gru-layer-norm": lambda: rnnkit.GRU(2, 2, layer_norm=True, dtype=f64),
-    "gru-cho-zoneout-eval": lambda: rnnkit.GRU(2, 2, reset_after=False, zoneout=0.3,
-                                               dtype=f64).eval(),
-    "user-cell": lambda: rnnkit.Recurrent(HandWrittenCIFG(), 2, 2, dtype=f64),
-}
-ENGINES = ("native", "fused-compiled", "fused-python", "reference")
 
-
-def _usable(layer):
-    found = []
-    for engine in ENGINES:
-        try:
-            choose(layer.cell, engine, extras=layer._extras())
-        except ValueError:
-            continue
-        found.append(engine)
-    return found
-
-
-def _cases():
-    return [(name, engine) for name, make in LAYERS.items() for engine in _usable(make())]
-
-
-@pytest.mark.parametrize("name, engine", _cases())
+@pytest.mark.parametrize("name, engine", engine_cases())
 def test_second_derivatives_of_every_engine(name, engine):
-    """gradgradcheck over the input, the initial state and W_hh, with lengths."""
-    layer = LAYERS[name]()
+    """gradgradcheck over the input, the initial state and W_hh, both directions, with
+    lengths."""
+    layer = CONFIGURATIONS[name].make(2, 3, bidirectional=True, dtype=f64)
     x = torch.randn(3, 2, 2, dtype=f64, requires_grad=True)
     D = 2 if layer.bidirectional else 1
     h0 = torch.randn(D, 2, layer.proj_size or layer.hidden_size, dtype=f64,

@@ -11,6 +11,7 @@ import torch
 import rnnkit
 from rnnkit import cells
 from rnnkit.engines import choose, compiled, fused, native
+from configurations import CONFIGURATIONS
 from helpers import assert_all_close
 
 #: every built-in cell family that the one-direction engines run, with the values each
@@ -34,7 +35,7 @@ def _configurations():
             yield family, layer, options
 
 
-CONFIGURATIONS = list(_configurations())
+FAMILY_OPTIONS = list(_configurations())
 
 
 def test_every_cell_family_has_its_options_listed():
@@ -45,7 +46,7 @@ def test_every_cell_family_has_its_options_listed():
     assert built_in - SCAN_FAMILIES == set(FAMILIES)
     for family, (_, domains) in FAMILIES.items():
         assert set(family.options) == set(domains), family
-    keys = {family(**options).key for family, _, options in CONFIGURATIONS}
+    keys = {family(**options).key for family, _, options in FAMILY_OPTIONS}
     assert native.KEYS <= keys and set(compiled.CODES) <= keys
 
 
@@ -60,8 +61,8 @@ def _run(layer, x, backend):
     return [out, *states, x.grad, *(p.grad for p in layer.parameters())]
 
 
-@pytest.mark.parametrize("family, layer, options", CONFIGURATIONS,
-                         ids=[repr(f(**o)) for f, _, o in CONFIGURATIONS])
+@pytest.mark.parametrize("family, layer, options", FAMILY_OPTIONS,
+                         ids=[repr(f(**o)) for f, _, o in FAMILY_OPTIONS])
 @pytest.mark.parametrize("backend", ["native", "fused-python", "fused-compiled", "auto"])
 def test_each_engine_refuses_or_equals_the_reference(family, layer, options, backend):
     torch.manual_seed(0)
@@ -132,3 +133,13 @@ def test_a_subclass_that_changes_the_step_runs_only_on_the_reference_engine():
     layer.cell = SameLSTM()  # a derivative of its own: the fused engine takes it
     assert fused.supports(layer.cell) and layer.resolve_backend() == "fused"
     assert not native.supports(layer.cell, return_states=False)
+
+
+def test_every_cell_key_has_a_configuration():
+    """The property tests' one table (tests/configurations.py) has a row for every cell
+    key of every family: a new option cannot go untested by them."""
+    covered = {layer.cell.key for layer in (c.make() for c in CONFIGURATIONS.values())
+               if hasattr(layer, "cell")}
+    missing = [(family.__name__, options) for family, layer, options in FAMILY_OPTIONS
+               if layer(3, 4, **options).cell.key not in covered]
+    assert not missing, f"tests/configurations.py lacks {missing}"

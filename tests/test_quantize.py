@@ -9,20 +9,15 @@ import torch
 
 import rnnkit
 from rnnkit.models import LanguageModel, SequenceClassifier
-from test_custom_cell import HandWrittenCIFG
+from configurations import CONFIGURATIONS
 
+#: every layer configuration, and the cell modules: (maker, input shape)
 MODULES = {
-    "rnn-relu": (lambda: rnnkit.RNN(6, 8, nonlinearity="relu", num_layers=2), (7, 3, 6)),
-    "lstm-proj-bidirectional": (lambda: rnnkit.LSTM(6, 8, proj_size=3, bidirectional=True),
-                                (7, 3, 6)),
-    "lstm-layer-norm-peephole": (lambda: rnnkit.LSTM(6, 8, layer_norm=True, peephole=True),
-                                 (7, 3, 6)),
-    "gru-cho": (lambda: rnnkit.GRU(6, 8, reset_after=False), (7, 3, 6)),
-    "mingru": (lambda: rnnkit.MinGRU(6, 8), (7, 3, 6)),
-    "minlstm": (lambda: rnnkit.MinLSTM(6, 8), (7, 3, 6)),
-    "user-cell": (lambda: rnnkit.Recurrent(HandWrittenCIFG(), 6, 8), (7, 3, 6)),
+    **{name: (lambda c=c: c.make(6, 16, num_layers=2), (7, 3, 6))
+       for name, c in CONFIGURATIONS.items()},
     "lstm-cell": (lambda: rnnkit.LSTMCell(6, 8), (3, 6)),
     "gru-cell-layer-norm": (lambda: rnnkit.GRUCell(6, 8, layer_norm=True), (3, 6)),
+    "min-gru-cell": (lambda: rnnkit.MinGRUCell(6, 8), (3, 6)),
 }
 
 
@@ -41,11 +36,12 @@ def test_every_recurrent_module_quantizes(name):
     matrices = [k for k, v in small.state_dict().items()
                 if v.dim() == 2 and not k.endswith("_scale")]
     assert matrices and all(small.state_dict()[k].dtype == torch.int8 for k in matrices)
-    # each weight is within half a step of its row's int8 grid: the output moves by
-    # about that much, no more
+    # each weight is within half a step of its row's int8 grid (below); the output moves
+    # by a fraction of a per cent, by a few per cent through a layer norm (which
+    # measured here amplifies the rounding about tenfold)
     expected, got = _first(module(x)), _first(small(x))
-    assert (got - expected).abs().max() < 0.05
-    assert (got - expected).abs().max() > 0  # the weights did change
+    layer_norm = CONFIGURATIONS.get(name, (None, {}))[1].get("layer_norm", False)
+    assert 0 < (got - expected).norm() < (0.1 if layer_norm else 0.02) * expected.norm()
     for name_, w in module.named_parameters():
         if w.dim() == 2:
             back = small.dequantized()[name_]

@@ -11,38 +11,18 @@ from torch import nn
 from torch.func import functional_call, grad
 
 import rnnkit
+from configurations import CONFIGURATIONS, ENGINE_LAYERS, engine_cases
 
-#: rnnkit layer, torch.nn twin (None: no twin), options; the default backend of each
-LAYERS = {
-    "rnn": (rnnkit.RNN, nn.RNN, {}),
-    "lstm": (rnnkit.LSTM, nn.LSTM, {}),
-    "gru": (rnnkit.GRU, nn.GRU, {}),
-    "lstm-proj": (rnnkit.LSTM, nn.LSTM, {"proj_size": 2}),
-    "lstm-layer-norm": (rnnkit.LSTM, None, {"layer_norm": True}),
-    "mingru": (rnnkit.MinGRU, None, {}),
-}
 BACKENDS = ("auto", "native", "fused", "reference")
 
 
 def _layer(name):
-    cls, _, options = LAYERS[name]
-    return cls(3, 4, **options)
+    return CONFIGURATIONS[name].make()
 
 
 def _cases():
-    out = []
-    for name in LAYERS:
-        layer = _layer(name)
-        if not hasattr(layer, "resolve_backend"):  # the min layers: one scan engine
-            out.append((name, "auto"))
-            continue
-        for backend in BACKENDS:
-            try:
-                layer.resolve_backend(backend)
-            except ValueError:
-                continue
-            out.append((name, backend))
-    return out
+    scans = [(name, "auto") for name in CONFIGURATIONS if name not in ENGINE_LAYERS]
+    return engine_cases(engines=BACKENDS) + scans
 
 
 def _output(layer, x, backend, params=None):
@@ -69,10 +49,10 @@ def test_functional_call_and_func_grad_use_the_weights_given(name, backend):
 
 
 @pytest.mark.parametrize("parametrization", ["weight_norm", "orthogonal", "spectral_norm"])
-@pytest.mark.parametrize("name", [n for n, (_, twin, _) in LAYERS.items() if twin])
+@pytest.mark.parametrize("name", [n for n, c in CONFIGURATIONS.items() if c.twin])
 def test_parametrizations_reach_the_kernels_as_in_torch_nn(name, parametrization):
-    cls, twin, options = LAYERS[name]
-    ours, theirs = cls(3, 4, **options), twin(3, 4, **options)
+    configuration = CONFIGURATIONS[name]
+    ours, theirs = configuration.make(), configuration.twin(3, 4, **configuration.options)
     theirs.load_state_dict(ours.state_dict())
     plain = copy.deepcopy(ours)
     for layer in (ours, theirs):
@@ -85,7 +65,7 @@ def test_parametrizations_reach_the_kernels_as_in_torch_nn(name, parametrization
         assert (ours(x)[0] - plain(x)[0]).abs().max() > 1e-6  # the weight it makes counts
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn-tanh"])
 def test_an_exported_program_takes_new_weights(name):
     """torch.export (non-strict) lifts the parameters to inputs: a state_dict loaded into
     the exported module afterwards is what it computes with."""
@@ -156,3 +136,18 @@ def test_the_compiled_engines_say_why_they_cannot_be_traced():
     with pytest.raises(Exception, match="cannot see inside the C\\+\\+ loop"):
         torch.export.export(rnnkit.GRU(3, 4, backend="fused-compiled"), (torch.randn(5, 2, 3),),
                             strict=False)
+
+
+def test_the_trainer_trains_through_torch_compile(tmp_path):
+    """TrainConfig.compile (rnnkit train --compile): the same losses as eager."""
+    from rnnkit.train import api
+
+    losses = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        options, config = api.settings("adding", {
+            "seq_len": 8, "hidden_size": 6, "batch_size": 4, "max_steps": 3, "eval_every": 3,
+            "progress": False, "compile": compiled, "cell": "gru"})
+        summary = api.train("adding", options, config, tmp_path / str(compiled))
+        losses.append(summary["best"])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

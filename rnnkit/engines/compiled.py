@@ -44,6 +44,7 @@ import torch
 from rnnkit._tracing import is_tracing
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.engines import fused, reference
+from rnnkit.engines.function import Function
 
 
 # the cell codes of csrc/fused.cpp (enum CellKind)
@@ -265,7 +266,7 @@ def _c(t):
     return t.detach().contiguous() if t is not None else None
 
 
-class _CompiledRecurrence(torch.autograd.Function):
+class _CompiledRecurrence(Function):
     """The C++ loops as one autograd node, in torch.func's form (forward, then
     setup_context): what the backward needs comes back as extra, non-differentiable
     outputs."""

@@ -16,6 +16,7 @@ import torch
 from rnnkit._tracing import is_tracing, mul_into
 from rnnkit.cells import Cell, Recurrent
 from rnnkit.engines import reference
+from rnnkit.engines.function import Function
 
 
 def supports(cell: Cell) -> bool:
@@ -85,7 +86,7 @@ def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
     return Hs, Cs, saved
 
 
-class _FusedRecurrence(torch.autograd.Function):
+class _FusedRecurrence(Function):
     """The recurrence as one autograd node: forward without autograd, backward
     hand-written. In torch.func's form (forward, then setup_context), so that
     torch.func.grad, jacrev and functional_call run through it; what the backward needs

@@ -66,6 +66,7 @@ from torch import Tensor
 from rnnkit._tracing import addcmul_into, is_tracing, mul_into
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.engines.compiled import Extension, _cflags
+from rnnkit.engines.function import Function
 
 #: the methods, ``auto`` first
 METHODS = ("auto", "compiled", "chunked", "log", "triton", "sequential")
@@ -242,7 +243,7 @@ def _differentiable_backward(scan, needs_input_grad, a, H, h0, dH):
     return da, (g if need_b else None), (a[0] * g[0] if need_h0 else None)
 
 
-class _CompiledScan(torch.autograd.Function):
+class _CompiledScan(Function):
     """The C++ scan as one autograd node (torch.func's form: forward, then setup_context)."""
 
     @staticmethod
@@ -275,7 +276,7 @@ class _CompiledScan(torch.autograd.Function):
                 dh0.view(shape) if need_h0 else None)
 
 
-class _CompiledCoefficients(torch.autograd.Function):
+class _CompiledCoefficients(Function):
     """``cell.coefficients`` with a = 1, b = 0 where ``valid`` is False, in one C++ pass
     each way (csrc/scan.cpp restates the cell's math; the tests hold it to the cell)."""
 
@@ -363,7 +364,7 @@ def _chunked_reverse(a: Tensor, dH: Tensor) -> Tensor:
     return _chunked_solve(a_next.flip(0), dH.flip(0), torch.zeros_like(dH[0])).flip(0)
 
 
-class _SolvedScan(torch.autograd.Function):
+class _SolvedScan(Function):
     """The scan for the methods whose solves run outside autograd (``chunked``,
     ``triton``): ``solve(a, b, h0)`` forwards, then ``reverse(a, dH)`` gives
     g_t = dH_t + a_{t+1} ⊙ g_{t+1}, from which every gradient follows. In torch.func's

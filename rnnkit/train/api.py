@@ -47,9 +47,10 @@ def settings(task: str, given: dict | None = None) -> tuple[TaskOptions, TrainCo
 
 
 #: the settings a resumed run may change: how long it goes on, how often it evaluates,
-#: where it runs and how it shows progress; every other one is the run's own
+#: where and how it runs (device, torch.compile) and how it shows progress; every other
+#: one is the run's own
 RESUME_MAY_CHANGE = frozenset({"max_steps", "max_time", "eval_every", "log_every", "patience",
-                               "progress", "device"})
+                               "progress", "device", "compile"})
 
 
 def resume_settings(task: str, out_dir: str | Path,

@@ -72,6 +72,9 @@ class TrainConfig:
     patience: int | None = None
     #: run forward passes under bfloat16 autocast
     bf16: bool = False
+    #: run the training step's model through torch.compile (the first steps then take
+    #: the compilation; evaluation and checkpoints use the model itself)
+    compile: bool = False
     #: seed of the weights, the batches and dropout
     seed: int = 0
     #: write a CSV line (and refresh the progress bar's numbers) every this many steps
@@ -109,7 +112,7 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) \
                 or not 0 <= self.seed < MAX_SEED:
             raise ValueError(f"seed must be an int in [0, {MAX_SEED}), got {self.seed!r}")
-        for name in ("bf16", "progress"):
+        for name in ("bf16", "progress", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool (true or false), got "
                                 f"{getattr(self, name)!r}")
@@ -265,6 +268,8 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[torch.cuda.current_device()] if device != "cpu" else None,
                 find_unused_parameters=True, broadcast_buffers=False)
+        if config.compile:  # the same weights: compiling wraps the module, copies nothing
+            self.net = torch.compile(self.net)
         self.optimizer = torch.optim.AdamW(_decay_groups(self.model, config.weight_decay),
                                            lr=config.lr)
         self.scheduler = self._make_scheduler()

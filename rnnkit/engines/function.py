@@ -1,0 +1,27 @@
+"""The base of the engines' autograd Functions (private).
+
+They are written in torch.func's form (``forward`` without ctx, then ``setup_context``),
+so that torch.func.grad, jacrev, functional_call and torch.compile run through them.
+torch's ``Function.apply`` binds the arguments of that form to ``forward``'s signature on
+every call, for its default values (``inspect.signature``: tens of µs, as much as a whole
+small recurrence); rnnkit's forwards have no defaults, so outside torch.func's transforms
+the call goes straight to autograd's C++ ``apply``, which runs forward and setup_context
+itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: the class below torch's Python Function.apply, whose apply is autograd's own (C++);
+#: the check for torch.func's transforms (both torch >= 2.0)
+_BELOW = getattr(torch.autograd.function, "_SingleLevelFunction", None)
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
+class Function(torch.autograd.Function):
+    @classmethod
+    def apply(cls, *args):
+        if _BELOW is None or _transforms_active is None or _transforms_active():
+            return super().apply(*args)
+        return super(_BELOW, cls).apply(*args)
