@@ -4,7 +4,7 @@ scikit-learn or statsmodels)."""
 
 from rnnkit.data.digits import DigitSequences, digit_sequences
 from rnnkit.data.pairs import DATE_FORMS, date_pairs, read_pairs
-from rnnkit.data.streams import batchify
+from rnnkit.data.streams import batchify, tbptt_chunks
 from rnnkit.data.synthetic import adding_problem, copy_memory, reversal, sentiment_sentences
 from rnnkit.data.tagging import ROLE_TAGS, TAGS, read_conll, synthetic_tagging
 from rnnkit.data.text import (Vocabulary, default_corpus, length_buckets, lm_batches,
@@ -13,7 +13,7 @@ from rnnkit.data.timeseries import (BUNDLED, Scaler, Splits, load_bundled, read_
                                     time_split, trends, windows)
 
 __all__ = [
-    "batchify",
+    "batchify", "tbptt_chunks",
     # synthetic
     "adding_problem", "copy_memory", "reversal", "sentiment_sentences",
     # text

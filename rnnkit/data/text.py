@@ -14,7 +14,7 @@ from torch import Tensor
 
 from rnnkit._files import write_text
 from rnnkit.data._checks import check_int, check_path, read_utf8
-from rnnkit.data.streams import batchify
+from rnnkit.data.streams import batchify, tbptt_chunks
 
 __all__ = ["Vocabulary", "read_text", "default_corpus", "lm_batches", "pad_batch",
            "length_buckets", "tokenize", "PAD", "UNK", "BOS", "EOS", "SPECIAL_TOKENS"]
@@ -288,16 +288,7 @@ def lm_batches(ids: Tensor | Sequence[int], batch_size: int,
                          f"{tuple(ids.shape)}")
     check_int("k", k)
     data = batchify(ids.long(), batch_size)  # (T, B); checks batch_size and the length
-    return _lm_chunks(data, k)
-
-
-def _lm_chunks(data: Tensor, k: int) -> Iterator[tuple[Tensor, Tensor]]:
-    # A separate generator so that lm_batches checks its arguments when called, not
-    # at the first next().
-    T = data.shape[0] - 1  # the last step is only ever a target
-    for start in range(0, T, k):
-        n = min(k, T - start)
-        yield data[start:start + n], data[start + 1:start + 1 + n]  # (n, B), (n, B)
+    return tbptt_chunks(data, k)  # inputs and their next tokens, (n, B) each
 
 
 def pad_batch(sequences: Sequence[Sequence[int] | Tensor],

@@ -364,11 +364,11 @@ class LanguageModelling(Task):
         check_split(split)
         total, count, state = 0.0, 0, None
         stream = self.streams[split]
-        for start in range(0, stream.shape[0] - 1, self.k):
-            s = stream[start:start + self.k + 1].t()
-            logits, state = model(s[:, :-1], state)
-            total += F.cross_entropy(logits.flatten(0, 1), s[:, 1:].flatten(), reduction="sum").item()
-            count += s[:, 1:].numel()
+        for x, y in D.tbptt_chunks(stream, self.k):  # (k, B) tokens and their next ones
+            logits, state = model(x.t(), state)
+            total += F.cross_entropy(logits.flatten(0, 1), y.t().flatten(),
+                                     reduction="sum").item()
+            count += y.numel()
         loss = total / count
         return {"loss": loss, "bits_per_token": loss / math.log(2)}
 

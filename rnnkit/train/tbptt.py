@@ -21,9 +21,11 @@ stream out as B contiguous streams.
 
 from __future__ import annotations
 
-from typing import Iterator
-
 from torch import Tensor
+
+from rnnkit.data.streams import tbptt_chunks
+
+__all__ = ["detach_state", "tbptt_chunks"]
 
 
 def detach_state(state):
@@ -41,35 +43,3 @@ def detach_state(state):
         return {key: detach_state(value) for key, value in state.items()}
     raise TypeError(f"state must hold tensors in tuples, lists or dicts, got "
                     f"{type(state).__name__}")
-
-
-def tbptt_chunks(inputs: Tensor, k: int, targets: Tensor | None = None, *,
-                 batch_first: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(chunk, chunk_targets)`` of at most ``k`` steps, in order.
-
-    Args:
-        inputs: (T, B, ...) or (B, T, ...) with ``batch_first``.
-        k: steps per chunk (the truncation length); the last chunk may be shorter.
-        targets: aligned with ``inputs`` along time and batch; when None, the targets
-            are the inputs one step ahead (next-step prediction), so the chunks cover
-            steps 0 .. T-2 and their targets steps 1 .. T-1.
-        batch_first: time is dimension 1 instead of 0.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    t_dim = 1 if batch_first else 0
-    if inputs.dim() < 2:
-        raise ValueError(f"inputs must have a time and a batch dimension, got shape "
-                         f"{tuple(inputs.shape)}")
-    if targets is None:
-        T = inputs.shape[t_dim] - 1
-        targets = inputs.narrow(t_dim, 1, T)
-        inputs = inputs.narrow(t_dim, 0, T)
-    elif targets.shape[:2] != inputs.shape[:2]:
-        raise ValueError(f"targets must match inputs in their first two dimensions "
-                         f"(time and batch), got {tuple(targets.shape)} for inputs "
-                         f"{tuple(inputs.shape)}")
-    T = inputs.shape[t_dim]
-    for start in range(0, T, k):
-        n = min(k, T - start)
-        yield inputs.narrow(t_dim, start, n), targets.narrow(t_dim, start, n)
