@@ -16,8 +16,11 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from rnnkit._docs import option_help
 from rnnkit.bench import CELLS as BENCH_CELLS
 from rnnkit.bench import SCAN_CELLS as BENCH_SCAN_CELLS
+from rnnkit.train.tasks import TaskOptions
+from rnnkit.train.trainer import TrainConfig
 
 # the click that typer runs on (its own copy in recent typer): the root of its errors
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -218,10 +221,10 @@ def _recipes_text() -> str:
 @app.command(epilog=_recipes_text())
 def train(
     task: str = typer.Argument(..., help="lm, classify, tag, translate, forecast, digits, adding or copy."),
-    data: Optional[str] = typer.Option(None, help="Your data: a text file or folder (lm), a TSV "
-                                       "file (classify: label<TAB>text; translate: source<TAB>target), "
-                                       "a CoNLL file (tag), a CSV file or a statsmodels series name "
-                                       "(forecast). Default: the task's built-in data."),
+    data: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "data", "A text file or folder (lm), a TSV file "
+                         "(classify: label<TAB>text; translate: source<TAB>target), a CoNLL "
+                         "file (tag), a CSV file or a statsmodels series name (forecast).")),
     config: Optional[Path] = typer.Option(None, help="A TOML file of these options (names with "
                                           "underscores); flags given on the command line win."),
     out: Path = typer.Option(None, help="Folder for checkpoints, metrics.csv and curves.png "
@@ -233,64 +236,75 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace the run already in --out (its "
                                    "checkpoints, metrics and plots); without it, a folder "
                                    "holding a run is refused."),
-    cell: Optional[str] = typer.Option(None, help="rnn, lstm, gru, mingru or minlstm (default "
-                                       "lstm); choose mingru/minlstm's scan with --option scan=NAME. "
-                                       "Or a user's cell as module:Class (an rnnkit.Cell subclass "
-                                       "made with no arguments; module.py on the Python path or in "
-                                       "the current folder)."),
-    hidden_size: Optional[int] = typer.Option(None, help="Hidden size (default: the task's)."),
-    num_layers: Optional[int] = typer.Option(None, help="Stacked layers (default 1)."),
-    dropout: Optional[float] = typer.Option(None, help="Dropout between layers (default 0)."),
-    bidirectional: Optional[bool] = typer.Option(None, help="Read both ways where the task allows it."),
+    cell: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "cell", "mingru and minlstm take --option scan=NAME; "
+                         "a user's module.py is found on the Python path or in the current "
+                         "folder.")),
+    hidden_size: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "hidden_size")),
+    num_layers: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "num_layers")),
+    dropout: Optional[float] = typer.Option(None,
+        help=option_help(TaskOptions, "dropout")),
+    bidirectional: Optional[bool] = typer.Option(None,
+        help=option_help(TaskOptions, "bidirectional")),
     layer_norm: Optional[bool] = typer.Option(None, help="Layer-normalised cell."),
     zoneout: Optional[float] = typer.Option(None, help="Zoneout probability."),
     recurrent_dropout: Optional[float] = typer.Option(None, help="Variational dropout on h_{t-1}."),
     option: Optional[list[str]] = typer.Option(None, help="Any other layer option as KEY=VALUE, "
                                                "e.g. --option peephole=true --option forget_bias=1.0; repeatable."),
-    batch_size: Optional[int] = typer.Option(None, help="Sequences per batch (default 32)."),
-    seq_len: Optional[int] = typer.Option(None, help="TBPTT chunk (lm), T (adding, copy), input window (forecast)."),
-    horizon: Optional[int] = typer.Option(None, help="Forecast horizon (forecast, default 12)."),
-    level: Optional[str] = typer.Option(None, help="char or word (lm, default char)."),
-    max_vocab: Optional[int] = typer.Option(None, help="The most vocabulary entries built from "
-                                            "the data (default 50,000); rarer tokens read "
-                                            "as <unk>."),
-    digits_mode: Optional[str] = typer.Option(None, help="rows, pixels or permuted (digits)."),
-    columns: Optional[str] = typer.Option(None, help="Comma-separated CSV columns to forecast "
-                                          "(forecast; default every numeric column)."),
-    index_column: Optional[str] = typer.Option(None, help="The CSV's date or index column "
-                                               "(forecast), not a feature."),
-    pooling: Optional[str] = typer.Option(None, help="classify, digits: how the classifier "
-                                          "reads its outputs over time: last, mean, max or "
-                                          "attention (default last)."),
-    skip_lags: Optional[int] = typer.Option(None, help="forecast: a linear autoregressive "
-                                            "skip over the window's last N values, added to "
-                                            "the recurrent forecast (LSTNet's highway); 0: off."),
-    relative: Optional[bool] = typer.Option(None, help="forecast: read each window relative "
-                                            "to its last value and forecast the change "
-                                            "(default: when the training series trends, by "
-                                            "an augmented Dickey-Fuller test)."),
-    season: Optional[int] = typer.Option(None, help="The cycle in steps of the seasonal-naive "
-                                         "baseline (forecast; default: found in the training data)."),
-    init: Optional[str] = typer.Option(None, help="auto (chrono for lstm and gru, torch.nn's for "
-                                       "the others), default, orthogonal, identity or chrono "
-                                       "(Tallec & Ollivier 2018: gate biases log U(1, t_max - 1))."),
-    t_max: Optional[float] = typer.Option(None, help="chrono's longest dependency in steps "
-                                          "(default: the task's sequence length)."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimiser steps (default 1000)."),
-    max_time: Optional[float] = typer.Option(None, help="Stop after this many seconds (resumable)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of AdamW (default 3e-3)."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW's decoupled weight decay "
-                                                 "(default 0.01)."),
-    schedule: Optional[str] = typer.Option(None, help="cosine, plateau or constant (default cosine)."),
-    clip_grad_norm: Optional[float] = typer.Option(None, help="Gradient-norm clipping (default "
-                                                   "1.0; 0 turns clipping off)."),
-    eval_every: Optional[int] = typer.Option(None, help="Evaluate and checkpoint every N steps (default 200)."),
-    patience: Optional[int] = typer.Option(None, help="Early stopping after N evaluations without improvement."),
-    bf16: Optional[bool] = typer.Option(None, help="bfloat16 autocast."),
+    batch_size: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "batch_size")),
+    seq_len: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "seq_len")),
+    horizon: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "horizon")),
+    level: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "level")),
+    max_vocab: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "max_vocab")),
+    digits_mode: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "digits_mode")),
+    columns: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "columns", "Comma-separated.")),
+    index_column: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "index_column")),
+    pooling: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "pooling")),
+    skip_lags: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "skip_lags")),
+    relative: Optional[bool] = typer.Option(None,
+        help=option_help(TaskOptions, "relative")),
+    season: Optional[int] = typer.Option(None,
+        help=option_help(TaskOptions, "season")),
+    init: Optional[str] = typer.Option(None,
+        help=option_help(TaskOptions, "init")),
+    t_max: Optional[float] = typer.Option(None,
+        help=option_help(TaskOptions, "t_max")),
+    max_steps: Optional[int] = typer.Option(None,
+        help=option_help(TrainConfig, "max_steps")),
+    max_time: Optional[float] = typer.Option(None,
+        help=option_help(TrainConfig, "max_time")),
+    lr: Optional[float] = typer.Option(None,
+        help=option_help(TrainConfig, "lr")),
+    weight_decay: Optional[float] = typer.Option(None,
+        help=option_help(TrainConfig, "weight_decay")),
+    schedule: Optional[str] = typer.Option(None,
+        help=option_help(TrainConfig, "schedule")),
+    clip_grad_norm: Optional[float] = typer.Option(None,
+        help=option_help(TrainConfig, "clip_grad_norm", "0 turns clipping off.")),
+    eval_every: Optional[int] = typer.Option(None,
+        help=option_help(TrainConfig, "eval_every")),
+    patience: Optional[int] = typer.Option(None,
+        help=option_help(TrainConfig, "patience")),
+    bf16: Optional[bool] = typer.Option(None,
+        help=option_help(TrainConfig, "bf16")),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
-                                           help="Train through torch.compile."),
-    seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda."),
+        help=option_help(TrainConfig, "compile")),
+    seed: Optional[int] = typer.Option(None,
+        help=option_help(TrainConfig, "seed")),
+    device: Optional[str] = typer.Option(None,
+        help=option_help(TrainConfig, "device")),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     progress: bool = typer.Option(True, help="Show a live progress bar."),
     trust_code: bool = typer.Option(False, help="With --resume: the run's cell is a user's "
@@ -455,7 +469,8 @@ def info(checkpoint: Path = typer.Argument(..., help="A checkpoint written by rn
 
     from rnnkit.train import api
     try:
-        typer.echo(json.dumps(api.describe(checkpoint, trust_code=trust_code), indent=1, default=str))
+        typer.echo(json.dumps(api.describe(checkpoint, trust_code=trust_code), indent=1,
+                              default=str))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
 

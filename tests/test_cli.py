@@ -71,3 +71,28 @@ def test_bench_bad_options(args, message):
     result = runner.invoke(app, ["bench", *args])
     assert result.exit_code != 0
     assert message in result.output
+
+
+def test_train_help_is_the_config_fields_own_docs():
+    """Each setting is described once, in its config dataclass: every field has a doc,
+    and rnnkit train --help shows it with the field's default."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from rnnkit._docs import field_docs, option_help
+    from rnnkit.cli import app
+    from rnnkit.train.tasks import TaskOptions
+    from rnnkit.train.trainer import TrainConfig
+
+    for cls in (TaskOptions, TrainConfig):
+        undocumented = [f.name for f in dataclasses.fields(cls) if f.name not in field_docs(cls)]
+        assert not undocumented, f"{cls.__name__} fields without a #: doc: {undocumented}"
+    assert option_help(TrainConfig, "lr") == "AdamW's peak learning rate (default 0.003)."
+    result = CliRunner().invoke(app, ["train", "--help"], terminal_width=400,
+                                env={"COLUMNS": "400"})
+    text = " ".join(result.output.split())
+    for words in ("AdamW's peak learning rate (default 0.003).",
+                  "Sequences per batch (default 32).",
+                  "Run the training step's model through torch.compile"):
+        assert words in text, words
