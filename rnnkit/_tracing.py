@@ -21,6 +21,12 @@ def _compiling() -> bool:
     return is_compiling()
 
 
+def compiling_not_exporting() -> bool:
+    """Whether torch.compile traces this call for itself (not for torch.export)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return _compiling() and not (is_exporting is not None and is_exporting())
+
+
 def is_tracing(like: Tensor | None = None) -> bool:
     """Whether this call is being traced (see the module docstring); ``like``, a tensor
     of the call, tells a FakeTensor trace."""

@@ -12,6 +12,7 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit._tracing import compiling_not_exporting
 from rnnkit.cells import Cell, GRUStep, LSTMStep, RNNStep
 
 
@@ -24,6 +25,12 @@ def supports(cell: Cell, *, return_states: bool) -> bool:
     :data:`KEYS` (any other class, a subclass too, or option is refused)."""
     # return_states: they keep only the last c and the last layer's h
     return not return_states and cell.key in KEYS
+
+
+def _eager(kernel):
+    """``kernel``, called outside torch.compile's graph (a graph break)."""
+    disable = getattr(torch.compiler, "disable", None) or torch._dynamo.disable  # < 2.1
+    return disable(kernel)
 
 
 def _kernel(cell: Cell):
@@ -50,6 +57,10 @@ def run(cell: Cell, x, h0, c0, flat_weights, *, bias, num_layers, dropout, train
             and not torch.jit.is_tracing():
         return _one_step(cell, x, h0, c0, flat_weights, bias, num_layers, bidirectional)
     kernel = _kernel(cell)
+    if compiling_not_exporting():
+        # as torch.nn's layers are: torch.compile would decompose torch's kernel into
+        # an unrolled loop of small operations, several times slower than the kernel
+        kernel = _eager(kernel)
     hx = (h0, c0) if cell.has_cell_state else h0
     if lengths is None:
         result = kernel(x, hx, flat_weights, bias, num_layers, dropout, training,
