@@ -51,3 +51,11 @@ def addcmul_into(out: Tensor, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     if _compiling():
         return out.copy_(torch.addcmul(x, a, b))
     return torch.addcmul(x, a, b, out=out)
+
+
+def is_vmapped(t) -> bool:
+    """Whether ``t`` is a torch.func.vmap batch (torch's own recurrent kernels have no
+    batching rule; rnnkit's engines do)."""
+    functorch = getattr(torch._C, "_functorch", None)
+    check = getattr(functorch, "is_batchedtensor", None)
+    return bool(check is not None and isinstance(t, Tensor) and check(t))

@@ -1,7 +1,10 @@
 """The base of the engines' autograd Functions (private).
 
 They are written in torch.func's form (``forward`` without ctx, then ``setup_context``),
-so that torch.func.grad, jacrev, functional_call and torch.compile run through them.
+so that torch.func.grad, jacrev, vmap, functional_call and torch.compile run through
+them. Under ``vmap`` each member of the mapped batch runs in turn (the recurrence is
+exact for any mix of mapped inputs and weights; a mapped batch of weights, as for an
+ensemble, cannot fold into the recurrence's own batch).
 torch's ``Function.apply`` binds the arguments of that form to ``forward``'s signature on
 every call, for its default values (``inspect.signature``: tens of µs, as much as a whole
 small recurrence); rnnkit's forwards have no defaults, so outside torch.func's transforms
@@ -20,6 +23,17 @@ _transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
 class Function(torch.autograd.Function):
+    @classmethod
+    def vmap(cls, info, in_dims, *args):
+        outputs = [cls.apply(*(a.select(d, i) if d is not None else a
+                               for a, d in zip(args, in_dims)))
+                   for i in range(info.batch_size)]
+        if not isinstance(outputs[0], tuple):
+            return torch.stack(outputs), 0
+        stacked = tuple(None if parts[0] is None else torch.stack(parts)
+                        for parts in zip(*outputs))
+        return stacked, tuple(None if t is None else 0 for t in stacked)
+
     @classmethod
     def apply(cls, *args):
         if _BELOW is None or _transforms_active is None or _transforms_active():

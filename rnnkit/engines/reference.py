@@ -49,11 +49,21 @@ def differentiable_backward(cell: Cell, needs, carry_h, carry_c, gx, h0, c0,
     """
     inputs = (gx, h0, c0, *rec)
     wanted = [i for i, t in enumerate(inputs) if t is not None and needs[i]]
-    with torch.enable_grad():
-        Hs, Cs = run(cell, gx, h0, c0, rec, carry_h, carry_c)
-        outputs, grads = ([Hs, Cs], [dHs, dCs]) if Cs is not None else ([Hs], [dHs])
-        found = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grads,
-                                    create_graph=True, allow_unused=True)
+
+    def forward(*values):
+        given = list(inputs)
+        for i, value in zip(wanted, values):
+            given[i] = value
+        Hs, Cs = run(cell, given[0], given[1], given[2], Recurrent(*given[3:]), carry_h,
+                     carry_c)
+        return (Hs, Cs) if Cs is not None else (Hs,)
+
+    # torch.func.vjp rather than torch.autograd.grad: it composes with torch.func's
+    # transforms too (jacrev maps this backward over a batch of gradients)
+    outputs, pullback = torch.func.vjp(forward, *(inputs[i] for i in wanted))
+    grads = (dHs, dCs)[:len(outputs)]
+    found = pullback(tuple(torch.zeros_like(o) if g is None else g
+                           for o, g in zip(outputs, grads)))
     result = [None] * len(inputs)
     for i, g in zip(wanted, found):
         result[i] = torch.zeros_like(inputs[i]) if g is None else g

@@ -296,14 +296,16 @@ class _CompiledCoefficients(Function):
     @staticmethod
     def backward(ctx, da, db):
         gx, valid = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph=True: autograd through the cell's math
-            with torch.enable_grad():
-                a, b = ctx.cell.coefficients(gx)
-                if valid is not None:
-                    a, b = torch.where(valid, a, 1.0), torch.where(valid, b, 0.0)
-                outputs = [(o, g) for o, g in ((a, da), (b, db)) if g is not None]
-                dgx, = torch.autograd.grad([o for o, _ in outputs], gx,
-                                           [g for _, g in outputs], create_graph=True)
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the cell's math
+            def coefficients(g):
+                a, b = ctx.cell.coefficients(g)
+                if valid is None:
+                    return a, b
+                return torch.where(valid, a, 1.0), torch.where(valid, b, 0.0)
+
+            (a, b), pullback = torch.func.vjp(coefficients, gx)  # composes with torch.func
+            dgx, = pullback((torch.zeros_like(a) if da is None else da,
+                             torch.zeros_like(b) if db is None else db))
             return None, dgx, None
         T, B, GH = gx.shape
         code = compiled_coefficients(ctx.cell)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit import cells
+from rnnkit._tracing import is_vmapped
 from rnnkit.engines import DIRECTION_ENGINES, choose, native
 from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _check_probability,
                                   _layer_output, _layer_state, _padding, _reverse,
@@ -94,6 +95,8 @@ class _RecurrentLayer(nn.RNNBase):
                 backend: str | None = None):
         """Run the layer; see the class docstring for inputs and outputs."""
         engine = self.resolve_backend(backend, return_states=return_states)
+        if engine == "native" and (backend or self.backend) == "auto" and is_vmapped(input):
+            engine = "fused"  # torch's kernels have no vmap rule; the fused engine does
         x, lengths, packed, unbatched = _time_major(self, input, lengths)
 
         h0, c0 = self._initial_state(hx, x, unbatched)
