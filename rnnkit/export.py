@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.onnx import symbolic_helper
 
+from rnnkit._checks import check_int
 from rnnkit.layers import GRU, LSTM, RNN, MinGRU, MinLSTM, Recurrent
 from rnnkit.models import (Forecaster, LanguageModel, Seq2Seq, SequenceClassifier,
                            SequenceTagger)
@@ -338,8 +339,7 @@ def export_onnx(model: nn.Module, path, example_inputs, *, opset: int | None = N
     """
     if opset is None:
         opset = DEFAULT_OPSET
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be an int in [7, {MAX_OPSET}], got {opset!r}")
+    check_int("opset", opset, minimum=7, maximum=MAX_OPSET)
     if _has_layer_norm(model) and opset < 17:
         raise ValueError(f"opset must be >= 17 for layer_norm (ONNX LayerNormalization), "
                          f"got {opset}")

@@ -605,19 +605,23 @@ def test_synthetic_tagging_bad_input():
 def test_data_imports_only_itself_from_rnnkit():
     import rnnkit.data
     # The layout's arrows point down: data may not use models, train or the CLI (only the
-    # leaf utility rnnkit._files, which imports nothing of rnnkit).
-    for file in pathlib.Path(rnnkit.data.__file__).parent.glob("*.py"):
+    # leaf utilities rnnkit._files and rnnkit._checks, which import nothing of rnnkit).
+    def imported(file):
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
+                yield node.module or ""
             elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            for name in names:
-                assert name.split(".")[0] != "rnnkit" or name.startswith("rnnkit.data") \
-                    or name == "rnnkit._files", \
-                    f"{file.name} imports {name}"
+                yield from (alias.name for alias in node.names)
+
+    leaves = {"rnnkit._files", "rnnkit._checks"}
+    root = pathlib.Path(rnnkit.__file__).parent
+    for leaf in leaves:
+        assert not [n for n in imported(root / f"{leaf.split('.')[1]}.py")
+                    if n.split(".")[0] == "rnnkit"], f"{leaf} must import nothing of rnnkit"
+    for file in pathlib.Path(rnnkit.data.__file__).parent.glob("*.py"):
+        for name in imported(file):
+            assert name.split(".")[0] != "rnnkit" or name.startswith("rnnkit.data") \
+                or name in leaves, f"{file.name} imports {name}"
 
 
 def test_sentiment_sentences_labels_follow_the_last_clause():

@@ -396,7 +396,7 @@ IDS = torch.randint(0, 10, (2, 5))
     ("seq2seq", lambda m: m(IDS, IDS[:1]), ValueError, r"tgt_in must have as many samples as src"),
     ("seq2seq", lambda m: m(IDS + 10, IDS), ValueError, r"src must hold token ids in \[0, 10\)"),
     ("seq2seq", lambda m: m(IDS, IDS + 12), ValueError, r"tgt_in must hold token ids in \[0, 12\)"),
-    ("seq2seq", lambda m: m.greedy(IDS, max_length=0), ValueError, r"max_length must be an int"),
+    ("seq2seq", lambda m: m.greedy(IDS, max_length=0), ValueError, r"max_length must be a positive int"),
     ("seq2seq", lambda m: m.greedy(IDS, [0, 5]), ValueError, r"lengths must lie in \[1, 5\]"),
     ("seq2seq", lambda m: m.beam_search(IDS, [3]), ValueError, r"lengths must have shape \(2,\)"),
     ("seq2seq", lambda m: m.beam_search(IDS, beam_size=0), ValueError, r"beam_size must be"),

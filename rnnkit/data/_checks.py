@@ -1,28 +1,13 @@
-"""Argument checks and file reading shared by the data modules (private)."""
+"""File reading shared by the data modules, and the checks they use (private)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from rnnkit._checks import check_fraction, check_int, check_seed
 
-def check_int(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` if it is an int >= ``minimum``, else a ValueError naming ``name``."""
-    # bool is an int subclass; True as a length is always a mistake.
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        what = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return value
-
-
-def check_fraction(name: str, value, *, closed: bool = False) -> float:
-    """``value`` as a float in [0, 1) (with ``closed``, [0, 1]), else a ValueError naming
-    ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            0 <= value <= 1 if closed else 0 <= value < 1):
-        raise ValueError(f"{name} must be a number in [0, 1{']' if closed else ')'}, got "
-                         f"{value!r}")
-    return float(value)
+__all__ = ["check_fraction", "check_int", "check_seed", "check_path", "read_utf8"]
 
 
 def check_path(name: str, path) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rnnkit.data._checks import check_fraction, check_int, check_path, read_utf8
+from rnnkit.data._checks import check_fraction, check_int, check_path, check_seed, read_utf8
 
 __all__ = ["read_pairs", "date_pairs", "DATE_FORMS"]
 
@@ -107,8 +107,7 @@ def date_pairs(n: int, *, seed: int = 0, min_year: int = 1950, max_year: int = 2
             "A/B": twice the length, and the model must find where each date begins.
     """
     check_int("n", n)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed("seed", seed)
     check_int("min_year", min_year)
     check_int("max_year", max_year)
     if not min_year <= max_year <= 9999:

@@ -8,6 +8,8 @@ from typing import Iterator
 
 from torch import Tensor
 
+from rnnkit._checks import check_int
+
 
 def batchify(stream: Tensor, batch_size: int) -> Tensor:
     """Lay a 1-D stream out as ``batch_size`` contiguous streams, time-major (T, B).
@@ -18,8 +20,7 @@ def batchify(stream: Tensor, batch_size: int) -> Tensor:
     if not isinstance(stream, Tensor) or stream.dim() != 1:
         raise ValueError(f"stream must be a 1-D tensor, got "
                          f"{tuple(stream.shape) if isinstance(stream, Tensor) else type(stream).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size)
     T = stream.shape[0] // batch_size
     if T < 2:
         raise ValueError(f"stream of {stream.shape[0]} items is too short for "
@@ -39,8 +40,7 @@ def tbptt_chunks(inputs: Tensor, k: int, targets: Tensor | None = None, *,
             steps 0 .. T-2 and their targets steps 1 .. T-1.
         batch_first: time is dimension 1 instead of 0.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k)
     t_dim = 1 if batch_first else 0
     if inputs.dim() < 2:
         raise ValueError(f"inputs must have a time and a batch dimension, got shape "

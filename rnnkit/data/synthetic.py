@@ -10,14 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnkit.data._checks import check_int
+from rnnkit.data._checks import check_int, check_seed
 
 __all__ = ["adding_problem", "copy_memory", "reversal"]
 
 
 def _generator(seed) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    check_seed("seed", seed)
     return torch.Generator().manual_seed(seed)
 
 

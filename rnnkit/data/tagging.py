@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnkit.data._checks import check_fraction, check_int, check_path, read_utf8
+from rnnkit.data._checks import check_fraction, check_int, check_path, check_seed, read_utf8
 
 __all__ = ["read_conll", "synthetic_tagging", "TAGS", "ROLE_TAGS"]
 
@@ -100,8 +100,7 @@ def synthetic_tagging(n: int, *, seed: int = 0, max_adjectives: int = 2,
         ``n`` pairs ``(tokens, tags)``, tags from :data:`TAGS` (and :data:`ROLE_TAGS`).
     """
     check_int("n", n)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed("seed", seed)
     check_int("max_adjectives", max_adjectives, minimum=0)
     check_int("max_modifiers", max_modifiers, minimum=0)
     check_fraction("ambiguity", ambiguity, closed=True)

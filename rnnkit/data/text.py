@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from rnnkit._files import write_text
-from rnnkit.data._checks import check_int, check_path, read_utf8
+from rnnkit.data._checks import check_int, check_path, check_seed, read_utf8
 from rnnkit.data.streams import batchify, tbptt_chunks
 
 __all__ = ["Vocabulary", "read_text", "default_corpus", "lm_batches", "pad_batch",
@@ -364,8 +364,7 @@ def length_buckets(lengths: Sequence[int] | Tensor, batch_size: int, *,
     check_int("batch_size", batch_size)
     if not isinstance(shuffle, bool):
         raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed("seed", seed)
     n = len(lengths)
     if shuffle:
         g = torch.Generator().manual_seed(seed)

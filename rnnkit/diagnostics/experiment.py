@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit._checks import check_int, check_seed
 from rnnkit.data import adding_problem
 from rnnkit.diagnostics.gates import gate_saturation
 from rnnkit.diagnostics.gradients import gradient_norms
@@ -20,12 +21,6 @@ __all__ = ["CELLS", "gradient_flow_experiment", "format_table", "verdicts"]
 
 #: The cells the experiment knows, by the names it takes and reports.
 CELLS = {"rnn": RNN, "lstm": LSTM, "gru": GRU, "mingru": MinGRU, "minlstm": MinLSTM}
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_cells(cells) -> tuple[str, ...]:
@@ -142,13 +137,12 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
         >>> len(r["cells"]["lstm"]["init"]["grad_norms"])
         50
     """
-    _check_int("T", T, 2)
+    check_int("T", T, minimum=2)
     cells = _check_cells(cells)
-    _check_int("hidden_size", hidden_size, 1)
-    _check_int("batch_size", batch_size, 1)
-    _check_int("train_steps", train_steps, 0)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("hidden_size", hidden_size, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("train_steps", train_steps, minimum=0)
+    check_seed("seed", seed)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if init not in ("default", "chrono"):

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit import cells
+from rnnkit._checks import check_bool
 from rnnkit.engines import scan as _scan
 from rnnkit.layers._inputs import (States, _caller_layout, _cell_input, _cell_state, _check_input,
                                   _check_probability, _layer_output, _layer_state, _padding,
@@ -25,12 +26,6 @@ def _check_size(name: str, value) -> int:
     return value
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
-
-
 class _MinRecurrentLayer(nn.Module):
     """What MinGRU and MinLSTM share: parameters, stacking, directions, lengths, states."""
 
@@ -46,10 +41,10 @@ class _MinRecurrentLayer(nn.Module):
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
         self.num_layers = _check_size("num_layers", num_layers)
-        self.bias = _check_bool("bias", bias)
-        self.batch_first = _check_bool("batch_first", batch_first)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = _check_probability("dropout", dropout)
-        self.bidirectional = _check_bool("bidirectional", bidirectional)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.scan = _scan.check_method(scan)
         self.forget_bias = _check_forget_bias(forget_bias, bias)
         factory = {"device": device, "dtype": dtype}
@@ -295,7 +290,7 @@ class _MinCellModule(nn.Module):
         self.cell = cell = self.cell_type()
         self.input_size = _check_size("input_size", input_size)
         self.hidden_size = _check_size("hidden_size", hidden_size)
-        self.bias = _check_bool("bias", bias)
+        self.bias = check_bool("bias", bias)
         self.forget_bias = _check_forget_bias(forget_bias, bias)
         G = cell.num_gates
         self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size,

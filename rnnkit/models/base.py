@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnkit._checks import check_int
 import rnnkit
 from rnnkit.cells.custom import Cell, cell_from_name, cell_name, is_cell_name
 
@@ -47,9 +48,7 @@ class RecurrentConfig:
             raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
                              f"rnnkit.Cell subclass, got {self.cell!r}")
         for name in ("hidden_size", "num_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 

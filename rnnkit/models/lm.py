@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit._checks import check_int
 from rnnkit.models.base import ConfigurableModel, RecurrentConfig, check_inputs, check_streaming
 
 
@@ -105,9 +106,7 @@ class LanguageModel(ConfigurableModel):
         ``seed`` makes the draw repeatable; ``features`` (condition_size,) condition it;
         generation stops early after ``eos_id``. Returns the new tokens only.
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        check_int("max_new_tokens", max_new_tokens, minimum=0)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not 0 <= temperature < math.inf:
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit._checks import check_int
 from rnnkit.models.base import ConfigurableModel, RecurrentConfig, check_inputs, valid_mask
 
 ATTENTIONS = ("bahdanau", "luong", None)
@@ -173,8 +174,7 @@ class Seq2Seq(ConfigurableModel):
                     max_length: int = 50, length_penalty: float = 1.0) -> list[list[int]]:
         """The best hypothesis of a beam search per sample (without bos and eos), scored
         by log-probability / length ** length_penalty."""
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+        check_int("beam_size", beam_size)
         _check_max_length(max_length)
         lengths = check_inputs(src, src_lengths, tokens=True, name="src",
                                vocab_size=self.config.src_vocab_size)
@@ -228,8 +228,7 @@ class Seq2Seq(ConfigurableModel):
 
 
 def _check_max_length(max_length):
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ValueError(f"max_length must be an int >= 1, got {max_length!r}")
+    check_int("max_length", max_length)
 
 
 def _until_eos(tokens: list[int], eos: int) -> list[int]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rnnkit._checks import check_int
 from rnnkit import data as D
 from rnnkit.train.checkpoint import check_code, load_checkpoint, model_from_checkpoint
 from rnnkit.train.tasks import LIMITS, SPLITS, TASKS, TaskOptions, check_split, recipe
@@ -192,10 +193,7 @@ def generate_text(path: str | Path, prompt: str, *, length: int = 200,
                   top_p: float | None = None, seed: int | None = None,
                   trust_code: bool = False) -> str:
     """Continue ``prompt`` with a language-model checkpoint; returns prompt + new text."""
-    if isinstance(length, bool) or not isinstance(length, int) or \
-            not 0 <= length <= MAX_GENERATED_TOKENS:
-        raise ValueError(f"length must be an int in [0, {MAX_GENERATED_TOKENS:,}], got "
-                         f"{length!r}")
+    check_int("length", length, minimum=0, maximum=MAX_GENERATED_TOKENS)
     model, payload = load(path, trust_code=trust_code)
     _require(payload, "lm")
     vocab = D.Vocabulary.from_dict(payload["task"]["vocab"])
@@ -253,10 +251,7 @@ MAX_GENERATED_TOKENS = 100_000
 def translate(path: str | Path, text: str, *, beam_size: int = 1,
               trust_code: bool = False) -> str:
     """Map ``text`` with a translate checkpoint (greedy, or beam search with beam_size > 1)."""
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or \
-            not 1 <= beam_size <= MAX_BEAM_SIZE:
-        raise ValueError(f"beam_size must be an int in [1, {MAX_BEAM_SIZE}] (1: greedy), got "
-                         f"{beam_size!r}")
+    check_int("beam_size", beam_size, maximum=MAX_BEAM_SIZE, note=" (1: greedy)")
     model, payload = load(path, trust_code=trust_code)
     _require(payload, "translate")
     src_vocab = D.Vocabulary.from_dict(payload["task"]["src_vocab"])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from rnnkit._checks import check_int
 from rnnkit import data as D
 from rnnkit.data.digits import MODES as DIGITS_MODES
 from rnnkit.data.text import LEVELS
@@ -126,12 +127,9 @@ class TaskOptions:
         for name, optional in (("hidden_size", True), ("num_layers", False),
                                ("batch_size", False), ("seq_len", True), ("horizon", False),
                                ("max_vocab", False)):
-            value = getattr(self, name)
-            if optional and value is None:
+            value = check_int(name, getattr(self, name), optional=optional)
+            if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int{' or None' * optional}, "
-                                 f"got {value!r}")
             if value > LIMITS[name]:  # a typo would otherwise allocate without bound
                 raise ValueError(f"{name} must be at most {LIMITS[name]:,}, got {value:,}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \

@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from rnnkit._checks import check_int
 from rnnkit._files import FolderLock, atomic_path, writable_folder, write_text
 from rnnkit.train.checkpoint import (MODEL_ENTRIES, RESUME_ENTRIES, check_entries,
                                      load_checkpoint, save_checkpoint)
@@ -86,9 +87,7 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("max_steps", "eval_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         for name in ("lr", "weight_decay", "clip_grad_norm", "max_time"):
