@@ -693,3 +693,15 @@ def test_learns_a_character_language_model(name):
 
 
 LM_HIDDEN, LM_STEPS, LM_MARGIN = 64, 150, 0.25
+
+
+@pytest.mark.parametrize("cls", [rnnkit.MinGRU, rnnkit.MinLSTM], ids=["mingru", "minlstm"])
+def test_jit_trace_keeps_the_time_dimension_free(cls):
+    """torch.jit.trace records the log-space scan (whole-sequence operations), so the
+    traced module runs any sequence length, not only the example's."""
+    layer = cls(3, 4, num_layers=2).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, torch.randn(5, 2, 3), check_trace=False)
+        for T in (1, 9):
+            x = torch.randn(T, 2, 3)
+            torch.testing.assert_close(traced(x)[0], layer(x)[0], rtol=1e-5, atol=1e-6)

@@ -112,8 +112,12 @@ def resolve(method: str, like: Tensor) -> str:
     measured for ``like``'s device and dtype. Raises ValueError where ``compiled`` or
     ``triton`` was asked for and cannot run."""
     check_method(method)
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return "sequential"  # ONNX has no scan of this kind: the loop unrolls
+    if torch.onnx.is_in_onnx_export():
+        return "sequential"  # ONNX has no scan of this kind (nor logcumsumexp): it unrolls
+    if torch.jit.is_tracing():
+        # the log-space scan is whole-sequence torch operations, so a traced graph keeps
+        # its time dimension free; the loops of the other methods would unroll into it
+        return "log" if method in ("auto", "log") else "sequential"
     if method == "auto":
         if compiled_supports(like) and not is_tracing(like) and available():
             return "compiled"
@@ -210,7 +214,7 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
     there and its gradient undefined (a sample's first step is never padding).
     """
     # logcumsumexp has no ONNX operator: trace the loop instead
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+    if torch.onnx.is_in_onnx_export():
         return _sequential(torch.exp(log_a), torch.exp(log_b), h0)
     a_star = torch.cumsum(log_a, 0)  # (T, ...), ≤ 0
     h = torch.exp(a_star + torch.logcumsumexp(log_b - a_star, 0))
