@@ -14,7 +14,11 @@ import re
 def field_docs(cls) -> dict[str, str]:
     """{field name: the ``#:`` comment lines above it, joined} for dataclass ``cls``."""
     docs, pending = {}, []
-    for line in inspect.getsource(cls).splitlines():
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # installed without its .py sources: no docs, no crash
+        return {}
+    for line in source.splitlines():
         stripped = line.strip()
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())
@@ -30,7 +34,7 @@ def option_help(cls, name: str, extra: str = "") -> str:
     """The help of the command-line option for field ``name`` of ``cls``: its doc as a
     sentence, ``extra`` (what the command line adds), and the default where it has one
     (None: the doc says what then happens)."""
-    doc = field_docs(cls)[name]
+    doc = field_docs(cls).get(name, name.replace("_", " "))
     text = doc[0].upper() + doc[1:]
     default = {f.name: f.default for f in dataclasses.fields(cls)}[name]
     if default is not None and default is not dataclasses.MISSING:

@@ -1,5 +1,7 @@
-"""Whether a call is being traced: torch.compile, torch.export (strict, or non-strict on
-FakeTensors), torch.jit.trace or the ONNX export (private).
+"""What PyTorch is doing around a call, as the engines need to know it (private):
+whether the call is being traced (torch.compile, torch.export strict or non-strict on
+FakeTensors, torch.jit.trace, the ONNX export), whether a torch.func transform runs and
+whether a tensor is vmapped, and the type autocast computes in.
 
 The C++ loops and scan are opaque to those tracers (they read data pointers, which a
 FakeTensor lacks, and dynamo cannot look inside them), so while tracing, the engines run
@@ -53,9 +55,32 @@ def addcmul_into(out: Tensor, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.addcmul(x, a, b, out=out)
 
 
-def is_vmapped(t) -> bool:
-    """Whether ``t`` is a torch.func.vmap batch (torch's own recurrent kernels have no
-    batching rule; rnnkit's engines do)."""
+def is_vmapped(*tensors) -> bool:
+    """Whether any of ``tensors`` (None, a tensor or a tuple of them) is a
+    torch.func.vmap batch (torch's own recurrent kernels have no batching rule; rnnkit's
+    engines do)."""
     functorch = getattr(torch._C, "_functorch", None)
     check = getattr(functorch, "is_batchedtensor", None)
-    return bool(check is not None and isinstance(t, Tensor) and check(t))
+    if check is None:
+        return False
+    flat = [u for t in tensors for u in (t if isinstance(t, (tuple, list)) else (t,))]
+    return any(isinstance(t, Tensor) and check(t) for t in flat)
+
+
+def transforms_active() -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev...) is running."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check is not None and check())
+
+
+def autocast_dtype(device: str):
+    """The type autocast computes in on ``device`` now, or None where it is off (the
+    device-taking forms are torch 2.4's; earlier ones name CPU and GPU apart)."""
+    if device not in ("cpu", "cuda", "xpu", "mps", "hpu"):  # no autocast (e.g. meta)
+        return None
+    try:
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    except (AttributeError, TypeError):
+        if device == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None

@@ -51,6 +51,11 @@ class QuantizedRecurrent(nn.Module):
         if not isinstance(module, RECURRENT_TYPES):
             raise TypeError(f"module must be an rnnkit recurrent layer or cell module, got "
                             f"{type(module).__name__}")
+        if any(".parametrizations." in f".{n}" for n, _ in module.named_parameters()):
+            raise ValueError(f"{type(module).__name__} has parametrized weights "
+                             f"(weight_norm, orthogonal...): remove them first with "
+                             f"torch.nn.utils.parametrize.remove_parametrizations, so that "
+                             f"the weights quantized are the ones the layer uses")
         self.names = [n for n, p in module.named_parameters() if p.dim() == 2]
         for name in self.names:
             values, scale = _quantize_rows(module.get_parameter(name))

@@ -56,3 +56,35 @@ def test_train_with_bf16_and_layer_norm(tmp_path):
         "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "after 3 steps" in result.output
+
+
+def test_other_types_and_devices_are_left_as_they_were():
+    """Autocast changes nothing for float64 or bfloat16 layers, nor on the meta device."""
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for dtype in (torch.float64, torch.bfloat16):
+            layer = rnnkit.LSTM(3, 4, layer_norm=True, dtype=dtype)
+            assert layer(x.to(dtype))[0].dtype == dtype
+    meta = rnnkit.GRU(3, 4, layer_norm=True, device="meta")
+    assert meta(torch.randn(5, 2, 3, device="meta"))[0].device.type == "meta"
+
+
+def test_a_layers_own_outputs_feed_back_under_autocast():
+    """Under autocast a layer's state and outputs come back in autocast's type; fed back
+    (TBPTT's carried state, a decoder's state, stacked layers) they are taken, as by
+    torch.nn."""
+    first, second = rnnkit.LSTM(3, 4), rnnkit.GRU(4, 4, layer_norm=True)
+    x = torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, state = first(x)
+        out2, state2 = first(x, state)          # the state back into the same layer
+        second(out2)[0].float().sum().backward()  # bf16 input into a float32 layer
+
+
+@pytest.mark.parametrize("task", ["lm", "translate"])
+def test_bf16_training_of_the_tasks_that_carry_state(task, tmp_path):
+    result = CliRunner().invoke(app, [
+        "train", task, "--bf16", "--hidden-size", "8", "--max-steps", "2", "--eval-every",
+        "2", "--no-progress", "--batch-size", "4", "--out", str(tmp_path / task),
+        *(["--seq-len", "20"] if task == "lm" else [])])
+    assert result.exit_code == 0, result.output

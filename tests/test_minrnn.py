@@ -697,9 +697,10 @@ LM_HIDDEN, LM_STEPS, LM_MARGIN = 64, 150, 0.25
 
 @pytest.mark.parametrize("cls", [rnnkit.MinGRU, rnnkit.MinLSTM], ids=["mingru", "minlstm"])
 def test_jit_trace_keeps_the_time_dimension_free(cls):
-    """torch.jit.trace records the log-space scan (whole-sequence operations), so the
-    traced module runs any sequence length, not only the example's."""
-    layer = cls(3, 4, num_layers=2).eval()
+    """With scan="log", torch.jit.trace records the log-space scan (whole-sequence
+    operations), so the traced module runs any sequence length, not only the example's
+    ("auto" traces the exact sequential loop, whose length is fixed)."""
+    layer = cls(3, 4, num_layers=2, scan="log").eval()
     with torch.no_grad():
         traced = torch.jit.trace(layer, torch.randn(5, 2, 3), check_trace=False)
         for T in (1, 9):

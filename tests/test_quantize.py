@@ -82,3 +82,15 @@ def test_bad_input():
         rnnkit.quantize_dynamic("model")
     with pytest.raises(TypeError, match="rnnkit recurrent layer"):
         rnnkit.quantize.QuantizedRecurrent(torch.nn.LSTM(2, 3))
+
+
+def test_a_quantized_language_model_generates():
+    model = LanguageModel(vocab_size=30, hidden_size=16).eval()
+    small = rnnkit.quantize_dynamic(model)
+    assert len(small.generate([1, 2, 3], 5, seed=0)) == 5
+
+
+def test_parametrized_weights_are_refused_clearly():
+    layer = torch.nn.utils.parametrizations.weight_norm(rnnkit.LSTM(3, 4), "weight_hh_l0")
+    with pytest.raises(ValueError, match="remove_parametrizations"):
+        rnnkit.quantize_dynamic(layer)

@@ -180,3 +180,46 @@ def test_vmap_over_an_ensemble_of_weights():
 
     out = torch.func.vmap(run)(params, buffers)
     torch.testing.assert_close(out, torch.stack([m(x)[0] for m in members]))
+
+
+def test_backward_through_vmap_on_rnnkits_engines():
+    """What a vmapped call keeps for backward does not depend on whether the mapped
+    tensors say they require grad (inside vmap they do not): an ensemble trained through
+    vmap, and a vmapped batch of inputs, back-propagate as a loop does."""
+    members = [rnnkit.LSTM(3, 4, layer_norm=True), rnnkit.LSTM(3, 4, layer_norm=True)]
+    params, buffers = torch.func.stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    x = torch.randn(5, 2, 3)
+    torch.func.vmap(lambda p, b: functional_call(base, (p, b), (x,))[0])(
+        params, buffers).pow(2).sum().backward()
+    for m in members:
+        m(x)[0].pow(2).sum().backward()
+    for name, stacked in params.items():
+        torch.testing.assert_close(stacked.grad, torch.stack(
+            [m.get_parameter(name).grad for m in members]), msg=name)
+    layer = rnnkit.GRU(3, 4, backend="fused").requires_grad_(False)
+    xs = torch.randn(2, 5, 2, 3, requires_grad=True)
+    torch.func.vmap(lambda x: layer(x)[0])(xs).sum().backward()
+    loop = xs.detach().clone().requires_grad_()
+    sum(layer(x)[0].sum() for x in loop.unbind()).backward()
+    torch.testing.assert_close(xs.grad, loop.grad)
+
+
+def test_an_ensemble_of_plain_layers_on_auto():
+    """auto takes the fused engine when the weights are vmapped (torch's kernels have no
+    batching rule), not only when the input is."""
+    members = [rnnkit.GRU(3, 4) for _ in range(2)]
+    params, buffers = torch.func.stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    x = torch.randn(5, 2, 3)
+    out = torch.func.vmap(lambda p, b: functional_call(base, (p, b), (x,))[0])(params, buffers)
+    torch.testing.assert_close(out, torch.stack([m(x)[0] for m in members]))
+
+
+def test_fullgraph_compile_under_autocast():
+    torch._dynamo.reset()
+    layer, x = rnnkit.LSTM(3, 4, layer_norm=True).eval(), torch.randn(5, 2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = torch.compile(layer, fullgraph=True)(x)[0]
+        expected = layer(x)[0]
+    torch.testing.assert_close(got, expected)

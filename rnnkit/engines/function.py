@@ -14,15 +14,45 @@ itself.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+
+from rnnkit._tracing import autocast_dtype
 
 #: the class below torch's Python Function.apply, whose apply is autograd's own (C++);
 #: the check for torch.func's transforms (both torch >= 2.0)
 _BELOW = getattr(torch.autograd.function, "_SingleLevelFunction", None)
 _transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+try:  # what torch's apply does first: unwrap tensors an ended transform left wrapped
+    from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead
+except ImportError:
+    _unwrap_dead = None
+
+
+def _without_autocast(backward):
+    """``backward`` run with autocast off, as its forward ran (the layers run the engines
+    in float32 under autocast): a backward called inside an autocast region would
+    otherwise get its GEMMs in bfloat16 beside float32 tensors."""
+    @functools.wraps(backward)
+    def run(ctx, *grads):
+        active = [d for d in ("cpu", "cuda") if autocast_dtype(d) is not None]
+        if not active:  # the usual case, and what torch.compile sees
+            return backward(ctx, *grads)
+        with torch.autocast(active[0], enabled=False):
+            if len(active) == 1:
+                return backward(ctx, *grads)
+            with torch.autocast(active[1], enabled=False):
+                return backward(ctx, *grads)
+    return run
 
 
 class Function(torch.autograd.Function):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "backward" in vars(cls):
+            cls.backward = staticmethod(_without_autocast(vars(cls)["backward"].__func__))
+
     @classmethod
     def vmap(cls, info, in_dims, *args):
         outputs = [cls.apply(*(a.select(d, i) if d is not None else a
@@ -38,4 +68,6 @@ class Function(torch.autograd.Function):
     def apply(cls, *args):
         if _BELOW is None or _transforms_active is None or _transforms_active():
             return super().apply(*args)
+        if _unwrap_dead is not None:
+            args = _unwrap_dead(args)
         return super(_BELOW, cls).apply(*args)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnkit._tracing import is_tracing, mul_into
+from rnnkit._tracing import is_tracing, mul_into, transforms_active
 from rnnkit.cells import Cell, Recurrent
 from rnnkit.engines import reference
 from rnnkit.engines.function import Function
@@ -61,6 +61,8 @@ def needs_grad(*tensors) -> bool:
     """Whether autograd will ask a Function over ``tensors`` for its backward: what the
     backward needs is kept only then (nothing in inference). Decided before the
     Function runs, as torch.func's transforms want (their forward sees no ctx)."""
+    if transforms_active():  # a vmapped tensor does not say whether it requires grad
+        return True
     return torch.is_grad_enabled() and any(
         isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit._errors import DTypeError, ShapeError
+from rnnkit._tracing import autocast_dtype
 from rnnkit.engines import BACKENDS
 
 
@@ -129,13 +130,21 @@ def _check_input(layer, x: Tensor, given: Tensor):
         raise ShapeError("input must have at least one time step, got a sequence of length 0 "
                          "(Expected sequence length to be larger than 0 in RNN)")
     weight = layer.weight_ih_l0
-    if x.dtype != weight.dtype:
+    if x.dtype != weight.dtype and not _autocast_input(x, weight):
         raise DTypeError(f"input dtype ({x.dtype}) does not match weight dtype "
                          f"({weight.dtype}): convert the input, input.to({weight.dtype}), or "
                          f"the layer")
     if x.device != weight.device:
         raise ValueError(f"input is on {x.device} but the layer's weights are on "
                          f"{weight.device}: move one of them (.to(device))")
+
+
+def _autocast_input(t: Tensor, like: Tensor) -> bool:
+    """Whether ``t`` may stand beside ``like`` (the weights, or the input) of another
+    float type because autocast is on: one of them float32, the other autocast's type
+    (what a layer's own outputs are under autocast, fed back as input or state)."""
+    low = autocast_dtype(t.device.type)
+    return low is not None and {t.dtype, like.dtype} <= {torch.float32, low}
 
 
 def _check_state(hx, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...], x: Tensor,
@@ -162,7 +171,7 @@ def _check_state(hx, names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]
                 if torch_words else ""
             raise ShapeError(f"hx's {name} must have shape {shape}{hint}, got "
                              f"{tuple(t.shape)}{words}")
-        if t.dtype != x.dtype or t.device != x.device:
+        if (t.dtype != x.dtype and not _autocast_input(t, x)) or t.device != x.device:
             raise TypeError(f"hx's {name} must match the input's dtype and device "
                             f"({x.dtype}, {x.device}), got ({t.dtype}, {t.device})")
     return state

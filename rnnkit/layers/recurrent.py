@@ -7,10 +7,11 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from torch import _VF
 from torch import Tensor, nn
 
 from rnnkit import cells
-from rnnkit._tracing import is_vmapped
+from rnnkit._tracing import autocast_dtype, is_vmapped
 from rnnkit.engines import DIRECTION_ENGINES, choose, native
 from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _check_probability,
                                   _layer_output, _layer_state, _padding, _reverse,
@@ -18,25 +19,19 @@ from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _chec
 from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 
 
-def _autocast_dtype(device: str):
-    """The type autocast computes in on ``device`` now, or None where it is off (the
-    device-taking forms are torch 2.4's; earlier ones name CPU and GPU apart)."""
-    try:
-        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    except (AttributeError, TypeError):
-        if device == "cpu":
-            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
-
-
 @functools.lru_cache(maxsize=None)
 def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dtype:
     """The type torch.nn's layer of ``mode`` ("LSTM", "GRU", "RNN_TANH"...) returns under
-    autocast to ``low`` on ``device``, asked of torch once (it differs by device and
-    family: on the CPU the LSTM and RNN give ``low``, the GRU float32)."""
-    layer = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)(1, 1, device=device)
+    autocast to ``low`` on ``device``, asked of torch's kernel once with a one-unit call
+    (it differs by device and family: on the CPU the LSTM and RNN give ``low``, the GRU
+    float32). Plain tensors, no module: torch.compile traces it as it traces the rest."""
+    kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_RELU": _VF.rnn_relu}.get(mode, _VF.rnn_tanh)
+    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+    x, h = torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, 1, device=device)
+    weights = [torch.zeros(gates, 1, device=device), torch.zeros(gates, 1, device=device)]
     with torch.no_grad(), torch.autocast(device, dtype=low):
-        return layer(torch.zeros(1, 1, 1, device=device))[0].dtype
+        return kernel(x, (h, h) if mode == "LSTM" else h, weights, False, 1, 0.0, False,
+                      False, False)[0].dtype
 
 
 class _RecurrentLayer(nn.RNNBase):
@@ -95,11 +90,16 @@ class _RecurrentLayer(nn.RNNBase):
                 backend: str | None = None):
         """Run the layer; see the class docstring for inputs and outputs."""
         engine = self.resolve_backend(backend, return_states=return_states)
-        if engine == "native" and (backend or self.backend) == "auto" and is_vmapped(input):
+        if engine == "native" and (backend or self.backend) == "auto" and is_vmapped(
+                input, hx, [getattr(self, name) for name in self._flat_weights_names]):
             engine = "fused"  # torch's kernels have no vmap rule; the fused engine does
         x, lengths, packed, unbatched = _time_major(self, input, lengths)
 
         h0, c0 = self._initial_state(hx, x, unbatched)
+        # under autocast an input or state may come in autocast's type (a layer's own
+        # outputs fed back); the engines take the weights' (the checks allow no other)
+        dtype = self.weight_ih_l0.dtype
+        x, h0, c0 = x.to(dtype), h0.to(dtype), (c0.to(dtype) if c0 is not None else None)
 
         if engine == "native":
             output, h_n, c_n = native.run(
@@ -193,8 +193,8 @@ class _RecurrentLayer(nn.RNNBase):
         the engines' hand-written backward, which runs outside autocast, with tensors of
         two types; the recurrence also adds up T steps, which wants float32 anyway."""
         device = x.device.type
-        low = _autocast_dtype(device)
-        if low is None:
+        low = autocast_dtype(device)
+        if low is None or self.weight_ih_l0.dtype != torch.float32:  # autocast leaves others
             return self._run_stack(run, x, h0, c0, lengths)
         with torch.autocast(device, enabled=False):
             output, h_n, c_n, states = self._run_stack(

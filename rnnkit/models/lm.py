@@ -115,7 +115,7 @@ class LanguageModel(ConfigurableModel):
             raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
         if top_p is not None and not 0 < top_p <= 1:  # NaN fails this too
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-        device = self.head.weight.device
+        device = self.embedding.weight.device  # (the head may be a quantized module)
         if isinstance(prompt, Tensor):
             if prompt.dim() != 1:
                 raise ValueError(f"prompt must be a 1-D tensor of token ids, got shape "

@@ -116,8 +116,12 @@ def train(task: str, options: TaskOptions | None = None, config: TrainConfig | N
         vocab = trainer.task.vocab  # the user's text may lack the prompts' characters:
         prompts = [p for p in DEFAULT_PROMPTS  # then its most frequent token starts them
                    if all(t in vocab for t in D.tokenize(p, vocab.level))] or [vocab.tokens[4]]
+        # a user's cell is trusted only where the checkpoint names this run's own cell (a
+        # resumed folder's best.pt could name another module)
+        rnn = load_checkpoint(path).get("model_config", {}).get("rnn", {})
+        own = isinstance(rnn, dict) and rnn.get("cell") == options.cell
         summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i,
-                                            trust_code=True)  # this run's own checkpoint
+                                            trust_code=own)
                               for i, prompt in enumerate(prompts[:samples])]
     return summary
 
