@@ -303,3 +303,26 @@ def test_gradient_flow_of_a_users_cell():
     assert len(norms) == 6 and len(gradient_norms(layer, torch.randn(3, 6, 2))) == 6
     with pytest.raises(ValueError, match="a user's cell, whose step keeps its gates"):
         gate_saturation(layer, torch.randn(3, 6, 2))
+
+
+def test_trusting_a_runs_own_cell_trusts_no_other(tmp_path, monkeypatch):
+    """trust_code may name the one cell trusted (what a run passes for its own
+    checkpoints): a checkpoint that names another module is still refused, and that
+    module is never imported."""
+    from rnnkit.train import api
+    from rnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+
+    (tmp_path / "planted_for_test.py").write_text(
+        "import pathlib\npathlib.Path('imported').write_text('yes')\n")
+    monkeypatch.chdir(tmp_path)
+    options, config = api.settings("lm", {"seq_len": 20, "hidden_size": 8, "max_steps": 2,
+                                          "eval_every": 2, "batch_size": 4, "progress": False})
+    api.train("lm", options, config, tmp_path / "run", samples=0)
+    payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    payload["model_config"]["rnn"]["cell"] = "planted_for_test:Cell"
+    save_checkpoint(payload, tmp_path / "planted.pt")
+    with pytest.raises(PermissionError, match="pass --trust-code"):
+        api.generate_text(tmp_path / "planted.pt", "The ", length=3, trust_code="lstm")
+    assert not (tmp_path / "imported").exists()
+    assert api.generate_text(tmp_path / "run" / "last.pt", "The ", length=3,
+                             trust_code="lstm").startswith("The ")

@@ -18,12 +18,11 @@ import functools
 
 import torch
 
-from rnnkit._tracing import autocast_dtype
+from rnnkit._tracing import autocast_dtype, transforms_active
 
-#: the class below torch's Python Function.apply, whose apply is autograd's own (C++);
-#: the check for torch.func's transforms (both torch >= 2.0)
+#: the class below torch's Python Function.apply, whose apply is autograd's own (C++;
+#: torch >= 2.0)
 _BELOW = getattr(torch.autograd.function, "_SingleLevelFunction", None)
-_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
 try:  # what torch's apply does first: unwrap tensors an ended transform left wrapped
     from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead
 except ImportError:
@@ -66,7 +65,7 @@ class Function(torch.autograd.Function):
 
     @classmethod
     def apply(cls, *args):
-        if _BELOW is None or _transforms_active is None or _transforms_active():
+        if _BELOW is None or transforms_active():
             return super().apply(*args)
         if _unwrap_dead is not None:
             args = _unwrap_dead(args)

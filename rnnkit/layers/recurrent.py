@@ -196,9 +196,8 @@ class _RecurrentLayer(nn.RNNBase):
         low = autocast_dtype(device)
         if low is None or self.weight_ih_l0.dtype != torch.float32:  # autocast leaves others
             return self._run_stack(run, x, h0, c0, lengths)
-        with torch.autocast(device, enabled=False):
-            output, h_n, c_n, states = self._run_stack(
-                run, x.float(), h0.float(), c0.float() if c0 is not None else None, lengths)
+        with torch.autocast(device, enabled=False):  # x, h0, c0: float32 as the weights
+            output, h_n, c_n, states = self._run_stack(run, x, h0, c0, lengths)
         dtype = _autocast_output_dtype(self.mode, device, low)
         cast = (lambda t: t.to(dtype) if t is not None else None)
         return cast(output), cast(h_n), cast(c_n), States(cast(states.h), cast(states.c))

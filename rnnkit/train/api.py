@@ -116,12 +116,10 @@ def train(task: str, options: TaskOptions | None = None, config: TrainConfig | N
         vocab = trainer.task.vocab  # the user's text may lack the prompts' characters:
         prompts = [p for p in DEFAULT_PROMPTS  # then its most frequent token starts them
                    if all(t in vocab for t in D.tokenize(p, vocab.level))] or [vocab.tokens[4]]
-        # a user's cell is trusted only where the checkpoint names this run's own cell (a
-        # resumed folder's best.pt could name another module)
-        rnn = load_checkpoint(path).get("model_config", {}).get("rnn", {})
-        own = isinstance(rnn, dict) and rnn.get("cell") == options.cell
+        # only this run's own cell is trusted (a resumed folder's best.pt could name
+        # another module)
         summary["samples"] = [generate_text(path, prompt, length=240, temperature=0.8, seed=i,
-                                            trust_code=own)
+                                            trust_code=options.cell)
                               for i, prompt in enumerate(prompts[:samples])]
     return summary
 
@@ -132,10 +130,11 @@ _ENTRY_SIZES = {"vocab": "vocab_size", "src_vocab": "src_vocab_size",
                 "tgt_vocab": "tgt_vocab_size", "labels": "num_classes", "tags": "num_tags"}
 
 
-def load(path: str | Path, *, trust_code: bool = False):
+def load(path: str | Path, *, trust_code: bool | str = False):
     """(model, checkpoint payload) from a checkpoint file, checked for consistency: its
     task is known and its vocabularies and labels fit the model. A model of a user's
-    cell is rebuilt only with ``trust_code`` (it imports the cell's module)."""
+    cell is rebuilt only with ``trust_code`` (it imports the cell's module): True, or
+    the one cell name to trust."""
     payload = load_checkpoint(path)
     try:
         model = model_from_checkpoint(payload, trust_code=trust_code)
@@ -195,7 +194,7 @@ def _require(payload: dict, *tasks: str):
 def generate_text(path: str | Path, prompt: str, *, length: int = 200,
                   temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, seed: int | None = None,
-                  trust_code: bool = False) -> str:
+                  trust_code: bool | str = False) -> str:
     """Continue ``prompt`` with a language-model checkpoint; returns prompt + new text."""
     check_int("length", length, minimum=0, maximum=MAX_GENERATED_TOKENS)
     model, payload = load(path, trust_code=trust_code)

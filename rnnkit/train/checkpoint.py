@@ -150,7 +150,7 @@ def check_entries(payload: dict, entries: dict, purpose: str):
         raise ValueError(f"the checkpoint cannot {purpose}: bad entries {', '.join(wrong)}")
 
 
-def model_from_checkpoint(payload: dict, *, trust_code: bool = False):
+def model_from_checkpoint(payload: dict, *, trust_code: bool | str = False):
     """Rebuild the model a checkpoint describes and load its weights (eval mode). A model
     of a user's cell, which the checkpoint names by its module, is rebuilt only with
     ``trust_code``: importing the module runs its code."""
@@ -182,10 +182,12 @@ def model_from_checkpoint(payload: dict, *, trust_code: bool = False):
     return model.eval()
 
 
-def check_code(cell, trust_code: bool):
+def check_code(cell, trust_code: bool | str):
     """A PermissionError where a saved ``cell`` names a user's cell (``module:Class``)
-    and the user has not said to trust the file's code: loading imports the module."""
-    if isinstance(cell, str) and cell not in CELL_NAMES and not trust_code:
+    and the user has not said to trust the file's code: loading imports the module.
+    ``trust_code``: True, or the one cell name that is trusted (a run's own)."""
+    if isinstance(cell, str) and cell not in CELL_NAMES and trust_code is not True \
+            and trust_code != cell:
         raise PermissionError(
             f"the checkpoint's cell is {cell!r}, a user's cell: rebuilding it imports module "
             f"{cell.split(':')[0]!r}, which runs that module's code; pass --trust-code "
