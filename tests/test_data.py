@@ -14,7 +14,7 @@ from rnnkit.data import (BUNDLED, DATE_FORMS, TAGS, DigitSequences, Scaler, Voca
                          digit_sequences, length_buckets, lm_batches, load_bundled,
                          pad_batch, read_conll, read_csv_series, read_pairs, read_text,
                          reversal, synthetic_tagging, time_split, windows)
-from rnnkit.data.digits import PERMUTATION_SEED, pixel_permutation
+from rnnkit.data.digits import PERMUTATION_SEED, pixel_permutation, shift_images
 
 
 # ---------------------------------------------------------------- synthetic tasks
@@ -280,6 +280,34 @@ def test_digit_permutation_is_fixed_and_splits_are_seeded():
     assert torch.equal(perm_a.x_train.squeeze(-1), flat[:, perm_a.permutation])
     assert torch.equal(digit_sequences("pixels", split_seed=5).x_train.squeeze(-1), flat)
     assert not torch.equal(perm_a.y_train, perm_b.y_train)
+
+
+def test_shift_images_moves_each_image_by_its_own_shift():
+    images = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4) + 1
+    moved = shift_images(images, torch.tensor([[1, 0], [-1, 2]]))
+    # image 0 one row down: a blank top row, rows 0 and 1 below it
+    assert torch.equal(moved[0, 0], torch.zeros(4)) and torch.equal(moved[0, 1:], images[0, :2])
+    # image 1 one row up and two columns right
+    expected = torch.zeros(3, 4)
+    expected[:2, 2:] = images[1, 1:, :2]
+    assert torch.equal(moved[1], expected)
+    assert torch.equal(shift_images(images, torch.zeros(2, 2, dtype=torch.long)), images)
+
+
+@pytest.mark.parametrize("mode", ["rows", "pixels", "permuted"])
+def test_digit_shift_moves_the_images_whatever_the_mode(mode):
+    data, rows = digit_sequences(mode), digit_sequences("rows")
+    x = data.x_train[:50]
+    moved = data.shifted(x, 1, torch.Generator().manual_seed(3))
+    assert moved.shape == x.shape and not torch.equal(moved, x)
+    # the same draws on the row-major images, then the mode's own layout
+    shift = torch.randint(-1, 2, (50, 2), generator=torch.Generator().manual_seed(3))
+    expected = shift_images(rows.x_train[:50], shift).reshape(50, 64)
+    if data.permutation is not None:
+        expected = expected[:, data.permutation]
+    assert torch.equal(moved, expected.view(x.shape))
+    # a moved digit loses at most the ink of its border rows and columns
+    assert moved.sum() <= x.sum() + 1e-3
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -597,9 +625,48 @@ def test_synthetic_tagging_modifiers_and_ambiguity():
                 assert tag == ("NOUN-PREP" if "PREP" in plain_tags[verb:i] else "NOUN-OBJ")
 
 
+def test_synthetic_tagging_agreement_across_attractors_and_embedded_clauses():
+    data = synthetic_tagging(400, seed=0, max_modifiers=2, ambiguity=0.8, roles=True,
+                             agreement=True, max_embedding=3)
+    assert data == synthetic_tagging(400, seed=0, max_modifiers=2, ambiguity=0.8, roles=True,
+                                     agreement=True, max_embedding=3)
+    plural_det = {"some", "these", "many"}
+    depths, attractors = set(), 0
+    for tokens, tags in data:
+        # read the sentence with a stack: each subject's number waits for its verb
+        stack, subject_next = [], True
+        for i, (token, tag) in enumerate(zip(tokens, tags)):
+            if tag == "NOUN-SUBJ":
+                assert subject_next
+                det = max(j for j in range(i) if tags[j] == "DET")
+                plural = token.endswith("s") and token not in ("this",)
+                assert plural == (tokens[det] in plural_det) or tokens[det] == "the"
+                stack.append(plural)
+                subject_next = False
+            elif tag == "COMP":
+                assert token == "that"
+                subject_next = True
+            elif tag.startswith("VERB"):
+                assert tag == ("VERB-PL" if stack.pop() else "VERB-SG")
+            elif tag == "NOUN-PREP" and stack:
+                attractors += token.endswith("s") != stack[-1]
+        assert not stack  # every subject got its verb
+        depths.add(tags.count("COMP"))
+    assert depths == {0, 1, 2, 3} and attractors > 50
+    # without agreement the verbs are VERB, and the same seed draws the same sentences
+    plain = synthetic_tagging(50, seed=0, max_modifiers=2, ambiguity=0.8)
+    assert all("VERB" in tags for _, tags in plain)
+    assert plain == synthetic_tagging(50, seed=0, max_modifiers=2, ambiguity=0.8,
+                                      agreement=False, max_embedding=0)
+
+
 def test_synthetic_tagging_bad_input():
     with pytest.raises(ValueError, match="max_adjectives must be an int >= 0, got -1"):
         synthetic_tagging(3, max_adjectives=-1)
+    with pytest.raises(ValueError, match="max_embedding must be an int in"):
+        synthetic_tagging(3, max_embedding=9)
+    with pytest.raises(TypeError, match="agreement must be a bool, got 1"):
+        synthetic_tagging(3, agreement=1)
 
 
 def test_data_imports_only_itself_from_rnnkit():

@@ -158,6 +158,20 @@ def test_settings_layer_given_over_recipe_over_defaults(monkeypatch):
     assert options.layer_options["zoneout"] == 0.0
 
 
+def test_digits_shift_draws_each_steps_shifts_from_the_seed_and_step():
+    shifted = TASKS["digits"](TaskOptions(digits_shift=1, batch_size=64))
+    plain = TASKS["digits"](TaskOptions(batch_size=64))
+    x, y = shifted.train_batch(5)
+    x_plain, y_plain = plain.train_batch(5)
+    assert torch.equal(y, y_plain) and not torch.equal(x, x_plain)  # same images, moved
+    assert torch.equal(x, shifted.train_batch(5)[0])                 # resumable
+    assert not torch.equal(x, shifted.train_batch(6)[0])
+    assert torch.equal(plain.d.x_val, shifted.d.x_val)  # held out as is
+    assert api.settings("digits")[0].digits_shift == 1               # the rows recipe
+    with pytest.raises(ValueError, match=r"digits_shift must be an int in \[0, 3\]"):
+        TaskOptions(digits_shift=4)
+
+
 def test_init_auto_is_chrono_over_the_tasks_length_for_gated_cells():
     def layer(cell, **options):
         task = TASKS["adding"](TaskOptions(cell=cell, seq_len=30, hidden_size=4, **options))

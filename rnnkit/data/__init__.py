@@ -6,7 +6,7 @@ from rnnkit.data.digits import DigitSequences, digit_sequences
 from rnnkit.data.pairs import DATE_FORMS, date_pairs, read_pairs
 from rnnkit.data.streams import batchify, tbptt_chunks
 from rnnkit.data.synthetic import adding_problem, copy_memory, reversal, sentiment_sentences
-from rnnkit.data.tagging import ROLE_TAGS, TAGS, read_conll, synthetic_tagging
+from rnnkit.data.tagging import AGREEMENT_TAGS, ROLE_TAGS, TAGS, read_conll, synthetic_tagging
 from rnnkit.data.text import (Vocabulary, default_corpus, length_buckets, lm_batches,
                               pad_batch, read_text, tokenize)
 from rnnkit.data.timeseries import (BUNDLED, Scaler, Splits, load_bundled, read_csv_series,
@@ -27,5 +27,5 @@ __all__ = [
     # pairs
     "read_pairs", "date_pairs", "DATE_FORMS",
     # tagging
-    "read_conll", "synthetic_tagging", "TAGS", "ROLE_TAGS",
+    "read_conll", "synthetic_tagging", "TAGS", "ROLE_TAGS", "AGREEMENT_TAGS",
 ]

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from rnnkit.data._checks import check_fraction
 
-__all__ = ["DigitSequences", "digit_sequences", "MODES", "PERMUTATION_SEED"]
+__all__ = ["DigitSequences", "digit_sequences", "shift_images", "MODES", "PERMUTATION_SEED"]
 
 MODES = ("rows", "pixels", "permuted")
 #: Seed of the one fixed pixel permutation of ``mode="permuted"``: the same for every
@@ -22,6 +22,17 @@ PERMUTATION_SEED = 1234
 def pixel_permutation() -> Tensor:
     """(64,) int64: the fixed permutation of ``mode="permuted"`` (from PERMUTATION_SEED)."""
     return torch.randperm(64, generator=torch.Generator().manual_seed(PERMUTATION_SEED))
+
+
+def shift_images(images: Tensor, shift: Tensor) -> Tensor:
+    """``images`` (n, H, W) moved by ``shift`` (n, 2) int64 pixels (down, right; negative:
+    up, left), with zeros (blank paper) moved in at the edges."""
+    n, height, width = images.shape
+    most = int(shift.abs().max()) if n else 0
+    padded = torch.nn.functional.pad(images, (most, most, most, most))
+    rows = (most - shift[:, 0, None] + torch.arange(height))[:, :, None].expand(n, height, width)
+    cols = (most - shift[:, 1, None] + torch.arange(width))[:, None, :].expand(n, height, width)
+    return padded[torch.arange(n)[:, None, None], rows, cols]
 
 
 @dataclass
@@ -62,6 +73,20 @@ class DigitSequences:
     @property
     def n_features(self) -> int:
         return self.x_train.shape[2]
+
+    def shifted(self, x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+        """Sequences ``x`` (n, T, F) of this mode whose images are each moved by up to
+        ``max_shift`` pixels in each direction, drawn uniformly from ``generator``: the
+        classic augmentation of handwritten digits (a stroke a pixel over is the same
+        digit)."""
+        flat = x.reshape(len(x), 64)
+        if self.permutation is not None:  # back to row-major pixel order
+            flat = flat[:, torch.argsort(self.permutation)]
+        shift = torch.randint(-max_shift, max_shift + 1, (len(x), 2), generator=generator)
+        moved = shift_images(flat.view(-1, 8, 8), shift).reshape(len(x), 64)
+        if self.permutation is not None:
+            moved = moved[:, self.permutation]
+        return moved.view(x.shape)
 
 
 @functools.lru_cache(maxsize=1)

@@ -41,6 +41,8 @@ SPLITS = ("validation", "test")
 #: seeds of the generated tasks' held-out sets, far from every training step's seed
 #: (seed * 1_000_003 + step), so that no training batch is a held-out one
 _VALIDATION_SEED, _TEST_SEED = 2 ** 40, 2 ** 41
+#: the offset of a step's second random stream (see _step_generator)
+_STREAM_SEED = 2 ** 42
 #: seeds (of the data and of the weights) are below this, which keeps every training
 #: step's seed below the held-out ones
 MAX_SEED = 2 ** 20
@@ -90,6 +92,9 @@ class TaskOptions:
     max_vocab: int = 50_000
     #: digits as "rows", "pixels" or "permuted"
     digits_mode: str = "rows"
+    #: train on digit images moved by up to this many pixels in each direction, drawn
+    #: anew for every batch (digits; 0: as they are)
+    digits_shift: int = 0
     #: CSV columns to forecast (forecast; None: every numeric column but the index)
     columns: list[str] | None = None
     #: the CSV's date or index column (forecast), left out of the features
@@ -148,6 +153,8 @@ class TaskOptions:
         if self.digits_mode not in DIGITS_MODES:
             raise ValueError(f"digits_mode must be one of {DIGITS_MODES}, got "
                              f"{self.digits_mode!r}")
+        check_int("digits_shift", self.digits_shift, minimum=0, maximum=3,
+                  note=" (pixels of an 8x8 image)")
         if self.columns is not None and (isinstance(self.columns, str) or not all(
                 isinstance(c, str) for c in self.columns) or not self.columns):
             raise TypeError(f"columns must be a non-empty list of column names or None, got "
@@ -204,9 +211,10 @@ def _settings_text(settings: dict) -> str:
         "the generic defaults"
 
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    """The batch of a step depends on the seed and the step only."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def _step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """The batch of a step depends on the seed and the step only; ``stream`` 1 gives a
+    second generator of the step, independent of the first (beyond every held-out seed)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + stream * _STREAM_SEED)
 
 
 def check_split(split: str):
@@ -532,21 +540,23 @@ class Classification(_SplitTask):
 
 class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
-    word's tag depends on its context: most nouns and verbs are ambiguous words, and a
-    noun's tag names its role (subject, object, in a prepositional phrase), with up to
-    two prepositional phrases between the subject and its verb. Metric: token accuracy.
-    Baseline: each word's most frequent training tag."""
+    word's tag depends on its context: most nouns and verbs are ambiguous words, a
+    noun's tag names its role (subject, object, in a prepositional phrase), and each
+    verb's tag the number of its subject, across up to two prepositional phrases and up
+    to three centre-embedded relative clauses ("the dog that the cats that the child
+    sees chase runs"). Metric: token accuracy. Baseline: each word's most frequent
+    training tag."""
 
     name, metric, higher_is_better = "tag", "accuracy", True
     entries = ("vocab", "tags")
-    # the bidirectional tagger is exact on validation from step 200 on
-    recipe = {"max_steps": 500}
+    # chosen on validation: the bidirectional tagger is still improving at 1500 steps
+    recipe = {"max_steps": 1500}
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
         super().__init__(options, saved)
         sentences = D.read_conll(options.data) if options.data else \
             D.synthetic_tagging(3000, seed=options.seed, max_modifiers=2, ambiguity=0.8,
-                                roles=True)
+                                roles=True, agreement=True, max_embedding=3)
         self.vocab = self._vocab("vocab", lambda: D.Vocabulary.from_token_lists(
             (t for t, _ in sentences), max_size=options.max_vocab))
         self.tags = self.saved.get("tags") or sorted({tag for _, tags in sentences for tag in tags})
@@ -806,11 +816,13 @@ class Digits(Task):
     Baselines: scikit-learn's logistic regression and MLP on the flat pixels."""
 
     name, metric, higher_is_better = "digits", "accuracy", True
-    #: per mode, chosen on validation over two weight seeds: 64 steps of single pixels
+    #: per mode, chosen on validation over two or three weight seeds: rows learn more
+    #: from images shifted by a pixel (0.99 against 0.97 on validation), pixels and
+    #: permuted pixels less (tried: no better, worse for permuted); 64 steps of single pixels
     #: need a wider state, max pooling over time and recurrent dropout (the 1257 training
     #: images are few); permuted pixels scatter each stroke over the sequence, where a
     #: GRU did best
-    mode_recipes = {"rows": {"lr": 1e-2, "max_steps": 1500},
+    mode_recipes = {"rows": {"lr": 1e-2, "max_steps": 3000, "digits_shift": 1},
                     "pixels": {"lr": 1e-2, "max_steps": 3000, "hidden_size": 128,
                                "pooling": "max", "layer_options": {"recurrent_dropout": 0.2}},
                     "permuted": {"cell": "gru", "lr": 1e-2, "max_steps": 3000,
@@ -837,7 +849,11 @@ class Digits(Task):
 
     def train_batch(self, step):
         pick = self._pick(len(self.d.y_train), step)
-        return self.d.x_train[pick], self.d.y_train[pick]
+        x = self.d.x_train[pick]
+        if self.options.digits_shift:  # the shifts, like the batch, depend on seed and step
+            x = self.d.shifted(x, self.options.digits_shift,
+                               _step_generator(self.options.seed, step, stream=1))
+        return x, self.d.y_train[pick]
 
     def loss(self, model, batch, state):
         x, y = batch
