@@ -4,9 +4,11 @@ FakeTensors, torch.jit.trace, the ONNX export), whether a torch.func transform r
 whether a tensor is vmapped, and the type autocast computes in.
 
 The C++ loops and scan are opaque to those tracers (they read data pointers, which a
-FakeTensor lacks, and dynamo cannot look inside them), so while tracing, the engines run
-their Python implementations: the same recurrence, written in torch operations the
-tracer records. Those write some results in place into strided views (``out=``), which
+FakeTensor lacks, and dynamo cannot look inside them). torch.compile and torch.export
+record the fused engine's loops as custom operators with fake implementations
+(:mod:`rnnkit.engines.ops`); otherwise (torch.jit.trace, the ONNX exporter, the scan)
+the engines run their Python implementations while tracing: the same recurrence,
+written in torch operations the tracer records. Those write some results in place into strided views (``out=``), which
 dynamo cannot record: :func:`mul_into` and :func:`addcmul_into` do it another way then.
 """
 
@@ -39,6 +41,13 @@ def is_tracing(like: Tensor | None = None) -> bool:
     from torch._subclasses.fake_tensor import is_fake
 
     return is_fake(like)
+
+
+def records_custom_ops() -> bool:
+    """Whether the tracer of this call records custom operators with fake
+    implementations (torch.compile, torch.export), not only torch's own
+    (torch.jit.trace, the ONNX exporter)."""
+    return not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def mul_into(out: Tensor, a: Tensor, b: Tensor) -> Tensor:

@@ -22,6 +22,10 @@ or without the projection ``w_hr``, peepholes and layer norm) and
 the mask are constants: no gradient flows to them. Only ``GRUStep(reset_after=False)``,
 whose two recurrent GEMMs per step do not fit the one-GEMM loop, stays in Python.
 
+Under torch.compile and torch.export the two loops are the custom operators of
+:mod:`rnnkit.engines.ops` (:func:`traceable`), so a traced graph keeps them as ops with a
+symbolic time dimension.
+
 Example::
 
     from rnnkit.engines import compiled, fused
@@ -41,9 +45,9 @@ from typing import Callable
 
 import torch
 
-from rnnkit._tracing import is_tracing
+from rnnkit._tracing import _compiling, is_tracing, records_custom_ops
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
-from rnnkit.engines import fused, reference
+from rnnkit.engines import fused, ops, reference
 from rnnkit.engines.function import Function
 
 
@@ -150,6 +154,11 @@ class Extension:
     def build(self):
         return build_extension(self.source, self.prefix, self.flags(), self.what)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the module is built and loaded (without building it)."""
+        return self._module is not None
+
     def load(self):
         if self._tried:
             return self._module
@@ -243,8 +252,11 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
                          f"{getattr(gx, 'dtype', type(gx))} {getattr(gx, 'device', '')} "
                          f"input with these recurrent fields; check supports() first")
     if is_tracing(gx):
-        raise ValueError("backend='fused-compiled': torch.compile, torch.export and "
-                         "torch.jit.trace cannot see inside the C++ loop; use "
+        if traceable():
+            return _run_op(cell, gx, h0, c0, rec, carry_h, carry_c)
+        raise ValueError("backend='fused-compiled': torch.jit.trace and the ONNX exporter "
+                         "cannot see inside the C++ loop (torch.compile and torch.export "
+                         "record it as an op once it is built, on torch >= 2.4); use "
                          "backend='fused', which they trace through its Python loop")
     if _load() is None:
         raise RuntimeError("the compiled fused engine is not built (see the warning "
@@ -252,6 +264,27 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     out = _CompiledRecurrence.apply(cell, fused.needs_grad(gx, h0, c0, *rec), carry_h,
                                     carry_c, gx, h0, c0, *rec)
     return out[0], out[1]
+
+
+def traceable() -> bool:
+    """Whether the tracer of this call records the C++ loops as the custom ops of
+    :mod:`rnnkit.engines.ops` (torch.compile, torch.export: once the C++ is built, which
+    the first eager call does; torch.compile cannot build it from inside its trace)."""
+    if not (ops.AVAILABLE and records_custom_ops()):
+        return False
+    if _compiling():  # a plain attribute read, which dynamo can trace
+        return _extension.loaded
+    return available()
+
+
+def _run_op(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h, carry_c):
+    """:func:`run` as one ``rnnkit::fused_forward`` op, for a tracer."""
+    T, B = gx.shape[:2]
+    Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
+    keep = fused.needs_grad(gx, h0, c0, *rec)
+    Hs, Cs, *_ = torch.ops.rnnkit.fused_forward(_cell_code(cell), gx, h0, c0, *rec, Kh, Kc,
+                                                keep)
+    return Hs, (Cs if isinstance(cell, LSTMStep) else None)
 
 
 def _carry(K, T, B, dtype):

@@ -42,8 +42,10 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
 
     check(cell)
     # supports() first: it is free, while available() may start the one-time build; a
-    # tracer cannot see inside the C++ loop, so it records the Python one
-    if compiled.supports(cell, rec, gx) and not is_tracing(gx) and compiled.available():
+    # tracer records the C++ loop as an op where it can (compiled.traceable), else the
+    # Python loop
+    if compiled.supports(cell, rec, gx) and (compiled.traceable() if is_tracing(gx)
+                                             else compiled.available()):
         return compiled.run(cell, gx, h0, c0, rec, carry_h, carry_c)
     return run_python(cell, gx, h0, c0, rec, carry_h, carry_c)
 

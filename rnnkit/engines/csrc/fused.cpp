@@ -716,7 +716,9 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   Tensor Hs = at::empty({T_, B, H_out}, opts);
   Tensor Cs = cell == LSTM ? at::empty({T_, B, H}, opts) : Tensor();
   Tensor S = keep ? at::empty({T_, B, cf.row}, opts) : Tensor();
-  Tensor St = keep && cf.stats() ? at::empty({T_, B, 2}, opts) : Tensor();
+  // zeros: a cell fills only the columns of its own layer norms (rstd of LN(W_hh h), of
+  // LN(c~)), and a result must not hold uninitialised memory
+  Tensor St = keep && cf.stats() ? at::zeros({T_, B, 2}, opts) : Tensor();
   // the GEMM input h_{t-1} * mask: every step's kept for dW_hh in training, else one
   Tensor Hin = masked ? at::empty({keep ? T_ : 1, B, H_out}, opts) : Tensor();
   Tensor gh = at::empty({B, GH}, opts);            // W_hh h_in of this step
