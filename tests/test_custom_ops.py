@@ -8,13 +8,14 @@ import torch
 
 import rnnkit
 from rnnkit.engines import compiled, ops
+from rnnkit.engines.ops import _GRU, _LSTM, _RNN_CODES
 
 pytestmark = [
     pytest.mark.skipif(not ops.AVAILABLE, reason="torch.library.custom_op needs torch >= 2.4"),
     pytest.mark.skipif(not compiled.available(), reason="the compiled engine is not built"),
 ]
 
-_RNN_TANH, _RNN_RELU, _LSTM, _GRU = 0, 1, 3, 4
+_RNN_TANH, _RNN_RELU = _RNN_CODES["tanh"], _RNN_CODES["relu"]
 
 
 def _args(cell, *, H=3, H_out=None, B=2, T=4, ln=False, peephole=False, carry=False,

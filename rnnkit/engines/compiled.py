@@ -49,11 +49,7 @@ from rnnkit._tracing import _compiling, is_tracing, records_custom_ops
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.engines import fused, ops, reference
 from rnnkit.engines.function import Function
-
-
-# the cell codes of csrc/fused.cpp (enum CellKind)
-_RNN_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}
-_LSTM, _GRU = 3, 4
+from rnnkit.engines.ops import _GRU, _LSTM, _RNN_CODES  # the cell codes of csrc/fused.cpp
 
 
 def _cflags() -> list[str]:

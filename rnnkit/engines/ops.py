@@ -28,7 +28,8 @@ from torch import Tensor
 AVAILABLE = all(hasattr(torch.library, name)
                 for name in ("custom_op", "register_fake", "register_autograd"))
 
-# the cell codes of csrc/fused.cpp (enum CellKind), as in compiled.py
+# the cell codes of csrc/fused.cpp (enum CellKind)
+_RNN_CODES = {"tanh": 0, "relu": 1, "sigmoid": 2}
 _LSTM, _GRU = 3, 4
 
 
@@ -68,6 +69,10 @@ def _none_to_placeholders(results, like: Tensor) -> list[Tensor]:
     return [like.new_empty(0) if t is None else t for t in results]
 
 
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return t.contiguous() if t is not None else None
+
+
 if AVAILABLE:
     @torch.library.custom_op("rnnkit::fused_forward", mutates_args=())
     def fused_forward(cell: int, gx: Tensor, h0: Tensor, c0: Optional[Tensor], w_hh: Tensor,
@@ -79,8 +84,7 @@ if AVAILABLE:
         """The forward loop: [Hs, Cs, S, Hin, St] (see :func:`forward_layout`)."""
         from rnnkit.engines.compiled import _load
 
-        def c(t):
-            return t.contiguous() if t is not None else None
+        c = _contiguous
         out = _load().forward(cell, c(gx), c(h0), c(c0), c(w_hh), c(b_hh), c(w_hr),
                               c(h_mask), carry_h, carry_c, c(ln_hh_weight), c(ln_hh_bias),
                               c(ln_c_weight), c(ln_c_bias), c(w_ch), keep)
@@ -111,8 +115,7 @@ if AVAILABLE:
         :func:`backward_layout`); ``need`` flags the fields of Recurrent."""
         from rnnkit.engines.compiled import _load
 
-        def c(t):
-            return t.contiguous() if t is not None else None
+        c = _contiguous
         out = _load().backward(cell, c(dHs), c(dCs), c(Hs), c(Cs), c(h0), c(c0), c(S), c(Hin),
                                c(St), c(w_hh), c(b_hh), c(w_hr), c(h_mask), carry_h, carry_c,
                                c(ln_hh_weight), c(ln_c_weight), c(w_ch), need)
@@ -162,10 +165,9 @@ if AVAILABLE:
                              c0 if real[1] else None, S, Hin if real[3] else None,
                              St if real[4] else None, w_hh, b_hh, w_hr, h_mask, carry_h,
                              carry_c, ln_hh_weight, ln_c_weight, w_ch, need[3:])
+        # the fields' gradients are real only where needed (backward_layout)
         layout = backward_layout(ctx.cell, need[3:], ctx.given)
-        grads_out = [g if r else None for g, r in zip(out, layout)]
-        dG, dh0, dc0, *fields = grads_out
-        fields = [g if n else None for g, n in zip(fields, need[3:])]
+        dG, dh0, dc0, *fields = [g if r else None for g, r in zip(out, layout)]
         return (None, dG if need[0] else None, dh0 if need[1] else None,
                 dc0 if need[2] else None, *fields, None, None, None)
 
