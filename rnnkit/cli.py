@@ -404,6 +404,10 @@ def train(
         lines.append(f"curves: {summary['curves']}")
     lines += [f"metrics: {Path(summary['out_dir']) / 'metrics.csv'}",
               f"summary: {Path(summary['out_dir']) / 'summary.json'}"]
+    best_pt = Path(summary["out_dir"]) / "best.pt"
+    if best_pt.is_file():  # what the trained network does inside, as a page
+        trust = " --trust-code" if ":" in options.cell else ""  # a user's cell, module:Class
+        lines.append(f"look inside: rnnkit explain {best_pt}{trust}")
     try:
         typer.echo("\n".join(lines))
         sys.stdout.flush()
@@ -564,6 +568,46 @@ def gradflow(
         write_text(out / "gradflow.json", json.dumps(result, indent=1))
     typer.echo(format_table(result))
     typer.echo(f"plot: {png}\ndata: {out / 'gradflow.json'}")
+
+
+@app.command()
+def explain(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by rnnkit train."),
+    text: Optional[str] = typer.Option(None, help="A text to read (lm, classify, tag, "
+                                       "translate)."),
+    data: Optional[str] = typer.Option(None, help="A text file to read (lm, classify, tag, "
+                                       "translate), or a series whose last window to read "
+                                       "(forecast)."),
+    index: Optional[int] = typer.Option(None, help="An item of the validation split (default "
+                                        "0; lm: a part of 2000 tokens of its text)."),
+    out: Optional[Path] = typer.Option(None, help="The page to write (default: explain.html "
+                                       "beside the checkpoint)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's "
+                                          "choice); the measurements run many small steps, "
+                                          "which more threads can slow down."),
+    trust_code: bool = typer.Option(False, help=TRUST_CODE_HELP),
+):
+    """Write one self-contained HTML page (no server, no network) that shows what every
+    unit and gate of the checkpoint's network does over a sequence: tokens coloured by
+    h_t, c_t or a gate of the unit chosen, the units that track simple features, gate
+    saturation, what each input step contributed to an output, ‖dL/dh_t‖ over t, and the
+    model's prediction at each step."""
+    from rnnkit.train.explain import explain as build
+    if threads is not None:
+        if threads < 1:
+            _fail(f"--threads must be a positive int, got {threads}")
+        import torch
+        torch.set_num_threads(threads)
+    try:
+        result = build(checkpoint, out, text=text, data=data, index=index,
+                       trust_code=trust_code)
+    except (ValueError, OSError) as e:  # OSError: a page that could not be written
+        _fail(str(e))
+    for note in result["notes"]:
+        typer.echo(note)
+    typer.echo(f"wrote {result['page']} ({result['bytes'] / 1e6:.1f} MB, {result['steps']} "
+               f"steps, {result['seconds']:.1f} s); open it in a browser: "
+               f"{result['page'].resolve().as_uri()}")
 
 
 @app.command()

@@ -36,6 +36,8 @@ def _train(task, tmp_path, *extra):
 def test_train_tasks(task, extra, tmp_path):
     out, output = _train(task, tmp_path, *extra)
     assert "checkpoints:" in output
+    # the run ends with the command that opens the explorer of its checkpoint
+    assert f"look inside: rnnkit explain {out / 'best.pt'}" in output
     result = runner.invoke(app, ["eval", str(out / "last.pt")])
     assert result.exit_code == 0 and "loss:" in result.output
     info = json.loads(runner.invoke(app, ["info", str(out / "last.pt")]).output)
