@@ -300,6 +300,9 @@ def test_cli_explain(checkpoints, tmp_path):
     meta, _ = _read_page(out)
     assert meta["tokens"] == ["the", "dog", "runs"]
     assert all(p.startswith("tag: ") for p in meta["predictions"])
+    # the tagger's units are ranked against each tag it gives
+    predicted = {p.split()[1] for p in meta["predictions"]}
+    assert {f"tag {t}" for t in predicted} <= set(meta["selectivity"]["l0"]["h"])
     result = runner.invoke(app, ["explain", str(tmp_path / "nothing.pt")])
     assert result.exit_code == 2 and "not found" in result.output
     result = runner.invoke(app, ["explain", str(checkpoints["tag"]), "--out", str(tmp_path)])

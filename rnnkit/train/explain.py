@@ -34,6 +34,8 @@ __all__ = ["explain", "Example", "DEFAULT_CHARACTERS"]
 DEFAULT_CHARACTERS = 2_000
 #: outputs whose input contributions a page holds (each is one backward pass)
 MAX_TARGETS = 40
+#: the most tags a tagger's units are ranked against (one feature each)
+MAX_TAG_FEATURES = 24
 #: the strongest units listed per feature
 TOP_UNITS = 8
 #: the largest text file --data reads for a page
@@ -380,6 +382,10 @@ def _predictions(model, payload, ex: Example, inputs: Tensor, x_grad: Tensor, tr
         for t in range(T):
             per_step[t] = f"tag: {names[int(best[t])]} {math.exp(float(logp[t, best[t]])):.2f}" + (
                 f"\ntrue: {truth[t]}" if truth else "")
+        # which unit tracks a tag: the true tags where known, else the predicted ones
+        tags = truth or [names[int(b)] for b in best]
+        for tag in sorted(set(tags))[:MAX_TAG_FEATURES]:
+            ex.features[f"tag {tag}"] = torch.tensor([float(t == tag) for t in tags])
         if truth:
             right = sum(names[int(best[t])] == truth[t] for t in range(T))
             notes.append(f"{right} of {T} tags right")
