@@ -25,6 +25,14 @@ def _compiling() -> bool:
     return is_compiling()
 
 
+def dynamo_tracing() -> bool:
+    """Whether dynamo traces this call's bytecode (torch.compile, strict torch.export),
+    where Python with side effects (building a C++ extension) cannot run; a non-strict
+    export runs Python as it is."""
+    is_dynamo = getattr(torch.compiler, "is_dynamo_compiling", None)  # torch >= 2.5
+    return is_dynamo() if is_dynamo is not None else _compiling()
+
+
 def compiling_not_exporting() -> bool:
     """Whether torch.compile traces this call for itself (not for torch.export)."""
     is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5

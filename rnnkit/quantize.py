@@ -14,7 +14,14 @@
 
 torch's own ``torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear})`` looks
 modules up by their exact type, so it converts torch.nn's LSTM and GRU but never
-rnnkit's subclasses: this function is the one that covers rnnkit's layers.
+rnnkit's layers. Given rnnkit's mapping it does::
+
+    torch.ao.quantization.quantize_dynamic(model, rnnkit.quantize.torch_qconfig_spec(),
+                                           mapping=rnnkit.quantize.torch_mapping())
+
+which turns rnnkit layers of torch.nn's configurations into torch's own dynamically
+quantized LSTM / GRU (and cells), and everything else of rnnkit's into
+:class:`QuantizedRecurrent` (:func:`torch_mapping`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from torch.func import functional_call
 from rnnkit.layers import (GRU, LSTM, RNN, GRUCell, LSTMCell, MinGRU, MinGRUCell, MinLSTM,
                            MinLSTMCell, Recurrent, RNNCell)
 
-__all__ = ["quantize_dynamic", "QuantizedRecurrent"]
+__all__ = ["quantize_dynamic", "QuantizedRecurrent", "torch_mapping", "torch_qconfig_spec"]
 
 #: the rnnkit modules whose weight matrices quantize_dynamic stores as int8
 RECURRENT_TYPES = (RNN, LSTM, GRU, Recurrent, MinGRU, MinLSTM, RNNCell, LSTMCell, GRUCell,
@@ -126,3 +133,74 @@ def _wrap_recurrent(parent: nn.Module):
             setattr(parent, name, QuantizedRecurrent(child))
         elif not isinstance(child, QuantizedRecurrent):
             _wrap_recurrent(child)
+
+
+# -- torch's own quantize_dynamic, given rnnkit's mapping ---------------------------------
+
+def _torch_twin(module: nn.Module) -> nn.Module | None:
+    """torch.nn's LSTM, GRU, LSTMCell, GRUCell or RNNCell with ``module``'s weights, where
+    ``module`` computes exactly what that one does in inference (torch's kernels take its
+    cell, and it has no parameters beyond torch.nn's); else None."""
+    from rnnkit.engines import native
+
+    twins = {LSTM: nn.LSTM, GRU: nn.GRU, LSTMCell: nn.LSTMCell, GRUCell: nn.GRUCell,
+             RNNCell: nn.RNNCell}
+    make = twins.get(type(module))
+    if make is None or not native.supports(module.cell, return_states=False):
+        return None
+    if isinstance(module, (LSTM, GRU)):
+        # torch's quantized LSTM converts a projection but fails when called ("The number
+        # of rows in the packB should be equal to K", torch 2.13)
+        if module.zoneout != (0.0, 0.0) or getattr(module, "proj_size", 0):
+            return None
+        twin = make(module.input_size, module.hidden_size, module.num_layers,
+                    bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
+                    bidirectional=module.bidirectional)
+    else:
+        extra = {"nonlinearity": module.nonlinearity} if isinstance(module, RNNCell) else {}
+        twin = make(module.input_size, module.hidden_size, bias=module.bias, **extra)
+    if set(twin.state_dict()) != set(module.state_dict()):
+        return None
+    twin.load_state_dict(module.state_dict())
+    return twin.to(next(module.parameters()).dtype)
+
+
+class _ToQuantized:
+    """An entry of :func:`torch_mapping`: what torch's ``convert`` calls ``from_float``
+    on for an rnnkit module."""
+
+    @staticmethod
+    def from_float(module, use_precomputed_fake_quant=False):
+        twin = _torch_twin(module)
+        if twin is None:  # a variant torch's quantized modules lack
+            return QuantizedRecurrent(module)
+        import torch.ao.nn.quantized.dynamic as dynamic
+
+        twin.qconfig = module.qconfig
+        return getattr(dynamic, type(twin).__name__).from_float(twin)
+
+
+def torch_mapping() -> dict:
+    """torch's default dynamic-quantization mapping with rnnkit's recurrent modules
+    added, for ``torch.ao.quantization.quantize_dynamic(model, torch_qconfig_spec(),
+    mapping=torch_mapping())``.
+
+    An rnnkit LSTM, GRU, LSTMCell, GRUCell or RNNCell whose configuration is torch.nn's
+    (an LSTM without proj_size, which torch's quantized LSTM cannot run) becomes torch's
+    dynamically quantized module of that kind (int8 GEMMs; it is called
+    as torch.nn's is: no ``lengths`` or ``return_states``); every other rnnkit module (the
+    RNN layer, the variants, the min cells, a user's cell) becomes
+    :class:`QuantizedRecurrent`, which keeps the layer's own call. rnnkit's task models
+    pass ``lengths`` to their layers: quantize them with :func:`quantize_dynamic`."""
+    from torch.ao.quantization.quantization_mappings import (
+        get_default_dynamic_quant_module_mappings)
+
+    return {**get_default_dynamic_quant_module_mappings(),
+            **{kind: _ToQuantized for kind in RECURRENT_TYPES}}
+
+
+def torch_qconfig_spec() -> set:
+    """The module types torch's quantize_dynamic quantizes with :func:`torch_mapping`:
+    nn.Linear, torch.nn's LSTM and GRU (and cells), and rnnkit's recurrent modules."""
+    return {nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell,
+            *RECURRENT_TYPES}

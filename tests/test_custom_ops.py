@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.engines import compiled, ops
+from rnnkit.engines import compiled, ops, scan
 from rnnkit.engines.ops import _GRU, _LSTM, _RNN_CODES
 
 pytestmark = [
@@ -163,5 +163,87 @@ def test_compile_fullgraph_trains_through_the_ops_as_eager(name):
             want, want_grads = out, grads
     assert sum(_rnnkit_ops(g) for g in graphs) >= 1
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# -- the minGRU / minLSTM scan as rnnkit::linear_scan ---------------------------------------
+
+needs_scan = pytest.mark.skipif(not scan.available(), reason="the compiled scan is not built")
+
+
+def _scan_args(T=5, shape=(2, 3)):
+    g = torch.Generator().manual_seed(T)
+    a = torch.rand(T, *shape, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(T, *shape, generator=g, dtype=torch.float64).requires_grad_()
+    h0 = torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_()
+    return a, b, h0
+
+
+@needs_scan
+def test_the_scan_ops_pass_torchs_opcheck():
+    a, b, h0 = _scan_args()
+    torch.library.opcheck(torch.ops.rnnkit.linear_scan.default, (a, b, h0))
+    H = torch.ops.rnnkit.linear_scan(a, b, h0)
+    torch.library.opcheck(torch.ops.rnnkit.linear_scan_backward.default,
+                          (a.detach(), H.detach(), h0.detach(), torch.randn_like(H)))
+
+
+@needs_scan
+def test_the_scan_op_equals_the_loop_with_first_and_second_derivatives():
+    a, b, h0 = _scan_args(T=6)
+    torch.testing.assert_close(torch.ops.rnnkit.linear_scan(a, b, h0),
+                               scan.linear_scan(a, b, h0, method="sequential"))
+    torch.autograd.gradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
+    torch.autograd.gradgradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
+
+
+MIN_LAYERS = {
+    "mingru": lambda: rnnkit.MinGRU(3, 4),
+    "minlstm-2-layers-bidirectional": lambda: rnnkit.MinLSTM(
+        3, 4, num_layers=2, bidirectional=True, batch_first=True),
+}
+
+
+@needs_scan
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("name", list(MIN_LAYERS))
+def test_an_exported_min_layer_takes_any_sequence_length(name, strict):
+    torch.manual_seed(0)
+    layer = MIN_LAYERS[name]().eval()
+    time_dim = 1 if layer.batch_first else 0
+    x = torch.randn(2, 6, 3) if layer.batch_first else torch.randn(6, 2, 3)
+    T = torch.export.Dim("T", min=2, max=10_000)
+    program = torch.export.export(layer, (x,), dynamic_shapes=({time_dim: T},), strict=strict)
+    directions = layer.num_layers * (2 if layer.bidirectional else 1)
+    assert _rnnkit_ops(program.graph) == directions  # one scan per layer and direction
+    for steps in (2, 37):
+        x = torch.randn(2, steps, 3) if layer.batch_first else torch.randn(steps, 2, 3)
+        got, want = program.module()(x), layer(x)
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+
+
+@needs_scan
+def test_compile_fullgraph_trains_a_min_layer_through_the_scan_op_as_eager():
+    torch.manual_seed(0)
+    layer = rnnkit.MinGRU(3, 4)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm.graph)
+        from torch._dynamo.backends.common import aot_autograd
+        return aot_autograd(fw_compiler=lambda g, _: g.forward)(gm, example_inputs)
+
+    torch._dynamo.reset()
+    step = torch.compile(layer, fullgraph=True, backend=backend)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    results = []
+    for run in (layer, step):
+        out = run(x)[0]
+        results.append((out, torch.autograd.grad(out.pow(2).sum(), [x, *layer.parameters()])))
+    assert sum(_rnnkit_ops(g) for g in graphs) == 1
+    (want, want_grads), (got, grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads, want_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

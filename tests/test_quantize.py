@@ -94,3 +94,75 @@ def test_parametrized_weights_are_refused_clearly():
     layer = torch.nn.utils.parametrizations.weight_norm(rnnkit.LSTM(3, 4), "weight_hh_l0")
     with pytest.raises(ValueError, match="remove_parametrizations"):
         rnnkit.quantize_dynamic(layer)
+
+
+# -- torch's own quantize_dynamic, given rnnkit's mapping ----------------------------------
+
+#: rnnkit modules of torch.nn's configurations and their torch.nn twins
+TWINS = {
+    "lstm-2-layers-bidirectional": (
+        lambda: rnnkit.LSTM(6, 8, num_layers=2, bidirectional=True, batch_first=True),
+        torch.nn.LSTM, (3, 7, 6)),
+    "gru": (lambda: rnnkit.GRU(6, 8), torch.nn.GRU, (7, 3, 6)),
+    "lstm-cell": (lambda: rnnkit.LSTMCell(6, 8), torch.nn.LSTMCell, (3, 6)),
+    "gru-cell": (lambda: rnnkit.GRUCell(6, 8), torch.nn.GRUCell, (3, 6)),
+    "rnn-cell-relu": (lambda: rnnkit.RNNCell(6, 8, nonlinearity="relu"), torch.nn.RNNCell,
+                      (3, 6)),
+}
+
+
+def _torch_quantize(model, **kwargs):
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notice
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, **kwargs)
+
+
+@pytest.mark.parametrize("name", list(TWINS))
+def test_torchs_quantize_dynamic_makes_torchs_quantized_modules_of_torch_nn_configurations(name):
+    from rnnkit.quantize import torch_mapping, torch_qconfig_spec
+
+    make, twin_class, shape = TWINS[name]
+    torch.manual_seed(0)
+    module = make().eval()
+    wrapper = torch.nn.Sequential(module)
+    quantized = _torch_quantize(wrapper, qconfig_spec=torch_qconfig_spec(),
+                                mapping=torch_mapping())[0]
+    assert type(quantized).__name__ == twin_class.__name__
+    assert type(quantized).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    # the same as torch's own conversion of torch.nn's module with the same weights
+    twin = twin_class(**{k: getattr(module, k) for k in ("input_size", "hidden_size")},
+                      **({"num_layers": module.num_layers, "batch_first": module.batch_first,
+                          "bidirectional": module.bidirectional}
+                         if hasattr(module, "num_layers") else {}),
+                      **({"nonlinearity": "relu"} if twin_class is torch.nn.RNNCell else {}))
+    twin.load_state_dict(module.state_dict())
+    expected = _torch_quantize(torch.nn.Sequential(twin.eval()),
+                               qconfig_spec={twin_class})[0]
+    x = torch.randn(*shape)
+    torch.testing.assert_close(_first(quantized(x)), _first(expected(x)), rtol=0, atol=0)
+    assert (_first(quantized(x)) - _first(module(x))).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("name", ["lstm-layer-norm", "lstm-proj", "rnn", "mingru",
+                                  "gru-zoneout"])
+def test_torchs_quantize_dynamic_keeps_rnnkits_own_call_for_everything_else(name):
+    from rnnkit.quantize import QuantizedRecurrent, torch_mapping, torch_qconfig_spec
+
+    make = {"lstm-layer-norm": lambda: rnnkit.LSTM(6, 8, layer_norm=True),
+            # torch's quantized LSTM cannot run a projection
+            "lstm-proj": lambda: rnnkit.LSTM(6, 8, proj_size=4),
+            "rnn": lambda: rnnkit.RNN(6, 8), "mingru": lambda: rnnkit.MinGRU(6, 8),
+            "gru-zoneout": lambda: rnnkit.GRU(6, 8, zoneout=0.1)}[name]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(make().eval())
+    converted = _torch_quantize(model, qconfig_spec=torch_qconfig_spec(),
+                                mapping=torch_mapping())
+    assert isinstance(converted[0], QuantizedRecurrent)
+    x = torch.randn(7, 3, 6)
+    torch.testing.assert_close(converted[0](x, lengths=[7, 5, 2])[0],
+                               rnnkit.quantize_dynamic(model)[0](x, lengths=[7, 5, 2])[0])
+    # without rnnkit's mapping torch's quantize_dynamic leaves rnnkit's layers as they are
+    untouched = _torch_quantize(model, qconfig_spec={torch.nn.LSTM, torch.nn.GRU})
+    assert type(untouched[0]) is type(model[0])

@@ -112,7 +112,7 @@ def test_torch_compile_trains_as_eager(make):
 
 
 #: layers whose engines are rnnkit's own (the C++ loops, recorded as custom ops, and the
-#: scan, which gives way to its Python twin while tracing)
+#: scan, recorded as the custom op rnnkit::linear_scan)
 TRACED = {
     "lstm-layer-norm": lambda: rnnkit.LSTM(3, 4, layer_norm=True),
     "gru-fused": lambda: rnnkit.GRU(3, 4, backend="fused"),

@@ -45,7 +45,7 @@ from typing import Callable
 
 import torch
 
-from rnnkit._tracing import _compiling, is_tracing, records_custom_ops
+from rnnkit._tracing import dynamo_tracing, is_tracing, records_custom_ops
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.engines import fused, ops, reference
 from rnnkit.engines.function import Function
@@ -268,7 +268,7 @@ def traceable() -> bool:
     the first eager call does; torch.compile cannot build it from inside its trace)."""
     if not (ops.AVAILABLE and records_custom_ops()):
         return False
-    if _compiling():  # a plain attribute read, which dynamo can trace
+    if dynamo_tracing():  # a plain attribute read, which dynamo can trace
         return _extension.loaded
     return available()
 

@@ -14,6 +14,10 @@ A C++ result that does not exist for a configuration (the LSTM's c_t for a GRU, 
 only the backward needs in inference, the gradient of a parameter the cell lacks) is an
 empty placeholder in the op's results; :func:`forward_layout` and
 :func:`backward_layout` say, from the configuration alone, which ones are real.
+``rnnkit::linear_scan`` (and ``rnnkit::linear_scan_backward``) do the same for the
+minGRU / minLSTM scan of ``csrc/scan.cpp``; its traced backward is differentiable (a
+backward asked for with ``create_graph=True`` runs through the op again).
+
 Needs ``torch.library.custom_op`` (torch >= 2.4); :data:`AVAILABLE` is False before.
 
 (No ``from __future__ import annotations`` here: torch reads the ops' schemas from
@@ -173,3 +177,61 @@ if AVAILABLE:
 
     torch.library.register_autograd("rnnkit::fused_forward", _backward,
                                     setup_context=_setup_context)
+
+
+# -- the compiled scan of minGRU / minLSTM ------------------------------------------------
+
+def _units(a: Tensor) -> tuple[int, int]:
+    """(T, N): the scan's steps and units, N explicit (a view (T, -1) of no units is
+    ambiguous)."""
+    return a.shape[0], a.shape[1:].numel()
+
+
+if AVAILABLE:
+    @torch.library.custom_op("rnnkit::linear_scan", mutates_args=())
+    def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+        """h_t = a_t ⊙ h_{t-1} + b_t over time (csrc/scan.cpp): a, b (T, ...), h0 (...)."""
+        from rnnkit.engines.scan import _load
+
+        T, N = _units(a)
+        H = _load().forward(a.contiguous().view(T, N), b.contiguous().view(T, N),
+                            h0.contiguous().view(N))
+        return H.view(a.shape)
+
+    @linear_scan.register_fake
+    def _(a, b, h0):
+        return torch.empty_like(b, memory_format=torch.contiguous_format)
+
+    @torch.library.custom_op("rnnkit::linear_scan_backward", mutates_args=())
+    def linear_scan_backward(a: Tensor, H: Tensor, h0: Tensor, dH: Tensor) -> list[Tensor]:
+        """[da, db, dh0] of the scan, itself a scan backwards in time."""
+        from rnnkit.engines.scan import _load
+
+        T, N = _units(a)
+        da, db, dh0 = _load().backward(a.contiguous().view(T, N), H.contiguous().view(T, N),
+                                       h0.contiguous().view(N), dH.contiguous().view(T, N))
+        return [da.view(a.shape), db.view(a.shape), dh0.view(h0.shape)]
+
+    @linear_scan_backward.register_fake
+    def _(a, H, h0, dH):
+        like = dict(memory_format=torch.contiguous_format)
+        return [torch.empty_like(a, **like), torch.empty_like(a, **like),
+                torch.empty_like(h0, **like)]
+
+    def _scan_setup_context(ctx, inputs, output):
+        a, _, h0 = inputs
+        ctx.save_for_backward(a, output, h0)
+
+    def _scan_backward(ctx, dH):
+        a, H, h0 = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the backward through the op again
+            from rnnkit.engines.scan import _differentiable_backward
+
+            return _differentiable_backward(torch.ops.rnnkit.linear_scan, ctx.needs_input_grad,
+                                            a, H, h0, dH)
+        da, db, dh0 = linear_scan_backward(a, H, h0, dH)
+        need_a, need_b, need_h0 = ctx.needs_input_grad
+        return da if need_a else None, db if need_b else None, dh0 if need_h0 else None
+
+    torch.library.register_autograd("rnnkit::linear_scan", _scan_backward,
+                                    setup_context=_scan_setup_context)

@@ -39,8 +39,11 @@ width for the parallel forms to use; they only add memory traffic), falling back
 ``chunked``: √T-fold fewer steps and exact, and it needs only torch; ``triton`` (one
 kernel launch each way) and ``log`` (no loop, but fewer digits over long sequences) are
 the candidates to replace it, which the benchmark measures with ``--device cuda``; that
-choice has not been measured yet. While tracing (ONNX export) every method runs as
-``sequential``, whose loop the tracer can record.
+choice has not been measured yet. torch.compile and torch.export record the compiled
+scan as the custom op ``rnnkit::linear_scan`` (with its fake implementation and
+autograd: an exported program takes any sequence length); torch.jit.trace and the ONNX
+export record only torch's own operations, so every method runs as ``sequential`` there,
+whose loop they can record (``log`` stays ``log`` under torch.jit.trace).
 
 Padding: where ``valid`` is False a step has a = 1, b = 0, so the state is carried
 unchanged past a sample's length, bit for bit, and no gradient reaches that step's
@@ -63,8 +66,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnkit._tracing import addcmul_into, is_tracing, mul_into
+from rnnkit._tracing import (addcmul_into, dynamo_tracing, is_tracing, mul_into,
+                             records_custom_ops)
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
+from rnnkit.engines import ops
 from rnnkit.engines.compiled import Extension, _cflags
 from rnnkit.engines.function import Function
 
@@ -91,6 +96,17 @@ def _triton_kernels():
     except ImportError as e:
         raise ValueError(f"scan='triton' needs Triton ({e}); pip install triton, or use "
                          "scan='auto' or 'chunked'") from None
+
+
+def traceable() -> bool:
+    """Whether the tracer of this call records the C++ scan as the custom op
+    ``rnnkit::linear_scan`` (:mod:`rnnkit.engines.ops`): torch.compile and torch.export,
+    once the C++ is built (torch.compile cannot build it from inside its trace)."""
+    if not (ops.AVAILABLE and records_custom_ops()):
+        return False
+    if dynamo_tracing():  # a plain attribute read, which dynamo can trace
+        return _extension.loaded
+    return available()
 
 
 def compiled_supports(a: Tensor) -> bool:
@@ -120,9 +136,9 @@ def resolve(method: str, like: Tensor) -> str:
         # for "auto": in float32 its error grows with T (about 2e-4 at T = 2000)
         return "log" if method == "log" else "sequential"
     if method == "auto":
-        if compiled_supports(like) and not is_tracing(like) and available():
+        if compiled_supports(like) and (traceable() if is_tracing(like) else available()):
             return "compiled"
-        return "chunked"  # also where torch.compile or torch.export traces the call
+        return "chunked"
     if method == "triton":
         kernels = _triton_kernels()
         if not kernels.supports(like):
@@ -131,9 +147,11 @@ def resolve(method: str, like: Tensor) -> str:
                              f"float32 or float64, got {like.dtype} on {like.device}; use "
                              f"scan='auto' or 'chunked'")
     if method == "compiled":
-        if is_tracing(like):
-            raise ValueError("scan='compiled': torch.compile and torch.export cannot see "
-                             "inside the C++ scan; use scan='auto' or 'chunked'")
+        if is_tracing(like) and not traceable():
+            raise ValueError("scan='compiled': this tracer cannot record the C++ scan as "
+                             "the custom op rnnkit::linear_scan (torch.compile and "
+                             "torch.export can, once the C++ is built, which the first "
+                             "eager call does); use scan='auto' or 'chunked'")
         if not compiled_supports(like):
             raise ValueError(f"scan='compiled' runs on the CPU in float32 or float64, got "
                              f"{like.dtype} on {like.device}; use scan='auto' or 'chunked'")
@@ -163,7 +181,10 @@ def run(cell: MinRNNStep, gx: Tensor, h0: Tensor, *, valid: Tensor | None = None
             log_a = torch.where(valid, log_a, 0.0)
             log_b = torch.where(valid, log_b, -math.inf)
         return log_scan(log_a, log_b, h0)
-    if method == "compiled" and compiled_coefficients(cell) is not None:
+    # while tracing, the coefficients are the cell's own torch operations (the tracer
+    # records them); the scan itself is then the op rnnkit::linear_scan
+    if method == "compiled" and compiled_coefficients(cell) is not None \
+            and not is_tracing(gx):
         a, b = _CompiledCoefficients.apply(cell, gx, valid)  # (T, B, H) each
     else:
         a, b = cell.coefficients(gx)
@@ -196,7 +217,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Te
     if method == "sequential":
         return _sequential(a, b, h0)
     if method == "compiled":
-        return _CompiledScan.apply(a, b, h0)
+        # a tracer records the op; eager calls skip the dispatcher
+        return torch.ops.rnnkit.linear_scan(a, b, h0) if is_tracing(a) else \
+            _CompiledScan.apply(a, b, h0)
     if method == "chunked":
         return _SolvedScan.apply(a, b, h0, _chunked_solve, _chunked_reverse)
     if method == "triton":
