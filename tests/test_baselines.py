@@ -58,6 +58,23 @@ def test_flat_classifiers_are_scikit_learns_on_the_flattened_sequences():
     assert 0 <= scores["mlp"]["test"] <= 1
 
 
+def test_flat_classifiers_fit_once_per_data(monkeypatch):
+    from sklearn.neural_network import MLPClassifier
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(50, 4, 2, generator=g), torch.randint(0, 2, (50,), generator=g)
+    first = B.flat_classifiers(x[:30], y[:30], {"test": (x[30:], y[30:])})
+    fits = []
+    monkeypatch.setattr(MLPClassifier, "fit", lambda self, *a: fits.append(1) or self)
+    # the same images as (8, 1) steps instead of (4, 2): the same flat data, no refit
+    assert B.flat_classifiers(x[:30].reshape(30, 8, 1), y[:30],
+                              {"test": (x[30:], y[30:])}) == first
+    assert not fits
+    with pytest.raises(Exception):  # other data is fitted again (here by the stub)
+        B.flat_classifiers(x[:30] + 1, y[:30], {"test": (x[30:], y[30:])})
+    assert fits
+
+
 def test_memoryless_copy_is_the_cross_entropy_of_the_memoryless_predictor():
     _, y = D.copy_memory(50, 100, n_symbols=8, length=10, seed=3)
     got = B.memoryless_copy(y, 10, 8)
