@@ -367,3 +367,23 @@ def test_verdicts_say_who_learnt_and_compare_with_the_rnn():
     rnn, lstm = verdicts(result)
     assert rnn.startswith("rnn: did not learn the task (MSE 0.1600") and "1.00e-20" in rnn
     assert lstm.startswith("lstm: learnt the task (MSE 0.0010") and "1.00e+18 times" in lstm
+
+
+def test_gradient_norms_of_a_loss_over_every_step():
+    """reads="all": the loss is given every step's top output; a loss that reads only the
+    last one gives what reads="last" gives, and a mean over time reaches every step
+    directly."""
+    torch.manual_seed(0)
+    lstm = rnnkit.LSTM(2, 5)
+    x = torch.randn(12, 3, 2)
+    w = torch.randn(5)
+    last = gradient_norms(lstm, x, loss=lambda h: (h @ w).sum())
+    via_all = gradient_norms(lstm, x, loss=lambda hs: (hs[-1] @ w).sum(), reads="all")
+    torch.testing.assert_close(via_all, last)
+    mean = gradient_norms(lstm, x, loss=lambda hs: (hs.mean(0) @ w).sum(), reads="all")
+    assert mean[0] > 10 * last[0]  # the first step now has a direct path to the loss
+    with pytest.raises(ValueError, match="reads must be"):
+        gradient_norms(lstm, x, reads="every")
+    with pytest.raises(ValueError, match="unidirectional"):
+        gradient_norms(rnnkit.LSTM(2, 5, bidirectional=True), x, loss=lambda hs: hs.sum(),
+                       reads="all")

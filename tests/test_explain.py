@@ -245,6 +245,9 @@ def test_page_of_every_task(name, checkpoints, tmp_path):
     for entry in meta["contributions"]:
         assert len(entry["values"]) == T and all(v >= 0 for v in entry["values"])
     assert meta["contributions"], "every model's page shows what its inputs contributed"
+    # ‖∂L/∂h_t‖ over t, as gradflow measures it, wherever a replay can (not both ways)
+    page = result["page"].read_text(encoding="utf-8")
+    assert ("‖∂L/∂h_t‖ over t, for the model" in page) != layer.bidirectional
     # each layer's h and c are ranked against every feature
     assert set(meta["selectivity"]) == {entry["name"] for entry in meta["layers"]}
     if name == "lm":

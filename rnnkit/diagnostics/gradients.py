@@ -36,9 +36,10 @@ def _last_step_projection(h_last: Tensor) -> Tensor:
     return (h_last @ w).sum()
 
 
-def gradient_norms(layer, x: Tensor, *, loss: str | Callable[[Tensor], Tensor] = "last"
-                   ) -> Tensor:
-    """‖∂L/∂h_t‖ of the top layer at every step t, for a loss L at the last step only.
+def gradient_norms(layer, x: Tensor, *, loss: str | Callable[[Tensor], Tensor] = "last",
+                   reads: str = "last") -> Tensor:
+    """‖∂L/∂h_t‖ of the top layer at every step t, for a loss L at the last step only
+    (or, with ``reads="all"``, a loss of the top layer's outputs at every step).
 
     A vanilla RNN multiplies the gradient by W_hhᵀ diag(act'(·)) at every step back, so
     with a contracting W_hh the norm falls geometrically as t moves away from T; an
@@ -60,6 +61,9 @@ def gradient_norms(layer, x: Tensor, *, loss: str | Callable[[Tensor], Tensor] =
             callable ``loss(h_T) -> scalar`` given the top layer's output at the last
             step, (B, H_out). Sum over samples rather than average, or every norm
             shrinks by 1/B.
+        reads: ``"last"`` (default): the callable is given h_T; ``"all"``: it is given
+            the top layer's outputs at every step, (T, B, H_out) time-major (a loss that
+            pools over time, or one at every step); unidirectional layers only.
 
     Returns:
         (T,) tensor, detached: entry t-1 is ‖∂L/∂h_t‖₂ over the units of the top layer
@@ -80,6 +84,11 @@ def gradient_norms(layer, x: Tensor, *, loss: str | Callable[[Tensor], Tensor] =
         raise ValueError("gradient_norms supports bidirectional layers only with "
                          f"num_layers=1, got num_layers={layer.num_layers}: the top forward "
                          "direction reads the lower layers' backward directions")
+    if reads not in ("last", "all"):
+        raise ValueError(f"reads must be 'last' or 'all', got {reads!r}")
+    if reads == "all" and (layer.bidirectional or not callable(loss)):
+        raise ValueError("reads='all' needs a unidirectional layer (a replay step by step "
+                         "gives no backward direction) and a callable loss")
     if loss == "last":
         loss_fn = _last_step_projection
     elif callable(loss):
@@ -113,7 +122,7 @@ def gradient_norms(layer, x: Tensor, *, loss: str | Callable[[Tensor], Tensor] =
                 f"difference {(replayed - own).abs().max().item():.3g}); gradient_norms "
                 f"cannot measure this configuration: {layer!r}")
 
-        value = loss_fn(h_top[-1])
+        value = loss_fn(torch.stack(h_top) if reads == "all" else h_top[-1])
         if not (isinstance(value, Tensor) and value.numel() == 1):
             raise ValueError(f"loss must return a scalar tensor, got {value!r:.80}")
         # gradients with respect to the whole stacked state of every step: the lower

@@ -562,17 +562,20 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
                           "values": [round(float(v), 6) for v in row]}
                          for label, p, row in zip(labels, positions, grads)]
 
-    # ‖∂L/∂h_t‖ as gradflow measures it: a loss the model takes from the top layer's
-    # last output alone (a unidirectional layer; a classifier pooling "last")
+    # ‖∂L/∂h_t‖ as gradflow measures it, for the model's output at the last step: from
+    # the top layer's last output, or (a classifier pooling over time) from all of them
     pooled = isinstance(model, models.SequenceClassifier) and model.config.pooling != "last"
-    if last_loss is None or layer.bidirectional or pooled:
-        why = "bidirectional" if layer.bidirectional else \
-            f"pooling={model.config.pooling!r} reads every step" if pooled else \
-            "its output is not read from the last step alone"
-        notes.append(f"‖∂L/∂h_t‖ over t is not shown: this model's layer is {why}, and the "
-                     "measurement takes a loss at the last step of a unidirectional layer")
+    if last_loss is None or layer.bidirectional:
+        why = "bidirectional (a replay step by step has no backward direction)" \
+            if layer.bidirectional else "an encoder whose output a decoder reads"
+        notes.append(f"‖∂L/∂h_t‖ over t is not shown: this model's layer is {why}")
     else:
-        norms = gradient_norms(layer, inputs, loss=last_loss).tolist()
+        loss = last_loss
+        if pooled:
+            def loss(hs):  # the model's own pooling over the replayed outputs (T, 1, H)
+                return last_loss(model._pool(hs.transpose(0, 1), None, None))
+        norms = gradient_norms(layer, inputs, loss=loss,
+                               reads="all" if pooled else "last").tolist()
         charts = {"‖∂L/∂h_t‖ over t, for the model's output at the last step "
                   "(log scale)": P.gradient_svg(norms, "gradient flow over this sequence"),
                   **charts}
