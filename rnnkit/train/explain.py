@@ -570,10 +570,11 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
             if layer.bidirectional else "an encoder whose output a decoder reads"
         notes.append(f"‖∂L/∂h_t‖ over t is not shown: this model's layer is {why}")
     else:
-        loss = last_loss
         if pooled:
             def loss(hs):  # the model's own pooling over the replayed outputs (T, 1, H)
                 return last_loss(model._pool(hs.transpose(0, 1), None, None))
+        else:
+            loss = last_loss
         norms = gradient_norms(layer, inputs, loss=loss,
                                reads="all" if pooled else "last").tolist()
         charts = {"‖∂L/∂h_t‖ over t, for the model's output at the last step "
