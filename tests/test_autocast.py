@@ -88,3 +88,47 @@ def test_bf16_training_of_the_tasks_that_carry_state(task, tmp_path):
         "2", "--no-progress", "--batch-size", "4", "--out", str(tmp_path / task),
         *(["--seq-len", "20"] if task == "lm" else [])])
     assert result.exit_code == 0, result.output
+
+
+#: torch.nn's twin of each family, whose output type under autocast rnnkit's must match
+_TWINS = {rnnkit.RNN: torch.nn.RNN, rnnkit.LSTM: torch.nn.LSTM, rnnkit.GRU: torch.nn.GRU}
+
+
+def _cuda_cases():
+    if not torch.cuda.is_available():
+        return [pytest.param("none", "none", marks=pytest.mark.skip(reason="needs CUDA"))]
+    return engine_cases(device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name, engine", _cuda_cases())
+def test_cuda_autocast_forward_and_backward(name, engine, dtype):
+    """CUDA autocast, fp16 and bf16: every engine runs forward and backward; rnnkit's own
+    engines compute in float32 (the same outputs, rounded once) and give the output type
+    torch.nn's kernel gives for the family."""
+    layer = CONFIGURATIONS[name].make(device="cuda")
+    x = torch.randn(6, 2, 3, device="cuda")
+    results = []
+    for autocast in (True, False):
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
+            out, hidden = layer(xi, lengths=[6, 4], backend=engine)
+        h_n = hidden[0] if isinstance(hidden, tuple) else hidden
+        (out.float().sum() + h_n.float().sum()).backward()
+        results.append((out, xi.grad, [p.grad for p in layer.parameters()]))
+    (out, dx, grads), (out32, dx32, grads32) = results
+    assert dx.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    if engine == "native":  # cuDNN, with its GEMMs in the autocast type
+        torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
+        return
+    twin = _TWINS.get(CONFIGURATIONS[name].layer)
+    if twin is not None:
+        with torch.autocast("cuda", dtype=dtype):
+            expected = twin(3, 4, device="cuda")(x)[0].dtype
+        assert out.dtype == expected
+    torch.testing.assert_close(out, out32.to(out.dtype), rtol=0, atol=0)
+    torch.testing.assert_close(dx, dx32, rtol=1e-5, atol=1e-6)
+    for g, g32 in zip(grads, grads32):
+        torch.testing.assert_close(g, g32, rtol=1e-5, atol=1e-6)
