@@ -32,6 +32,8 @@
 #include <climits>
 #include <cmath>
 #include <optional>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 // BLAS from the MKL inside libtorch_cpu, called directly: at::mm costs ~8 us of
@@ -210,10 +212,12 @@ T row_sum(int64_t N, const F& f) {
   return total;
 }
 
-// x (N) <- LN(x) * w + b in place; writes x^ = (x - mean) / sigma into xhat when given.
-// Returns 1 / sigma.
+// The layer norm, in one place for every cell: the statistics of a row, the normalised
+// row, and the two means its derivative needs.
+
+// (mean, 1 / sigma) of x (N).
 template <typename T>
-T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
+std::pair<T, T> row_stats(int64_t N, const T* x) {
   using V = Vec<T>;
   const T mean = row_sum<T>(N, [&](int64_t u, int64_t n) { return V::loadu(x + u, n); }) / T(N);
   const V vm(mean);
@@ -221,8 +225,16 @@ T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
     const V d = V::loadu(x + u, n) - vm;
     return d * d;
   }) / T(N);
-  const T rstd = T(1) / std::sqrt(var + T(kEps));
-  const V vr(rstd);
+  return {mean, T(1) / std::sqrt(var + T(kEps))};
+}
+
+// x (N) <- LN(x) * w + b in place; writes x^ = (x - mean) / sigma into xhat when given.
+// Returns 1 / sigma.
+template <typename T>
+T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
+  using V = Vec<T>;
+  const auto [mean, rstd] = row_stats<T>(N, x);
+  const V vm(mean), vr(rstd);
   for (int64_t u = 0; u < N; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), N - u);
     const V xh = (V::loadu(x + u, n) - vm) * vr;
@@ -232,8 +244,22 @@ T ln_forward_row(int64_t N, T* x, const T* w, const T* b, T* xhat) {
   return rstd;
 }
 
-// dx of y = x^ * w + b: dx = (a - mean(a) - x^ mean(a x^)) / sigma with a = dy * w.
-// Adds dy x^ and dy into sums (2N: the gradients of w and b) when given.
+// The means of y = x^ * w + b's derivative, mean(a) and mean(a x^) with a = dy * w:
+// dx = (a - mean(a) - x^ mean(a x^)) / sigma.
+template <typename T>
+std::pair<T, T> ln_grad_means(int64_t N, const T* dy, const T* w, const T* xhat) {
+  using V = Vec<T>;
+  const T m1 = row_sum<T>(N, [&](int64_t u, int64_t n) {
+    return V::loadu(dy + u, n) * V::loadu(w + u, n);
+  }) / T(N);
+  const T m2 = row_sum<T>(N, [&](int64_t u, int64_t n) {
+    return V::loadu(dy + u, n) * V::loadu(w + u, n) * V::loadu(xhat + u, n);
+  }) / T(N);
+  return {m1, m2};
+}
+
+// dx of y = x^ * w + b (see ln_grad_means); adds dy x^ and dy into sums (2N: the
+// gradients of w and b) when given.
 template <typename T>
 void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, T* dx,
                      T* sums) {
@@ -246,12 +272,7 @@ void ln_backward_row(int64_t N, const T* dy, const T* xhat, T rstd, const T* w, 
       (d + V::loadu(sums + N + u, n)).store(sums + N + u, n);
     }
   }
-  const T m1 = row_sum<T>(N, [&](int64_t u, int64_t n) {
-    return V::loadu(dy + u, n) * V::loadu(w + u, n);
-  }) / T(N);
-  const T m2 = row_sum<T>(N, [&](int64_t u, int64_t n) {
-    return V::loadu(dy + u, n) * V::loadu(w + u, n) * V::loadu(xhat + u, n);
-  }) / T(N);
+  const auto [m1, m2] = ln_grad_means<T>(N, dy, w, xhat);
   const V v1(m1), v2(m2), vr(rstd);
   for (int64_t u = 0; u < N; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), N - u);
@@ -298,82 +319,52 @@ struct RowSums {
 // Each writes h_t (and c_t), the saved factors when s != nullptr, and h_t * mask into
 // hin_next when a mask is on (the next step's GEMM input).
 
+// The RNN's activation act(P), and act'(P) written with the output a = act(P), as the
+// Python cell does: the forward saves it where a carry comes between, the backward reads
+// it off h_t where none did.
+template <typename T, int ACT>
+inline Vec<T> rnn_act(const Vec<T>& p) {
+  if constexpr (ACT == RNN_TANH) return tanh_(p);
+  else if constexpr (ACT == RNN_RELU) return at::vec::maximum(p, Vec<T>(T(0)));
+  else return sigmoid(p);
+}
+
+template <typename T, int ACT>
+inline Vec<T> rnn_act_grad(const Vec<T>& a) {
+  const Vec<T> one(T(1)), zero(T(0));
+  if constexpr (ACT == RNN_TANH) return one - a * a;
+  else if constexpr (ACT == RNN_RELU) return Vec<T>::blendv(zero, one, a > zero);
+  else return a * (one - a);
+}
+
 template <typename T, int ACT>
 void rnn_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, KRow<T> K,
                      const T* m, T* h, T* hin_next, T* s) {
   using V = Vec<T>;
-  const V one(T(1)), zero(T(0));
   for (int64_t u = 0; u < H; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), H - u);
-    const V p = V::loadu(gx + u, n) + V::loadu(gh + u, n);  // P = gx + W_hh h_in
-    V a, da;  // act(P) and act'(P), written with the output as the Python cell does
-    if constexpr (ACT == RNN_TANH) {
-      a = tanh_(p);
-      da = one - a * a;
-    } else if constexpr (ACT == RNN_RELU) {
-      a = at::vec::maximum(p, zero);
-      da = V::blendv(zero, one, a > zero);
-    } else {
-      a = sigmoid(p);
-      da = a * (one - a);
-    }
-    if (s) da.store(s + u, n);
+    V a = rnn_act<T, ACT>(V::loadu(gx + u, n) + V::loadu(gh + u, n));  // P = gx + W_hh h_in
+    if (s) rnn_act_grad<T, ACT>(a).store(s + u, n);
     if (K.on()) a = lerp(a, V::loadu(hp + u, n), K.load(u, n));
     a.store(h + u, n);
     if (hin_next) (a * V::loadu(m + u, n)).store(hin_next + u, n);
   }
 }
 
-// LSTM: writes c_t, and h~_t = o * tanh(c~) into `h` (before its carry when there is a
-// projection: the projection GEMM comes first, then finish_h_row).
-template <typename T>
-void lstm_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T* cp,
-                      KRow<T> Kh, KRow<T> Kc, const T* m, T* h, T* c, T* hin_next, T* s,
-                      bool proj) {
-  using V = Vec<T>;
-  for (int64_t u = 0; u < H; u += V::size()) {
-    const int64_t n = std::min<int64_t>(V::size(), H - u);
-    // gate blocks i, f, g, o of P = gx + W_hh h_in, (B, 4H)
-    const V i = sigmoid(V::loadu(gx + u, n) + V::loadu(gh + u, n));
-    const V f = sigmoid(V::loadu(gx + H + u, n) + V::loadu(gh + H + u, n));
-    const V g = tanh_(V::loadu(gx + 2 * H + u, n) + V::loadu(gh + 2 * H + u, n));
-    const V o = sigmoid(V::loadu(gx + 3 * H + u, n) + V::loadu(gh + 3 * H + u, n));
-    const V c_prev = V::loadu(cp + u, n);
-    V c_new = f * c_prev + i * g;
-    const V tc = tanh_(c_new);  // h~ sees the cell's own c~, not the carried one
-    V h_new = o * tc;
-    if (s) {
-      i.store(s + u, n);
-      f.store(s + H + u, n);
-      g.store(s + 2 * H + u, n);
-      o.store(s + 3 * H + u, n);
-      tc.store(s + 4 * H + u, n);
-    }
-    if (Kc.on()) c_new = lerp(c_new, c_prev, Kc.load(u, n));
-    c_new.store(c + u, n);
-    if (!proj) {
-      if (Kh.on()) h_new = lerp(h_new, V::loadu(hp + u, n), Kh.load(u, n));
-      h_new.store(h + u, n);
-      if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
-    } else {
-      h_new.store(h + u, n);  // u_t, the projection's input
-    }
-  }
-}
-
-// The LSTM with peepholes (PEEP) and/or a layer norm of c~ (LNC): as lstm_forward_row,
-// in two passes, since o sees c~ and LN(c~) needs the whole row's statistics first.
-// Returns 1/sigma of LN(c~) (1 without LNC).
+// LSTM, every option set: writes c_t, and h~_t = o * tanh(c_out) into `h` (before its
+// carry when there is a projection: the projection GEMM comes first, then finish_h_row).
+// PEEP: the gates i, f see c_{t-1} and o sees c~ through the peepholes w_ch. LNC: c_out =
+// LN(c~) (else c~ itself), whose row statistics need a first pass over the whole row;
+// without it one pass does everything. Returns 1/sigma of LN(c~) (1 without LNC).
 template <typename T, bool LNC, bool PEEP>
-T lstm_variant_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T* cp,
-                           KRow<T> Kh, KRow<T> Kc, const T* m, const T* w_ch, const T* ln_w,
-                           const T* ln_b, T* h, T* c, T* hin_next, T* s, int64_t c_own_at,
-                           int64_t chat_at, bool proj) {
+T lstm_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, const T* cp,
+                   KRow<T> Kh, KRow<T> Kc, const T* m, const T* w_ch, const T* ln_w,
+                   const T* ln_b, T* h, T* c, T* hin_next, T* s, int64_t c_own_at,
+                   int64_t chat_at, bool proj) {
   using V = Vec<T>;
-  // pass 1: i, f (which see c_{t-1} through the peepholes), g and the cell's own c~,
-  // written to c for now
-  for (int64_t u = 0; u < H; u += V::size()) {
-    const int64_t n = std::min<int64_t>(V::size(), H - u);
+  // i, f, g and the cell's own c~ = f c_{t-1} + i g of P = gx + W_hh h_in (blocks i, f,
+  // g, o): saved, and returned
+  auto first = [&](int64_t u, int64_t n) {
     const V c_prev = V::loadu(cp + u, n);
     V p_i = V::loadu(gx + u, n) + V::loadu(gh + u, n);
     V p_f = V::loadu(gx + H + u, n) + V::loadu(gh + H + u, n);
@@ -384,56 +375,57 @@ T lstm_variant_forward_row(int64_t H, const T* gx, const T* gh, const T* hp, con
     const V i = sigmoid(p_i), f = sigmoid(p_f);
     const V g = tanh_(V::loadu(gx + 2 * H + u, n) + V::loadu(gh + 2 * H + u, n));
     const V c_new = f * c_prev + i * g;
-    c_new.store(c + u, n);
     if (s) {
       i.store(s + u, n);
       f.store(s + H + u, n);
       g.store(s + 2 * H + u, n);
       if constexpr (PEEP) c_new.store(s + c_own_at + u, n);
     }
-  }
-  T mean = 0, rstd = 1;
-  if constexpr (LNC) {
-    mean = row_sum<T>(H, [&](int64_t u, int64_t n) { return V::loadu(c + u, n); }) / T(H);
-    const V vm(mean);
-    const T var = row_sum<T>(H, [&](int64_t u, int64_t n) {
-      const V d = V::loadu(c + u, n) - vm;
-      return d * d;
-    }) / T(H);
-    rstd = T(1) / std::sqrt(var + T(kEps));
-  }
-  // pass 2: o (which sees c~), tanh(c_out), h~, then the carries
-  for (int64_t u = 0; u < H; u += V::size()) {
-    const int64_t n = std::min<int64_t>(V::size(), H - u);
-    V c_new = V::loadu(c + u, n);
+    return c_new;
+  };
+  // o, tanh(c_out), h~ (which sees the cell's own c~, not the carried one), the carries
+  auto second = [&](int64_t u, int64_t n, V c_new, const V& c_out) {
     V p_o = V::loadu(gx + 3 * H + u, n) + V::loadu(gh + 3 * H + u, n);
     if constexpr (PEEP) p_o = at::vec::fmadd(V::loadu(w_ch + 2 * H + u, n), c_new, p_o);
     const V o = sigmoid(p_o);
-    V c_out = c_new;
-    if constexpr (LNC) {
-      const V chat = (c_new - V(mean)) * V(rstd);
-      if (s) chat.store(s + chat_at + u, n);
-      c_out = at::vec::fmadd(chat, V::loadu(ln_w + u, n), V::loadu(ln_b + u, n));
-    }
     const V tc = tanh_(c_out);
     V h_new = o * tc;
     if (s) {
       o.store(s + 3 * H + u, n);
       tc.store(s + 4 * H + u, n);
     }
-    if (Kc.on()) {
-      c_new = lerp(c_new, V::loadu(cp + u, n), Kc.load(u, n));
-      c_new.store(c + u, n);
-    }
+    if (Kc.on()) c_new = lerp(c_new, V::loadu(cp + u, n), Kc.load(u, n));
+    c_new.store(c + u, n);
     if (!proj) {
       if (Kh.on()) h_new = lerp(h_new, V::loadu(hp + u, n), Kh.load(u, n));
       h_new.store(h + u, n);
       if (hin_next) (h_new * V::loadu(m + u, n)).store(hin_next + u, n);
     } else {
-      h_new.store(h + u, n);
+      h_new.store(h + u, n);  // u_t, the projection's input
     }
+  };
+  if constexpr (!LNC) {
+    for (int64_t u = 0; u < H; u += V::size()) {
+      const int64_t n = std::min<int64_t>(V::size(), H - u);
+      const V c_new = first(u, n);
+      second(u, n, c_new, c_new);
+    }
+    return T(1);
+  } else {
+    for (int64_t u = 0; u < H; u += V::size()) {  // c~, kept in c for the statistics
+      const int64_t n = std::min<int64_t>(V::size(), H - u);
+      first(u, n).store(c + u, n);
+    }
+    const auto [mean, rstd] = row_stats<T>(H, c);
+    for (int64_t u = 0; u < H; u += V::size()) {
+      const int64_t n = std::min<int64_t>(V::size(), H - u);
+      const V c_new = V::loadu(c + u, n);
+      const V chat = (c_new - V(mean)) * V(rstd);
+      if (s) chat.store(s + chat_at + u, n);
+      second(u, n, c_new, at::vec::fmadd(chat, V::loadu(ln_w + u, n), V::loadu(ln_b + u, n)));
+    }
+    return rstd;
   }
-  return rstd;
 }
 
 // After the LSTM projection: h_t = lerp(W_hr u_t, h_{t-1}, K) in place, and the mask.
@@ -509,61 +501,25 @@ void split_dh_row(int64_t N, const T* dHs, const T* dhr, const T* m, T* side, bo
 }
 
 // Through the activation: act'(P) saved in s, or, where no carry came between (s null),
-// read off h_t = act(P) itself, as the Python cell does.
+// read off h_t = act(P) itself.
 template <typename T, int ACT>
 void rnn_backward_row(int64_t H, const T* dhc, const T* s, const T* h, T* dg) {
   using V = Vec<T>;
-  const V one(T(1)), zero(T(0));
   for (int64_t u = 0; u < H; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), H - u);
-    V da;
-    if (s) {
-      da = V::loadu(s + u, n);
-    } else {
-      const V a = V::loadu(h + u, n);
-      if constexpr (ACT == RNN_TANH) da = one - a * a;
-      else if constexpr (ACT == RNN_RELU) da = V::blendv(zero, one, a > zero);
-      else da = a * (one - a);
-    }
+    const V da = s ? V::loadu(s + u, n) : rnn_act_grad<T, ACT>(V::loadu(h + u, n));
     (V::loadu(dhc + u, n) * da).store(dg + u, n);
   }
 }
 
-// du: gradient of u = o * tanh(c~) (dhc itself without a projection); dc_next: in, the
-// gradient reaching c_t from step t+1; out, the gradient reaching c_{t-1}.
-template <typename T>
-void lstm_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next, const T* cp,
-                       KRow<T> Kc, const T* s, T* dg) {
-  using V = Vec<T>;
-  const V one(T(1));
-  for (int64_t u = 0; u < H; u += V::size()) {
-    const int64_t n = std::min<int64_t>(V::size(), H - u);
-    const V i = V::loadu(s + u, n), f = V::loadu(s + H + u, n), g = V::loadu(s + 2 * H + u, n),
-            o = V::loadu(s + 3 * H + u, n), tc = V::loadu(s + 4 * H + u, n);
-    const V du = V::loadu(du_row + u, n);
-    V dc = V::loadu(dCs + u, n) + V::loadu(dc_next + u, n);
-    V dc_skip(T(0));
-    if (Kc.on()) {  // the carried share of c_t skips the cell
-      const V k = Kc.load(u, n);
-      dc_skip = dc * k;
-      dc = dc * (one - k);
-    }
-    dc = dc + du * o * (one - tc * tc);                       // through h~ = o tanh(c~)
-    (dc * g * i * (one - i)).store(dg + u, n);                // c~ = ... + i g, i = σ(P_i)
-    (dc * V::loadu(cp + u, n) * f * (one - f)).store(dg + H + u, n);  // f c_prev, σ(P_f)
-    (dc * i * (one - g * g)).store(dg + 2 * H + u, n);       // i g, g = tanh(P_g)
-    (du * tc * o * (one - o)).store(dg + 3 * H + u, n);      // o tanh(c~), o = σ(P_o)
-    (dc * f + dc_skip).store(dc_next + u, n);                 // through f c_prev
-  }
-}
-
-// The derivative of lstm_variant_forward_row. With LNC: dco (H) is scratch for the
-// gradient of c_out, and the gradients of the layer norm's gain and bias are added into
-// sums (2H).
+// The derivative of lstm_forward_row. du: the gradient of u = o * tanh(c_out) (dhc
+// itself without a projection); dc_next: in, the gradient reaching c_t from step t+1;
+// out, the gradient reaching c_{t-1}. With LNC: dco (H) is scratch for the gradient of
+// c_out, and the gradients of the layer norm's gain and bias are added into sums (2H).
 template <typename T, bool LNC, bool PEEP>
-void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next,
-                               const T* cp, KRow<T> Kc, const T* s, int64_t chat_at, T rstd_c,
-                               const T* w_ch, const T* ln_w, T* dg, T* dco, T* sums) {
+void lstm_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_next, const T* cp,
+                       KRow<T> Kc, const T* s, int64_t chat_at, T rstd_c, const T* w_ch,
+                       const T* ln_w, T* dg, T* dco, T* sums) {
   using V = Vec<T>;
   const V one(T(1));
   T m1 = 0, m2 = 0;  // the means of the layer norm's derivative
@@ -576,12 +532,7 @@ void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_n
       at::vec::fmadd(d, V::loadu(s + chat_at + u, n), V::loadu(sums + u, n)).store(sums + u, n);
       (d + V::loadu(sums + H + u, n)).store(sums + H + u, n);
     }
-    m1 = row_sum<T>(H, [&](int64_t u, int64_t n) {
-      return V::loadu(dco + u, n) * V::loadu(ln_w + u, n);
-    }) / T(H);
-    m2 = row_sum<T>(H, [&](int64_t u, int64_t n) {
-      return V::loadu(dco + u, n) * V::loadu(ln_w + u, n) * V::loadu(s + chat_at + u, n);
-    }) / T(H);
+    std::tie(m1, m2) = ln_grad_means<T>(H, dco, ln_w, s + chat_at);
   }
   for (int64_t u = 0; u < H; u += V::size()) {
     const int64_t n = std::min<int64_t>(V::size(), H - u);
@@ -600,13 +551,13 @@ void lstm_variant_backward_row(int64_t H, const T* du_row, const T* dCs, T* dc_n
       const V a = V::loadu(dco + u, n) * V::loadu(ln_w + u, n);
       dc = dc + (a - V(m1) - V::loadu(s + chat_at + u, n) * V(m2)) * V(rstd_c);
     } else {
-      dc = dc + du * o * (one - tc * tc);
+      dc = dc + du * o * (one - tc * tc);  // through h~ = o tanh(c~)
     }
     if constexpr (PEEP) dc = at::vec::fmadd(dpo, V::loadu(w_ch + 2 * H + u, n), dc);  // P_o
     const V dpi = dc * g * i * (one - i), dpf = dc * c_prev * f * (one - f);
-    dpi.store(dg + u, n);
-    dpf.store(dg + H + u, n);
-    (dc * i * (one - g * g)).store(dg + 2 * H + u, n);
+    dpi.store(dg + u, n);                               // c~ = ... + i g, i = σ(P_i)
+    dpf.store(dg + H + u, n);                           // f c_prev, f = σ(P_f)
+    (dc * i * (one - g * g)).store(dg + 2 * H + u, n);  // i g, g = tanh(P_g)
     dpo.store(dg + 3 * H + u, n);
     V dcp = dc * f + dc_skip;  // through f c_prev (and the peepholes of i and f)
     if constexpr (PEEP)
@@ -672,29 +623,46 @@ struct Config {
     }
     if (ln_hh) xhat_at = row, row += GH;
   }
-  bool lstm_variant() const { return cell == LSTM && (peephole || ln_c); }
   bool stats() const { return ln_hh || ln_c; }
 };
 
+// The row functions of a call, chosen once from its options.
 template <typename T>
-using LstmVariantForward = T (*)(int64_t, const T*, const T*, const T*, const T*, KRow<T>,
-                                 KRow<T>, const T*, const T*, const T*, const T*, T*, T*, T*,
-                                 T*, int64_t, int64_t, bool);
+using LstmForward = T (*)(int64_t, const T*, const T*, const T*, const T*, KRow<T>, KRow<T>,
+                          const T*, const T*, const T*, const T*, T*, T*, T*, T*, int64_t,
+                          int64_t, bool);
 template <typename T>
-LstmVariantForward<T> lstm_variant_forward(const Config& cf) {
-  if (cf.ln_c && cf.peephole) return &lstm_variant_forward_row<T, true, true>;
-  if (cf.ln_c) return &lstm_variant_forward_row<T, true, false>;
-  return &lstm_variant_forward_row<T, false, true>;
+LstmForward<T> lstm_forward(const Config& cf) {
+  if (cf.ln_c) return cf.peephole ? &lstm_forward_row<T, true, true>
+                                  : &lstm_forward_row<T, true, false>;
+  return cf.peephole ? &lstm_forward_row<T, false, true> : &lstm_forward_row<T, false, false>;
 }
 
 template <typename T>
-using LstmVariantBackward = void (*)(int64_t, const T*, const T*, T*, const T*, KRow<T>,
-                                     const T*, int64_t, T, const T*, const T*, T*, T*, T*);
+using LstmBackward = void (*)(int64_t, const T*, const T*, T*, const T*, KRow<T>, const T*,
+                              int64_t, T, const T*, const T*, T*, T*, T*);
 template <typename T>
-LstmVariantBackward<T> lstm_variant_backward(const Config& cf) {
-  if (cf.ln_c && cf.peephole) return &lstm_variant_backward_row<T, true, true>;
-  if (cf.ln_c) return &lstm_variant_backward_row<T, true, false>;
-  return &lstm_variant_backward_row<T, false, true>;
+LstmBackward<T> lstm_backward(const Config& cf) {
+  if (cf.ln_c) return cf.peephole ? &lstm_backward_row<T, true, true>
+                                  : &lstm_backward_row<T, true, false>;
+  return cf.peephole ? &lstm_backward_row<T, false, true> : &lstm_backward_row<T, false, false>;
+}
+
+template <typename T>
+using RnnForward = void (*)(int64_t, const T*, const T*, const T*, KRow<T>, const T*, T*, T*,
+                            T*);
+template <typename T>
+RnnForward<T> rnn_forward(int64_t cell) {
+  return cell == RNN_TANH ? &rnn_forward_row<T, RNN_TANH>
+       : cell == RNN_RELU ? &rnn_forward_row<T, RNN_RELU> : &rnn_forward_row<T, RNN_SIGMOID>;
+}
+
+template <typename T>
+using RnnBackward = void (*)(int64_t, const T*, const T*, const T*, T*);
+template <typename T>
+RnnBackward<T> rnn_backward(int64_t cell) {
+  return cell == RNN_TANH ? &rnn_backward_row<T, RNN_TANH>
+       : cell == RNN_RELU ? &rnn_backward_row<T, RNN_RELU> : &rnn_backward_row<T, RNN_SIGMOID>;
 }
 
 template <typename T>
@@ -745,7 +713,8 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   T* U_p = proj ? U.data_ptr<T>() : nullptr;
   const Carry<T> Kh(carry_h), Kc(carry_c);
   const int64_t SR = cf.row, BH_out = B * H_out;
-  const auto lstm_variant = cf.lstm_variant() ? lstm_variant_forward<T>(cf) : nullptr;
+  const auto lstm_row = lstm_forward<T>(cf);
+  const auto rnn_row = rnn_forward<T>(cell);
 
   if (masked) {  // step 0's GEMM input
     for (int64_t j = 0; j < BH_out; ++j) Hin_p[j] = h0_p[j] * m_p[j];
@@ -772,37 +741,16 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
         if (st_t) st_t[b * 2] = rstd;
       }
       T* s_rnn = cf.carry_h ? sr : nullptr;  // act' is saved only where h_t cannot give it
-      switch (cell) {
-        case RNN_TANH:
-          rnn_forward_row<T, RNN_TANH>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
-                                       hinr, s_rnn);
-          break;
-        case RNN_RELU:
-          rnn_forward_row<T, RNN_RELU>(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out,
-                                       hinr, s_rnn);
-          break;
-        case RNN_SIGMOID:
-          rnn_forward_row<T, RNN_SIGMOID>(H, gxr, ghr, hpr, Kh.row(t, b), mr,
-                                          h_t + b * H_out, hinr, s_rnn);
-          break;
-        case LSTM: {
-          T* hr = proj ? U_p + b * H : h_t + b * H_out;
-          T* cr = Cs_p + t * B * H + b * H;
-          if (lstm_variant) {
-            const T rstd = lstm_variant(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b),
-                                        Kc.row(t, b), mr, wch_p, lnc_w, lnc_b, hr, cr, hinr, sr,
-                                        cf.c_own_at, cf.chat_at, proj);
-            if (st_t) st_t[b * 2 + 1] = rstd;
-          } else {
-            lstm_forward_row<T>(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b), Kc.row(t, b), mr,
-                                hr, cr, hinr, sr, proj);
-          }
-          break;
-        }
-        case GRU:
-          gru_forward_row<T>(H, gxr, ghr, b_p, hpr, Kh.row(t, b), mr, h_t + b * H_out, hinr,
-                             sr);
-          break;
+      if (cell == LSTM) {
+        const T rstd = lstm_row(H, gxr, ghr, hpr, cp + b * H, Kh.row(t, b), Kc.row(t, b), mr,
+                                wch_p, lnc_w, lnc_b, proj ? U_p + b * H : h_t + b * H_out,
+                                Cs_p + t * B * H + b * H, hinr, sr, cf.c_own_at, cf.chat_at,
+                                proj);
+        if (st_t && cf.ln_c) st_t[b * 2 + 1] = rstd;
+      } else if (cell == GRU) {
+        gru_forward_row<T>(H, gxr, ghr, b_p, hpr, Kh.row(t, b), mr, h_t + b * H_out, hinr, sr);
+      } else {
+        rnn_row(H, gxr, ghr, hpr, Kh.row(t, b), mr, h_t + b * H_out, hinr, s_rnn);
       }
     });
     if (proj) {  // h~ = W_hr u, then its carry and mask
@@ -884,7 +832,8 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
   T* dcn_p = lstm ? dc_next.data_ptr<T>() : nullptr;
   T* dHc_p = dHc.data_ptr<T>();
   T* dU_p = proj ? dU.data_ptr<T>() : nullptr;
-  const auto lstm_variant = cf.lstm_variant() ? lstm_variant_backward<T>(cf) : nullptr;
+  const auto lstm_row = lstm_backward<T>(cf);
+  const auto rnn_row = rnn_backward<T>(cell);
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const T* hp = t ? Hs_p + (t - 1) * BH_out : h0_p;
@@ -905,33 +854,17 @@ std::vector<Tensor> backward_impl(int64_t cell, const Tensor& dHs, const OptTens
       const T* sr = s_t + b * SR;
       const T* s_rnn = cf.carry_h ? sr : nullptr;
       const T* h_row = Hs_p + t * BH_out + b * H_out;
-      switch (cell) {
-        case LSTM:
-          if (lstm_variant) {
-            lstm_variant(H, proj ? dU_p + b * H : dhc_t + b * H_out, dCs_p + t * B * H + b * H,
-                         dcn_p + b * H, cp + b * H, Kc.row(t, b), sr, cf.chat_at,
-                         st_t ? st_t[b * 2 + 1] : T(1), wch_p, lnc_w, dg_t + b * GH,
-                         dco_p ? dco_p + at::get_thread_num() * H : nullptr,
-                         sums_c.on() ? sums_c.mine() : nullptr);
-          } else {
-            lstm_backward_row<T>(H, proj ? dU_p + b * H : dhc_t + b * H_out,
-                                 dCs_p + t * B * H + b * H, dcn_p + b * H, cp + b * H,
-                                 Kc.row(t, b), sr, dg_t + b * GH);
-          }
-          break;
-        case GRU:
-          gru_backward_row<T>(H, dhc_t + b * H_out, hp + b * H_out, sr, side_p + b * H_out,
-                              dg_t + b * GH, dgh_t + b * GH);
-          break;
-        case RNN_TANH:
-          rnn_backward_row<T, RNN_TANH>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
-          break;
-        case RNN_RELU:
-          rnn_backward_row<T, RNN_RELU>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
-          break;
-        case RNN_SIGMOID:
-          rnn_backward_row<T, RNN_SIGMOID>(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
-          break;
+      if (cell == LSTM) {
+        lstm_row(H, proj ? dU_p + b * H : dhc_t + b * H_out, dCs_p + t * B * H + b * H,
+                 dcn_p + b * H, cp + b * H, Kc.row(t, b), sr, cf.chat_at,
+                 st_t && cf.ln_c ? st_t[b * 2 + 1] : T(1), wch_p, lnc_w, dg_t + b * GH,
+                 dco_p ? dco_p + at::get_thread_num() * H : nullptr,
+                 sums_c.on() ? sums_c.mine() : nullptr);
+      } else if (cell == GRU) {
+        gru_backward_row<T>(H, dhc_t + b * H_out, hp + b * H_out, sr, side_p + b * H_out,
+                            dg_t + b * GH, dgh_t + b * GH);
+      } else {
+        rnn_row(H, dhc_t + b * H_out, s_rnn, h_row, dg_t + b * GH);
       }
       if (cf.ln_hh)  // back through gh = LN(W_hh h_in)
         ln_backward_row<T>(GH, dgh_t + b * GH, sr + cf.xhat_at, st_t[b * 2], lnh_w,
