@@ -291,6 +291,11 @@ def _carry(K, T, B, dtype):
     return K.detach().to(dtype).expand(T, B, K.shape[-1])
 
 
+#: the fields of Recurrent the C++ backward reads (the layer norm's biases and the
+#: recurrent-dropout mask's gradient are not among them)
+BACKWARD_FIELDS = ("w_hh", "b_hh", "w_hr", "h_mask", "ln_hh_weight", "ln_c_weight", "w_ch")
+
+
 def _c(t):
     return t.detach().contiguous() if t is not None else None
 
@@ -304,10 +309,11 @@ class _CompiledRecurrence(Function):
     def forward(cell, keep, carry_h, carry_c, gx, h0, c0, *rec):
         T, B = gx.shape[:2]
         Kh, Kc = _carry(carry_h, T, B, gx.dtype), _carry(carry_c, T, B, gx.dtype)
-        fields = [_c(t) for t in rec]  # the fields of Recurrent, in order
+        fields = {name: _c(t) for name, t in zip(Recurrent._fields, rec)}  # by name
         # in inference nothing that only backward needs is stored
-        return tuple(_load().forward(_cell_code(cell), _c(gx), _c(h0), _c(c0), *fields[:4], Kh,
-                                     Kc, *fields[4:], keep))  # Hs, Cs; S, Hin, St for backward
+        return tuple(_load().forward(cell=_cell_code(cell), gx=_c(gx), h0=_c(h0), c0=_c(c0),
+                                     carry_h=Kh, carry_c=Kc, keep=keep, **fields))
+        # Hs, Cs; S, Hin, St for the backward
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -331,8 +337,9 @@ class _CompiledRecurrence(Function):
                 ctx.cell, need, Kh, Kc, gx, h0, c0, Recurrent(*rec), dHs, dCs))
         rec = Recurrent(*(_c(t) for t in rec))
         dG, dh0, dc0, *rec_grads = _load().backward(
-            _cell_code(ctx.cell), dHs.contiguous(), dCs.contiguous() if Cs is not None else None,
-            Hs, Cs, _c(h0), _c(c0), S, Hin, St, rec.w_hh, rec.b_hh, rec.w_hr, rec.h_mask, Kh,
-            Kc, rec.ln_hh_weight, rec.ln_c_weight, rec.w_ch, need[3:])
+            cell=_cell_code(ctx.cell), dHs=dHs.contiguous(),
+            dCs=dCs.contiguous() if Cs is not None else None, Hs=Hs, Cs=Cs, h0=_c(h0),
+            c0=_c(c0), S=S, Hin=Hin, St=St, carry_h=Kh, carry_c=Kc, need=need[3:],
+            **{name: getattr(rec, name) for name in BACKWARD_FIELDS})
         rec_grads = [g if n else None for g, n in zip(rec_grads, need[3:])]
         return (None, None, None, None, dG, dh0, dc0, *rec_grads)

@@ -89,9 +89,11 @@ if AVAILABLE:
         from rnnkit.engines.compiled import _load
 
         c = _contiguous
-        out = _load().forward(cell, c(gx), c(h0), c(c0), c(w_hh), c(b_hh), c(w_hr),
-                              c(h_mask), carry_h, carry_c, c(ln_hh_weight), c(ln_hh_bias),
-                              c(ln_c_weight), c(ln_c_bias), c(w_ch), keep)
+        out = _load().forward(cell=cell, gx=c(gx), h0=c(h0), c0=c(c0), w_hh=c(w_hh),
+                              b_hh=c(b_hh), w_hr=c(w_hr), h_mask=c(h_mask), carry_h=carry_h,
+                              carry_c=carry_c, ln_hh_weight=c(ln_hh_weight),
+                              ln_hh_bias=c(ln_hh_bias), ln_c_weight=c(ln_c_weight),
+                              ln_c_bias=c(ln_c_bias), w_ch=c(w_ch), keep=keep)
         return _none_to_placeholders(out, gx)
 
     @fused_forward.register_fake
@@ -120,9 +122,12 @@ if AVAILABLE:
         from rnnkit.engines.compiled import _load
 
         c = _contiguous
-        out = _load().backward(cell, c(dHs), c(dCs), c(Hs), c(Cs), c(h0), c(c0), c(S), c(Hin),
-                               c(St), c(w_hh), c(b_hh), c(w_hr), c(h_mask), carry_h, carry_c,
-                               c(ln_hh_weight), c(ln_c_weight), c(w_ch), need)
+        out = _load().backward(cell=cell, dHs=c(dHs), dCs=c(dCs), Hs=c(Hs), Cs=c(Cs),
+                               h0=c(h0), c0=c(c0), S=c(S), Hin=c(Hin), St=c(St),
+                               w_hh=c(w_hh), b_hh=c(b_hh), w_hr=c(w_hr), h_mask=c(h_mask),
+                               carry_h=carry_h, carry_c=carry_c,
+                               ln_hh_weight=c(ln_hh_weight), ln_c_weight=c(ln_c_weight),
+                               w_ch=c(w_ch), need=need)
         return _none_to_placeholders(out, dHs)
 
     @fused_backward.register_fake

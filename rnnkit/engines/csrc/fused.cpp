@@ -980,8 +980,20 @@ bool direct_blas() { return have_blas<float>() && have_blas<double>(); }
 
 }  // namespace
 
+// Called by name from Python (rnnkit/engines/compiled.py, ops.py): the fields of the
+// Python record Recurrent keep their names here, so no two files must agree on an order.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused recurrence, forward");
-  m.def("backward", &backward, "fused recurrence, backward");
+  namespace py = pybind11;
+  m.def("forward", &forward, "fused recurrence, forward", py::kw_only(), py::arg("cell"),
+        py::arg("gx"), py::arg("h0"), py::arg("c0"), py::arg("w_hh"), py::arg("b_hh"),
+        py::arg("w_hr"), py::arg("h_mask"), py::arg("carry_h"), py::arg("carry_c"),
+        py::arg("ln_hh_weight"), py::arg("ln_hh_bias"), py::arg("ln_c_weight"),
+        py::arg("ln_c_bias"), py::arg("w_ch"), py::arg("keep"));
+  m.def("backward", &backward, "fused recurrence, backward", py::kw_only(), py::arg("cell"),
+        py::arg("dHs"), py::arg("dCs"), py::arg("Hs"), py::arg("Cs"), py::arg("h0"),
+        py::arg("c0"), py::arg("S"), py::arg("Hin"), py::arg("St"), py::arg("w_hh"),
+        py::arg("b_hh"), py::arg("w_hr"), py::arg("h_mask"), py::arg("carry_h"),
+        py::arg("carry_c"), py::arg("ln_hh_weight"), py::arg("ln_c_weight"), py::arg("w_ch"),
+        py::arg("need"));
   m.def("direct_blas", &direct_blas, "whether per-step GEMMs call MKL directly");
 }
