@@ -16,6 +16,7 @@ import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -347,130 +348,144 @@ def _windowed_lm_contributions(model, tokens: Tensor, inputs: Tensor, traj: dict
     return rows
 
 
-def _predictions(model, payload, ex: Example, inputs: Tensor, x_grad: Tensor, traj: dict):
-    """(hover text per step, notes, contributions, loss at the last step from the top
-    layer's h_T or None) for the model on one example. Contributions are (‖∂y_j/∂x_t‖
-    (targets, T), their labels, their positions), ``x`` being ``x_grad`` (the
-    embeddings, or the input features)."""
-    entry, T = payload["task"], len(ex.tokens)
-    per_step, notes = [""] * T, []
-    if isinstance(model, models.LanguageModel):
-        vocab = D.Vocabulary.from_dict(entry["vocab"])
-        with torch.no_grad():
-            logp = model(ex.x)[0][0].log_softmax(-1)  # (T, V)
-        top = logp.topk(min(3, logp.shape[-1]), dim=-1)
-        for t in range(T):
-            per_step[t] = "next: " + ", ".join(
-                f"{_quoted(_token_name(vocab, int(i)))} {math.exp(float(v)):.2f}"
-                for v, i in zip(top.values[t], top.indices[t]))
-        best = top.indices[:, 0]
-        positions = _spread(T, MAX_TARGETS)
-        labels = [f"the next token after step {p} ({_quoted(_token_name(vocab, int(best[p])))})"
-                  for p in positions]
-        last = int(best[-1])
-        notes.append(f"Input contributions are measured over the {LM_WINDOW} steps before "
-                     "each position.")
-        return per_step, notes, (_windowed_lm_contributions(model, ex.x, inputs, traj, best,
-                                                            positions), labels, positions), \
-            lambda h: model.head(h).log_softmax(-1)[:, last].sum()
-    if isinstance(model, models.SequenceTagger):
-        names = entry.get("tags") or [str(i) for i in range(model.config.num_tags)]
-        with torch.no_grad():
-            logp = model(ex.x)[0].log_softmax(-1)  # (T, tags)
-        best = logp.argmax(-1)
-        truth = ex.truth if isinstance(ex.truth, list) else None
-        for t in range(T):
-            per_step[t] = f"tag: {names[int(best[t])]} {math.exp(float(logp[t, best[t]])):.2f}" + (
-                f"\ntrue: {truth[t]}" if truth else "")
-        # which unit tracks a tag: the true tags where known, else the predicted ones
-        tags = truth or [names[int(b)] for b in best]
-        for tag in sorted(set(tags))[:MAX_TAG_FEATURES]:
-            ex.features[f"tag {tag}"] = torch.tensor([float(t == tag) for t in tags])
-        if truth:
-            right = sum(names[int(best[t])] == truth[t] for t in range(T))
-            notes.append(f"{right} of {T} tags right")
-        positions = _spread(T, MAX_TARGETS)
+@dataclasses.dataclass
+class Reading:
+    """What a model makes of one example, for the page."""
 
-        def output(e):
-            with _replaced_output(model.inputs.embedding, e):
-                lp = model(ex.x)[0].log_softmax(-1)
-            return lp[positions, best[positions]]
-        labels = [f"the tag of step {p} ({names[int(best[p])]})" for p in positions]
-        last = int(best[-1])
-        return per_step, notes, (input_gradient_norms(output, x_grad, len(labels)), labels,
-                                 positions), \
-            lambda h: model.head(h).log_softmax(-1)[:, last].sum()
-    if isinstance(model, models.SequenceClassifier):
-        labels_of = entry.get("labels")
+    #: hover text per step: the prediction there
+    per_step: list[str]
+    #: sentences above the text (the final label, forecast, translation...)
+    notes: list[str]
+    #: ‖∂y_j/∂x_t‖ (targets, T) for each output y_j, their labels, their steps (or None)
+    grads: Tensor | None = None
+    labels: list[str] = dataclasses.field(default_factory=list)
+    positions: list = dataclasses.field(default_factory=list)
+    #: the model's loss at the last step from the top layer's output there, for
+    #: gradient_norms (None where there is none)
+    last_loss: Callable | None = None
+
+
+def _lm_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
+    T, vocab = len(ex.tokens), D.Vocabulary.from_dict(entry["vocab"])
+    with torch.no_grad():
+        logp = model(ex.x)[0][0].log_softmax(-1)  # (T, V)
+    top = logp.topk(min(3, logp.shape[-1]), dim=-1)
+    per_step = ["next: " + ", ".join(f"{_quoted(_token_name(vocab, int(i)))} "
+                                     f"{math.exp(float(v)):.2f}"
+                                     for v, i in zip(top.values[t], top.indices[t]))
+                for t in range(T)]
+    best, positions = top.indices[:, 0], _spread(T, MAX_TARGETS)
+    last = int(best[-1])
+    return Reading(per_step, [f"Input contributions are measured over the {LM_WINDOW} steps "
+                              "before each position."],
+                   _windowed_lm_contributions(model, ex.x, inputs, traj, best, positions),
+                   [f"the next token after step {p} "
+                    f"({_quoted(_token_name(vocab, int(best[p])))})" for p in positions],
+                   positions, lambda h: model.head(h).log_softmax(-1)[:, last].sum())
+
+
+def _tagger_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
+    T = len(ex.tokens)
+    names = entry.get("tags") or [str(i) for i in range(model.config.num_tags)]
+    with torch.no_grad():
+        logp = model(ex.x)[0].log_softmax(-1)  # (T, tags)
+    best = logp.argmax(-1)
+    truth = ex.truth if isinstance(ex.truth, list) else None
+    per_step = [f"tag: {names[int(best[t])]} {math.exp(float(logp[t, best[t]])):.2f}" +
+                (f"\ntrue: {truth[t]}" if truth else "") for t in range(T)]
+    # which unit tracks a tag: the true tags where known, else the predicted ones
+    tags = truth or [names[int(b)] for b in best]
+    for tag in sorted(set(tags))[:MAX_TAG_FEATURES]:
+        ex.features[f"tag {tag}"] = torch.tensor([float(t == tag) for t in tags])
+    notes = []
+    if truth:
+        right = sum(names[int(best[t])] == truth[t] for t in range(T))
+        notes.append(f"{right} of {T} steps right")
+    positions = _spread(T, MAX_TARGETS)
+
+    def output(e):
+        with _replaced_output(model.inputs.embedding, e):
+            lp = model(ex.x)[0].log_softmax(-1)
+        return lp[positions, best[positions]]
+    last = int(best[-1])
+    return Reading(per_step, notes, input_gradient_norms(output, x_grad, len(positions)),
+                   [f"the tag of step {p} ({names[int(best[p])]})" for p in positions],
+                   positions, lambda h: model.head(h).log_softmax(-1)[:, last].sum())
+
+
+def _classifier_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
+    T, per_step = len(ex.tokens), [""] * len(ex.tokens)
+    truth = f"; true: {ex.truth}" if ex.truth is not None else ""
+
+    def logits_of(e):  # features in: e itself; tokens in: e replaces their embeddings
+        with _replaced_output(model.inputs.embedding, e):
+            return model(e if model.inputs.embedding is None else ex.x)[0]
+    with torch.no_grad():
+        out = model(ex.x)[0]
+    if model.config.num_classes == 1:  # a regression (the adding problem)
+        return Reading(per_step, [f"prediction: {float(out[0]):.4g}{truth}"],
+                       input_gradient_norms(logits_of, x_grad, 1), ["the prediction"], [None],
+                       lambda h: model.head(h).sum())
+    names = entry.get("labels") or [str(i) for i in range(out.shape[-1])]
+    p = out.softmax(-1)
+    if not model.config.rnn.bidirectional:  # what the prefix read so far says
         with torch.no_grad():
-            out = model(ex.x)[0]
-        if model.config.num_classes == 1:  # a regression (the adding problem)
-            notes.append(f"prediction: {float(out[0]):.4g}" +
-                         (f"; true: {ex.truth}" if ex.truth is not None else ""))
+            state = None
+            for t in range(T):
+                logits, state = model.step(ex.x[:, t], state)
+                q = logits[0].softmax(-1)
+                per_step[t] = f"after this step: {names[int(q.argmax())]} {float(q.max()):.2f}"
+    classes = p.argsort(descending=True)[:MAX_TARGETS].tolist()
+    chosen = int(p.argmax())
+    return Reading(per_step, [f"prediction: {names[chosen]} ({float(p.max()):.2f}){truth}"],
+                   input_gradient_norms(lambda e: logits_of(e).log_softmax(-1)[classes],
+                                        x_grad, len(classes)),
+                   [f"class {names[c]}" for c in classes], [None] * len(classes),
+                   lambda h: model.head(h).log_softmax(-1)[:, chosen].sum())
 
-            def output(e):
-                with _replaced_output(model.inputs.embedding, e):
-                    return model(e if model.inputs.embedding is None else ex.x)[0]
-            return per_step, notes, (input_gradient_norms(output, x_grad, 1),
-                                     ["the prediction"], [None]), \
-                lambda h: model.head(h).sum()
-        names = labels_of or [str(i) for i in range(out.shape[-1])]
-        p = out.softmax(-1)
-        notes.append(f"prediction: {names[int(p.argmax())]} ({float(p.max()):.2f})" +
-                     (f"; true: {ex.truth}" if ex.truth is not None else ""))
-        if not model.config.rnn.bidirectional:  # what the prefix read so far says
-            with torch.no_grad():
-                state = None
-                for t in range(T):
-                    logits, state = model.step(ex.x[:, t], state)
-                    q = logits[0].softmax(-1)
-                    per_step[t] = f"after this step: {names[int(q.argmax())]} {float(q.max()):.2f}"
-        classes = p.argsort(descending=True)[:MAX_TARGETS].tolist()
 
-        def output(e):
-            with _replaced_output(model.inputs.embedding, e):
-                logits = model(e if model.inputs.embedding is None else ex.x)[0]
-            return logits.log_softmax(-1)[classes]
-        chosen = int(p.argmax())
-        return per_step, notes, (input_gradient_norms(output, x_grad, len(classes)),
-                                 [f"class {names[c]}" for c in classes], [None] * len(classes)), \
-            lambda h: model.head(h).log_softmax(-1)[:, chosen].sum()
-    if isinstance(model, models.Forecaster):
-        with torch.no_grad():
-            forecast = model(ex.x)[0]  # (horizon, F_out)
-        notes.append("forecast of the next steps: " + "; ".join(
-            ", ".join(f"{v:.4g}" for v in row) for row in forecast.tolist()) +
-            (f" (true: {ex.truth})" if ex.truth is not None else ""))
-        horizon = min(forecast.shape[0], MAX_TARGETS)
+def _forecaster_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
+    with torch.no_grad():
+        forecast = model(ex.x)[0]  # (horizon, F_out)
+    notes = ["forecast of the next steps: " + "; ".join(
+        ", ".join(f"{v:.4g}" for v in row) for row in forecast.tolist()) +
+        (f" (true: {ex.truth})" if ex.truth is not None else "")]
+    horizon = min(forecast.shape[0], MAX_TARGETS)
+    # the recurrent part's own first output for ‖∂L/∂h_t‖: the linear skip does not read h_T
+    return Reading([""] * len(ex.tokens), notes,
+                   input_gradient_norms(lambda e: model(e)[0, :horizon, 0], x_grad, horizon),
+                   [f"the forecast {j + 1} step(s) ahead" for j in range(horizon)],
+                   [None] * horizon, lambda h: model.head(h)[:, 0].sum())
 
-        def output(e):
-            return model(e)[0, :horizon, 0]
-        # the recurrent part's own first output; the linear skip does not read h_T
-        return per_step, notes, (input_gradient_norms(output, x_grad, horizon),
-                                 [f"the forecast {j + 1} step(s) ahead" for j in range(horizon)],
-                                 [None] * horizon), \
-            lambda h: model.head(h)[:, 0].sum()
-    if isinstance(model, models.Seq2Seq):
-        tgt_vocab = D.Vocabulary.from_dict(entry["tgt_vocab"])
-        with torch.no_grad():
-            decoded = model.greedy(ex.x, max_length=4 * ex.x.shape[1] + 10)[0][0]
-        text = tgt_vocab.decode(decoded, skip_special=True)
-        notes.append(f"translation: {text}" + (f" (true: {ex.truth})" if ex.truth else ""))
-        steps = decoded[:MAX_TARGETS]
-        tgt_in = torch.tensor([[model.config.bos_id] + steps[:-1]]) if steps else None
 
-        def output(e):
-            with _replaced_output(model.src_embedding, e):
-                logits, _ = model(ex.x, tgt_in)
-            lp = logits[0].log_softmax(-1)
-            return lp[torch.arange(len(steps)), torch.tensor(steps)]
-        if not steps:
-            return per_step, notes, None, None
-        labels = [f"output character {j} ({_quoted(_token_name(tgt_vocab, s))})"
-                  for j, s in enumerate(steps)]
-        return per_step, notes, (input_gradient_norms(output, x_grad, len(steps)), labels,
-                                 [None] * len(steps)), None
-    raise ValueError(f"explain does not know the model {type(model).__name__}")
+def _seq2seq_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
+    tgt_vocab = D.Vocabulary.from_dict(entry["tgt_vocab"])
+    with torch.no_grad():
+        decoded = model.greedy(ex.x, max_length=4 * ex.x.shape[1] + 10)[0][0]
+    text = tgt_vocab.decode(decoded, skip_special=True)
+    reading = Reading([""] * len(ex.tokens),
+                      [f"translation: {text}" + (f" (true: {ex.truth})" if ex.truth else "")])
+    steps = decoded[:MAX_TARGETS]
+    if not steps:
+        return reading
+    tgt_in = torch.tensor([[model.config.bos_id] + steps[:-1]])
+
+    def output(e):  # the log-probability of each character decoded
+        with _replaced_output(model.src_embedding, e):
+            logits, _ = model(ex.x, tgt_in)
+        return logits[0].log_softmax(-1)[torch.arange(len(steps)), torch.tensor(steps)]
+    reading.grads = input_gradient_norms(output, x_grad, len(steps))
+    reading.labels = [f"output character {j} ({_quoted(_token_name(tgt_vocab, s))})"
+                      for j, s in enumerate(steps)]
+    reading.positions = [None] * len(steps)
+    return reading
+
+
+#: per model class: reading(model, task entry, example, the layer's input, the tensor
+#: contributions are taken by, the trajectories) -> Reading
+READINGS = {models.LanguageModel: _lm_reading, models.SequenceTagger: _tagger_reading,
+            models.SequenceClassifier: _classifier_reading,
+            models.Forecaster: _forecaster_reading, models.Seq2Seq: _seq2seq_reading}
 
 
 def _run_folder(path: Path, metric: str):
@@ -527,7 +542,10 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
     inputs = seen[0]  # (1, T, I): what the recurrent layer reads
     x_grad = inputs if embedding is not None else ex.x  # contributions of embeddings or features
     traj = unit_trajectories(layer, inputs)  # every state and gate, per layer and direction
-    per_step, notes, targets, last_loss = _predictions(model, payload, ex, inputs, x_grad, traj)
+    if type(model) not in READINGS:
+        raise ValueError(f"explain does not know the model {type(model).__name__}")
+    reading = READINGS[type(model)](model, payload["task"], ex, inputs, x_grad, traj)
+    per_step, notes, last_loss = reading.per_step, reading.notes, reading.last_loss
     if ex.unknown:
         missing = sorted({ex.tokens[t] for t in ex.unknown})
         notes.insert(0, f"{len(ex.unknown)} token(s) unknown to the checkpoint's vocabulary, "
@@ -535,7 +553,7 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
 
     # per layer and direction: the units' rankings and the gates' saturation
     D_ = 2 if layer.bidirectional else 1
-    gates = [g for g in layer.cell.gate_names if g not in ("g", "n")]  # not the candidates
+    gates = layer.cell.gate_names  # (the candidates g, n are not gates)
     trajectories, selectivity, charts = [], {}, {}
     for k in range(layer.num_layers * D_):
         lname = f"l{k // D_}" + ("_reverse" if k % D_ else "")
@@ -555,12 +573,9 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
             charts[f"Gate saturation, {lname}: each unit's share of steps near 0 and near 1"] = \
                 P.saturation_svg(sat, f"{lname}, {len(ex.tokens)} steps")
 
-    contributions = []
-    if targets is not None:
-        grads, labels, positions = targets
-        contributions = [{"label": label, "position": p,
-                          "values": [round(float(v), 6) for v in row]}
-                         for label, p, row in zip(labels, positions, grads)]
+    contributions = [] if reading.grads is None else [
+        {"label": label, "position": p, "values": [round(float(v), 6) for v in row]}
+        for label, p, row in zip(reading.labels, reading.positions, reading.grads)]
 
     # ‖∂L/∂h_t‖ as gradflow measures it, for the model's output at the last step: from
     # the top layer's last output, or (a classifier pooling over time) from all of them
