@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA device, as one run of a few minutes: every test with a CUDA
+# case (the `device` fixture's "cuda", the gpu-marked ones: CUDA autocast in fp16 and
+# bf16, the Triton scan on the GPU), then `rnnkit bench --device cuda` at the sizes of
+# the CPU results. Writes its reports into OUT (default benchmarks/results):
+#
+#     bash benchmarks/gpu.sh            # on the GPU machine, from the repository root
+#
+# It uses the torch already installed there (any 2.x with CUDA): rnnkit is installed
+# beside it without touching it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-benchmarks/results}
+mkdir -p "$out"
+stamp=$(date -u +%Y%m%dT%H%M)
+python=${PYTHON:-python3}
+"$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
+"$python" -m pip install -q --no-deps -e . && "$python" -m pip install -q typer rich \
+    scikit-learn statsmodels pandas matplotlib hypothesis pytest ninja triton 2>/dev/null
+{
+  echo "# rnnkit on $("$python" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')"
+  echo
+  echo '## tests with a CUDA case'
+  echo '```'
+  timeout 300 "$python" -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
+      tests/test_autocast.py tests/test_engines.py tests/test_lengths_and_states.py \
+      tests/test_triton_scan.py tests/test_torch_nn.py 2>&1 | tail -40
+  echo '```'
+} > "$out/$stamp-gpu-tests.md"
+timeout 240 "$python" -m rnnkit bench --device cuda --cells lstm,gru,lstm-layer-norm,cifg \
+    --size 100,32,256,256 --size 100,64,512,512 --size 1000,16,64,128 \
+    --save-to "$out" > "$out/$stamp-cuda.log" 2>&1
+echo "wrote $out/$stamp-gpu-tests.md, $out/$stamp-cuda.log and the bench report in $out"
