@@ -8,7 +8,7 @@
 #
 # It uses the torch already installed there (any 2.x with CUDA): rnnkit is installed
 # beside it without touching it.
-set -uo pipefail
+set -uo pipefail  # not -e: the bench runs even where a test fails; the status says so
 cd "$(dirname "$0")/.."
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
@@ -16,7 +16,7 @@ stamp=$(date -u +%Y%m%dT%H%M)
 python=${PYTHON:-python3}
 "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
 "$python" -m pip install -q --no-deps -e . && "$python" -m pip install -q typer rich \
-    scikit-learn statsmodels pandas matplotlib hypothesis pytest ninja triton 2>/dev/null
+    scikit-learn statsmodels pandas matplotlib hypothesis pytest ninja triton || exit 1
 {
   echo "# rnnkit on $("$python" -c 'import torch; print(torch.__version__, torch.cuda.get_device_name())')"
   echo
@@ -25,9 +25,14 @@ python=${PYTHON:-python3}
   timeout 300 "$python" -m pytest -q -p no:cacheprovider -k "cuda or gpu" \
       tests/test_autocast.py tests/test_engines.py tests/test_lengths_and_states.py \
       tests/test_triton_scan.py tests/test_torch_nn.py 2>&1 | tail -40
+  tests=${PIPESTATUS[0]}
   echo '```'
-} > "$out/$stamp-gpu-tests.md"
+  echo "pytest exit status: $tests"
+} > "$out/$stamp-gpu-tests.md"  # a group, not a subshell: $tests stays set
 timeout 240 "$python" -m rnnkit bench --device cuda --cells lstm,gru,lstm-layer-norm,cifg \
     --size 100,32,256,256 --size 100,64,512,512 --size 1000,16,64,128 \
     --save-to "$out" > "$out/$stamp-cuda.log" 2>&1
+bench=$?
 echo "wrote $out/$stamp-gpu-tests.md, $out/$stamp-cuda.log and the bench report in $out"
+echo "tests: exit $tests; bench: exit $bench"
+[ "$tests" = 0 ] && [ "$bench" = 0 ]

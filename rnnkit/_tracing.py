@@ -5,10 +5,10 @@ whether a tensor is vmapped, and the type autocast computes in.
 
 The C++ loops and scan are opaque to those tracers (they read data pointers, which a
 FakeTensor lacks, and dynamo cannot look inside them). torch.compile and torch.export
-record the fused engine's loops as custom operators with fake implementations
-(:mod:`rnnkit.engines.ops`); otherwise (torch.jit.trace, the ONNX exporter, the scan)
-the engines run their Python implementations while tracing: the same recurrence,
-written in torch operations the tracer records. Those write some results in place into strided views (``out=``), which
+record the fused engine's loops and the minGRU / minLSTM scan as custom operators with
+fake implementations (:mod:`rnnkit.engines.ops`); otherwise (torch.jit.trace, the ONNX
+exporter) the engines run their Python implementations while tracing: the same
+recurrence, written in torch operations the tracer records. Those write some results in place into strided views (``out=``), which
 dynamo cannot record: :func:`mul_into` and :func:`addcmul_into` do it another way then.
 """
 

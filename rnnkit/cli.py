@@ -8,6 +8,7 @@ bad usage, 1 otherwise); ``rnnkit --debug COMMAND ...`` shows the traceback inst
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -407,7 +408,7 @@ def train(
     best_pt = Path(summary["out_dir"]) / "best.pt"
     if best_pt.is_file():  # what the trained network does inside, as a page
         trust = " --trust-code" if ":" in options.cell else ""  # a user's cell, module:Class
-        lines.append(f"look inside: rnnkit explain {best_pt}{trust}")
+        lines.append(f"look inside: rnnkit explain {shlex.quote(str(best_pt))}{trust}")
     try:
         typer.echo("\n".join(lines))
         sys.stdout.flush()

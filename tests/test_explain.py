@@ -83,6 +83,22 @@ def test_lstm_gates_recomputed_by_hand():
             torch.testing.assert_close(traj[name][0, t, 0], value, atol=1e-6, rtol=1e-5)
 
 
+def test_gru_gates_recomputed_by_hand():
+    gru = rnnkit.GRU(2, 3)
+    x = torch.randn(4, 1, 2)
+    traj = unit_trajectories(gru, x)
+    h = torch.zeros(3)
+    for t in range(4):
+        gi = (gru.weight_ih_l0 @ x[t, 0] + gru.bias_ih_l0).detach()
+        gh = (gru.weight_hh_l0 @ h + gru.bias_hh_l0).detach()
+        r = (gi[:3] + gh[:3]).sigmoid()
+        z = (gi[3:6] + gh[3:6]).sigmoid()
+        n = (gi[6:] + r * gh[6:]).tanh()
+        h = (1 - z) * n + z * h
+        for name, value in (("r", r), ("z", z), ("n", n), ("h", h)):
+            torch.testing.assert_close(traj[name][0, t, 0], value, atol=1e-6, rtol=1e-5)
+
+
 def test_a_planted_unit_ranks_first_for_its_feature():
     g = torch.Generator().manual_seed(0)
     T, U = 300, 20
@@ -240,7 +256,7 @@ def test_page_of_every_task(name, checkpoints, tmp_path):
     quantities = set(meta["layers"][0]["quantities"])
     assert "h" in quantities and ("c" in quantities) == layer.cell.has_cell_state
     assert set(layer.cell.gate_names) <= quantities
-    size = sum(entry["units"] * len(entry["quantities"]) for entry in meta["layers"]) * T
+    size = sum(q["units"] for entry in meta["layers"] for q in entry["quantities"].values()) * T
     assert len(blob) == size  # one byte per value
     for entry in meta["contributions"]:
         assert len(entry["values"]) == T and all(v >= 0 for v in entry["values"])
@@ -250,8 +266,15 @@ def test_page_of_every_task(name, checkpoints, tmp_path):
     assert ("‖∂L/∂h_t‖ over t, for the model" in page) != layer.bidirectional
     # each layer's h and c are ranked against every feature
     assert set(meta["selectivity"]) == {entry["name"] for entry in meta["layers"]}
-    if name == "lm":
-        assert T == min(2000, len(api._task(payload).parts["validation"]))
+    if name == "lm":  # the validation text's own ids, not the text decoded and read again
+        ids = api._task(payload).parts["validation"][:2000]
+        assert T == len(ids)
+        vocab = rnnkit.data.Vocabulary.from_dict(payload["task"]["vocab"])
+        assert meta["tokens"] == [vocab.tokens[i] for i in ids.tolist()]
+    if name == "copy":  # predicted and true symbols are named alike
+        shown = {p.split()[1] for p in meta["predictions"]} | {
+            p.split("true: ")[1] for p in meta["predictions"]}
+        assert shown <= {"_", ":", *map(str, range(1, 9))}
 
 
 def test_language_model_page_from_a_text(checkpoints, tmp_path):
@@ -271,7 +294,7 @@ def test_language_model_page_from_a_text(checkpoints, tmp_path):
     ids = torch.tensor([vocab.lookup(list(text + "€"))])
     _, _, states = model.eval().rnn(model.embedding(ids), return_states=True)
     q = meta["layers"][0]["quantities"]["c"]
-    U, T = meta["layers"][0]["units"], len(meta["tokens"])
+    U, T = q["units"], len(meta["tokens"])
     page_c = torch.tensor(list(blob[q["offset"]:q["offset"] + U * T])).double().reshape(U, T)
     page_c = q["lo"] + page_c / 255 * (q["hi"] - q["lo"])
     torch.testing.assert_close(page_c, states.c[0, 0].T.double(),
@@ -345,6 +368,13 @@ def test_page_in_a_browser(checkpoints, tmp_path):
     browser = _browser()
     text = 'print("hello") # (x)\nsay "yes"\n'
     page = explain(checkpoints["lm"], tmp_path / "page.html", text=text)["page"]
+    # a tagger's words are whole strings: "<!--<script>" must not keep the page's script
+    # element open (the page would stay blank)
+    tricky = explain(checkpoints["tag"], tmp_path / "tricky.html",
+                     text="the <!--<script> dog </script> runs")["page"]
+    dom, log = _open(browser, tricky, "quantity=h&unit=0", "--dump-dom")
+    assert 'data-ready="1"' in re.search(r"<body[^>]*>", dom).group(0), log[-2000:]
+    assert dom.count('<span class="tok') == 5
     doms = {}
     for fragment in ("quantity=h&unit=0", "quantity=h&unit=1", "quantity=f&unit=0",
                      "quantity=input contribution&target=1"):

@@ -33,8 +33,9 @@ MAX_TOKENS = 5_000
 MAX_VALUES = 48_000_000
 
 _TEMPLATE = Path(__file__).with_name("explain.html")
-#: quantities whose values are signed (a diverging colour scale around 0)
-SIGNED = ("h", "c", "g", "n")
+#: quantities whose values are signed (a diverging colour scale around 0) unless a
+#: trajectory names its own (a cell's candidates: the LSTM's g, the GRU's n)
+SIGNED = ("h", "c")
 
 
 def quantise(values: Tensor) -> tuple[bytes, float, float]:
@@ -136,14 +137,16 @@ def write_page(path, *, title: str, tokens: list[str], trajectories: list[dict],
         title: the page's heading.
         tokens: the input as shown, one string per step (T of them).
         trajectories: one entry per layer and direction, ``{"name": "l0", "values":
-            {quantity: (U, T) tensor}}`` (h, c, the gates).
+            {quantity: (U, T) tensor}, "signed": (quantity, ...)}`` (h, c, the gates and
+            candidates; ``signed``, default :data:`SIGNED`, those drawn around 0).
         selectivity: ``{layer name: {quantity: {feature: [[unit, r], ...]}}}``, the top
             units per feature, strongest first.
         predictions: what the model predicts at each step (hover text), T strings.
         contributions: ``[{"label": str, "position": int | None, "values": [T floats]}]``,
             ‖∂y/∂x_t‖ over t for each output y the page can select.
-        layout: ``{"grid": [rows, cols]}`` to place the tokens as an image (digits);
-            None: as running text.
+        layout: ``{"grid": [rows, cols], "order": [cell of each step]}`` to place the
+            tokens as an image (digits); ``{"separator": text}`` between tokens; None:
+            as running text.
         unknown: steps whose token the model's vocabulary does not know (marked).
         notes: sentences shown at the top (what was left out, and why).
         charts: ``{heading: svg}``, shown in order.
@@ -167,11 +170,13 @@ def write_page(path, *, title: str, tokens: list[str], trajectories: list[dict],
                 raise ValueError(f"{entry['name']} {name} has {values.shape[1]} steps, the "
                                  f"tokens {T}")
             data, lo, hi = quantise(values)
+            # units per quantity: an LSTM's projected h has fewer than its c and gates
             quantities[name] = {"offset": len(blob), "lo": lo, "hi": hi,
-                                "signed": name in SIGNED}
+                                "units": int(values.shape[0]),
+                                "signed": name in entry.get("signed", SIGNED)}
             blob += data
-        layers.append({"name": entry["name"], "units": int(next(iter(
-            entry["values"].values())).shape[0]), "quantities": quantities})
+        layers.append({"name": entry["name"], "quantities": quantities,
+                       "units": max(q["units"] for q in quantities.values())})
     meta = {"title": title, "tokens": tokens, "layout": layout or {}, "unknown": list(unknown),
             "notes": list(notes), "layers": layers, "selectivity": selectivity,
             "predictions": predictions, "contributions": contributions}
@@ -179,8 +184,9 @@ def write_page(path, *, title: str, tokens: list[str], trajectories: list[dict],
     sections = "".join(f"<section><h2>{html.escape(heading)}</h2>{svg}</section>"
                        for heading, svg in (charts or {}).items())
     parts = {"TITLE": html.escape(title),
-             # "</" would end the script element early; JSON allows "<\\/"
-             "META": json.dumps(meta, allow_nan=False).replace("</", "<\\/"),
+             # no "<" at all inside the script element: "</script" would end it early,
+             # and "<!--<script" keep it open past its end; JSON reads "\\u003c" as "<"
+             "META": json.dumps(meta, allow_nan=False).replace("<", "\\u003c"),
              "ACTIVATIONS": packed, "CHARTS": sections,
              "INFO": html.escape(json.dumps(info or {}, indent=1, default=str))}
     # one pass, so that no part's own text is read as another placeholder

@@ -28,6 +28,7 @@ from rnnkit.diagnostics import page as P
 from rnnkit.diagnostics.inside import (input_gradient_norms, saturation_by_unit,
                                        unit_selectivity, unit_trajectories)
 from rnnkit.train.api import _task, load
+from rnnkit.train.tasks import _read_series
 
 __all__ = ["explain", "Example", "DEFAULT_CHARACTERS"]
 
@@ -57,9 +58,12 @@ class Example:
     unknown: list[int] = dataclasses.field(default_factory=list)
     #: the true answer where the example comes from the data: per step, or one string
     truth: list[str] | str | None = None
-    #: {"grid": [rows, cols], "order": [cell of each step]} for images
+    #: how the page lays the tokens out: {"grid": [rows, cols], "order": [the cell of
+    #: each step]} for images, {"separator": text} between tokens that are not characters
     layout: dict = dataclasses.field(default_factory=dict)
     source: str = ""
+    #: the names of a tagger's outputs where its checkpoint keeps none (the copy task)
+    tag_names: list[str] | None = None
 
 
 # -- the examples: a text, a file, or an item of the validation split --------------------
@@ -124,7 +128,8 @@ def _values_example(x: Tensor, columns: list[str], source: str, truth=None) -> E
                 f"value ({columns[0]})": first,
                 "change": torch.cat([first.new_zeros(1), first.diff()])}
     tokens = [", ".join(f"{v:.4g}" for v in row) for row in x.tolist()]
-    return Example(x.unsqueeze(0).float(), tokens, features, truth=truth, source=source)
+    return Example(x.unsqueeze(0).float(), tokens, features, truth=truth, source=source,
+                   layout={"separator": " | "})
 
 
 def _validation_item(task, index) -> tuple[int, str]:
@@ -142,10 +147,16 @@ def _lm_example(task, text, index) -> Example:
     ids = task.parts["validation"]
     n = max(1, math.ceil(len(ids) / DEFAULT_CHARACTERS))
     i = _index(index or 0, n, f"a part of {DEFAULT_CHARACTERS} tokens of the validation text")
+    # the ids themselves: decoding them to text and tokenizing again would split a
+    # special token such as <unk> into characters
     chunk = ids[i * DEFAULT_CHARACTERS:(i + 1) * DEFAULT_CHARACTERS].tolist()
-    joiner = "" if task.vocab.level == "char" else " "
-    return _text_example(task.vocab, joiner.join(task.vocab.tokens[j] for j in chunk),
-                         f"the validation text, part {i}")
+    tokens = [task.vocab.tokens[j] for j in chunk]
+    char = task.vocab.level == "char"
+    return Example(torch.tensor([chunk]), tokens,
+                   _char_features(tokens) if char else _word_features(tokens),
+                   [t for t, j in enumerate(chunk) if j == task.vocab.unk_id],
+                   source=f"the validation text, part {i}",
+                   layout={} if char else {"separator": " "})
 
 
 def _classify_example(task, text, index) -> Example:
@@ -177,9 +188,11 @@ def _translate_example(task, text, index) -> Example:
 
 
 def _forecast_example(task, series, index) -> Example:
-    if series is not None:  # a series' last window
-        values, _, columns = D.load_bundled(series) if series in D.BUNDLED else \
-            D.read_csv_series(series, task.columns, task.options.index_column)
+    if series is not None:  # a series' last window, as predict reads it
+        values, _, columns = _read_series(series, task.columns, task.options.index_column)
+        if columns != task.columns:
+            raise ValueError(f"data: the series has columns {columns}, the checkpoint's model "
+                             f"was trained on {task.columns}")
         if len(values) < task.window:
             raise ValueError(f"data: the series has {len(values)} steps, fewer than the "
                              f"model's input window of {task.window}")
@@ -198,7 +211,7 @@ def _digits_example(task, _, index) -> Example:
     if d.mode == "rows":
         tokens = [f"row {t}" for t in range(T)]
         features = {"row": torch.arange(T, dtype=torch.float64), "ink": x.double().mean(1)}
-        layout = {}
+        layout = {"separator": " "}
     else:  # each step is one pixel: shown where it sits in the image
         cell = d.permutation.tolist() if d.permutation is not None else list(range(T))
         tokens = [f"{v:.2f}" for v in x[:, 0].tolist()]
@@ -219,20 +232,26 @@ def _adding_example(task, _, index) -> Example:
                 "sum of marked so far": (xi[:, 0] * xi[:, 1]).double().cumsum(0),
                 "position": torch.arange(len(xi), dtype=torch.float64)}
     return Example(xi.unsqueeze(0), tokens, features, truth=f"{float(y[i]):.4g}",
-                   source=f"validation sequence {i}")
+                   source=f"validation sequence {i}", layout={"separator": " "})
 
 
 def _copy_example(task, _, index) -> Example:
     x, y = task.held_out["validation"]
     i = _index(index or 0, len(x), "a sequence of the validation split")
     delimiter = task.n_symbols + 1
-    tokens = ["_" if v == 0 else ":" if v == delimiter else str(v) for v in x[i].tolist()]
+    tokens = [_copy_symbol(v, delimiter) for v in x[i].tolist()]
     features = {"blank": (x[i] == 0).double(), "delimiter": (x[i] == delimiter).double(),
                 "symbol": ((x[i] > 0) & (x[i] < delimiter)).double(),
                 "position": torch.arange(x.shape[1], dtype=torch.float64)}
     return Example(x[i:i + 1], tokens, features, source=f"validation sequence {i}",
-                   truth=["_" if v == 0 else str(v) for v in y[i].tolist()],
-                   layout={"separator": " "})
+                   truth=[_copy_symbol(v, delimiter) for v in y[i].tolist()],
+                   layout={"separator": " "}, tag_names=[_copy_symbol(v, delimiter)
+                                                         for v in range(delimiter + 1)])
+
+
+def _copy_symbol(v: int, delimiter: int) -> str:
+    """The copy task's symbols as the page shows them: _ the blank, : the delimiter."""
+    return "_" if v == 0 else ":" if v == delimiter else str(v)
 
 
 #: per task: example(task, text (or a series for forecast), index) -> Example
@@ -245,7 +264,9 @@ TEXT_TASKS = ("lm", "classify", "tag", "translate")
 
 def _example(task, name: str, text, data, index) -> Example:
     if sum(v is not None for v in (text, data, index)) > 1:
-        raise ValueError("give at most one of text, data and index")
+        given = [name for name, v in (("text", text), ("data", data), ("index", index))
+                 if v is not None]
+        raise ValueError(f"give at most one of text, data and index, got {' and '.join(given)}")
     if name == "forecast" and data is not None:
         return _forecast_example(task, data, None)
     if (text is not None or data is not None) and name not in TEXT_TASKS:
@@ -310,6 +331,13 @@ def _spread(T: int, n: int) -> list[int]:
     if T <= n:
         return list(range(T))
     return sorted({round(j * (T - 1) / (n - 1)) for j in range(n)})
+
+
+def _finite(v, digits: int) -> float:
+    """``v`` rounded, 0 where it is not finite (a diverged network): the page's data is
+    JSON, which has no NaN."""
+    v = float(v)
+    return round(v, digits) if math.isfinite(v) else 0.0
 
 
 def _quoted(token: str) -> str:
@@ -386,7 +414,7 @@ def _lm_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
 
 def _tagger_reading(model, entry, ex, inputs, x_grad, traj) -> Reading:
     T = len(ex.tokens)
-    names = entry.get("tags") or [str(i) for i in range(model.config.num_tags)]
+    names = entry.get("tags") or ex.tag_names or [str(i) for i in range(model.config.num_tags)]
     with torch.no_grad():
         logp = model(ex.x)[0].log_softmax(-1)  # (T, tags)
     best = logp.argmax(-1)
@@ -558,15 +586,16 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
     for k in range(layer.num_layers * D_):
         lname = f"l{k // D_}" + ("_reverse" if k % D_ else "")
         values = {q: v[k, :, 0].T for q, v in traj.items()}  # (U, T)
-        trajectories.append({"name": lname, "values": values})
+        trajectories.append({"name": lname, "values": values,
+                             "signed": ("h", "c", *layer.cell.candidate_names)})
         selectivity[lname] = {}
         for q in ("h", "c"):
             if q not in values:
                 continue
             r = unit_selectivity(values[q].T, ex.features)
             selectivity[lname][q] = {
-                feature: [[int(u), round(float(rr[u]), 3)] for u in
-                          rr.abs().argsort(descending=True)[:TOP_UNITS].tolist()]
+                feature: [[int(u), _finite(rr[u], 3)] for u in
+                          rr.nan_to_num(0.0).abs().argsort(descending=True)[:TOP_UNITS].tolist()]
                 for feature, rr in r.items()}
         if gates:
             sat = {g: [s.tolist() for s in saturation_by_unit(values[g].T)] for g in gates}
@@ -574,12 +603,13 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
                 P.saturation_svg(sat, f"{lname}, {len(ex.tokens)} steps")
 
     contributions = [] if reading.grads is None else [
-        {"label": label, "position": p, "values": [round(float(v), 6) for v in row]}
+        {"label": label, "position": p, "values": [_finite(v, 6) for v in row]}
         for label, p, row in zip(reading.labels, reading.positions, reading.grads)]
 
     # ‖∂L/∂h_t‖ as gradflow measures it, for the model's output at the last step: from
     # the top layer's last output, or (a classifier pooling over time) from all of them
     pooled = isinstance(model, models.SequenceClassifier) and model.config.pooling != "last"
+    norms = None
     if last_loss is None or layer.bidirectional:
         why = "bidirectional (a replay step by step has no backward direction)" \
             if layer.bidirectional else "an encoder whose output a decoder reads"
@@ -590,10 +620,15 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
                 return last_loss(model._pool(hs.transpose(0, 1), None, None))
         else:
             loss = last_loss
-        norms = gradient_norms(layer, inputs, loss=loss,
-                               reads="all" if pooled else "last").tolist()
-        charts = {"‖∂L/∂h_t‖ over t, for the model's output at the last step "
-                  "(log scale)": P.gradient_svg(norms, "gradient flow over this sequence"),
+        try:
+            norms = gradient_norms(layer, inputs, loss=loss,
+                                   reads="all" if pooled else "last").tolist()
+        except RuntimeError as e:  # the replay step by step drifted from the layer's forward
+            notes.append(f"‖∂L/∂h_t‖ over t is not shown: {e}")
+    if norms is not None:
+        of = "its output, pooled over every step" if pooled else "its output at the last step"
+        charts = {f"‖∂L/∂h_t‖ over t, for the model's loss of {of} (log scale)":
+                  P.gradient_svg(norms, "gradient flow over this sequence"),
                   **charts}
 
     summary, curve = _run_folder(path, "loss")

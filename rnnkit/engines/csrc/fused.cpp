@@ -12,7 +12,7 @@
 // Layouts (row-major, contiguous unless said otherwise):
 //   gx (T, B, G*H)    input projection; LSTM gate blocks i, f, g, o; GRU r, z, n
 //   Hs (T, B, H_out)  every h_t;  Cs (T, B, H) every c_t (LSTM)
-//   S  (T, B, L)      what backward needs, per row (struct Layout):
+//   S  (T, B, L)      what backward needs, per row (struct Config):
 //                       RNN  [act'(P)] with a carry of h (else act' is read off h_t)
 //                       LSTM [i, f, g, o, tanh(c_out)] (c~: the cell's own c_t,
 //                            c_out = c~ or LN(c~)), then c~ with peepholes, then
