@@ -819,12 +819,14 @@ class Digits(Task):
     #: per mode, chosen on validation over two or three weight seeds: rows learn more
     #: from images shifted by a pixel (0.99 against 0.97 on validation), pixels and
     #: permuted pixels less (tried: no better, worse for permuted); 64 steps of single pixels
-    #: need a wider state, max pooling over time and recurrent dropout (the 1257 training
-    #: images are few); permuted pixels scatter each stroke over the sequence, where a
-    #: GRU did best
+    #: need a wider state, max pooling over time, recurrent dropout (the 1257 training
+    #: images are few) and batches of 64 (5-fold cross-validation over the images outside
+    #: the test split, two weight seeds: 0.976 against 0.965 with 32, ahead on every
+    #: fold); permuted pixels scatter each stroke over the sequence, where a GRU did best
     mode_recipes = {"rows": {"lr": 1e-2, "max_steps": 3000, "digits_shift": 1},
                     "pixels": {"lr": 1e-2, "max_steps": 3000, "hidden_size": 128,
-                               "pooling": "max", "layer_options": {"recurrent_dropout": 0.2}},
+                               "batch_size": 64, "pooling": "max",
+                               "layer_options": {"recurrent_dropout": 0.2}},
                     "permuted": {"cell": "gru", "lr": 1e-2, "max_steps": 3000,
                                  "hidden_size": 128,
                                  "layer_options": {"recurrent_dropout": 0.2}}}
