@@ -1,10 +1,11 @@
 """``rnnkit explain``: the explorer page of a checkpoint, for any task and cell.
 
-What each task contributes is small and lives here: how a text or an example of its
-data becomes the model's input and the tokens shown, the token features units are ranked
-against, what the model predicts at each step, and which outputs the input
-contributions are taken for. The measurements are :mod:`rnnkit.diagnostics.inside`'s
-(and :func:`rnnkit.diagnostics.gradient_norms`'), the page :mod:`rnnkit.diagnostics.page`.
+Each task makes its example (``Task.example`` in :mod:`rnnkit.train.tasks`: the input
+as the model reads it, the tokens shown, the token features units are ranked against);
+each model class says here what it makes of it (:data:`READINGS`: its prediction at
+each step, the outputs the input contributions are taken for, its loss at the last
+step). The measurements are :mod:`rnnkit.diagnostics.inside`'s (and
+:func:`rnnkit.diagnostics.gradient_norms`'), the page :mod:`rnnkit.diagnostics.page`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from rnnkit.diagnostics import page as P
 from rnnkit.diagnostics.inside import (input_gradient_norms, saturation_by_unit,
                                        unit_selectivity, unit_trajectories)
 from rnnkit.train.api import _task, load
-from rnnkit.train.tasks import _read_series
+from rnnkit.train.examples import Example
 
-__all__ = ["explain", "Example", "DEFAULT_CHARACTERS"]
-
-#: a language model's page shows this many tokens of its validation text by default
-DEFAULT_CHARACTERS = 2_000
+__all__ = ["explain", "Reading", "READINGS"]
 #: outputs whose input contributions a page holds (each is one backward pass)
 MAX_TARGETS = 40
 #: the most tags a tagger's units are ranked against (one feature each)
@@ -44,232 +42,15 @@ TOP_UNITS = 8
 MAX_TEXT_BYTES = 1 << 20
 
 
-@dataclasses.dataclass
-class Example:
-    """One input sequence as the model reads it and as the page shows it."""
-
-    #: (1, T) token ids or (1, T, F) features
-    x: Tensor
-    #: what the page shows for each step
-    tokens: list[str]
-    #: features of each step that units are ranked against: {name: (T,)}
-    features: dict
-    #: steps whose token the vocabulary does not know (read as <unk>)
-    unknown: list[int] = dataclasses.field(default_factory=list)
-    #: the true answer where the example comes from the data: per step, or one string
-    truth: list[str] | str | None = None
-    #: how the page lays the tokens out: {"grid": [rows, cols], "order": [the cell of
-    #: each step]} for images, {"separator": text} between tokens that are not characters
-    layout: dict = dataclasses.field(default_factory=dict)
-    source: str = ""
-    #: the names of a tagger's outputs where its checkpoint keeps none (the copy task)
-    tag_names: list[str] | None = None
-
-
-# -- the examples: a text, a file, or an item of the validation split --------------------
-
-def _char_features(tokens: list[str]) -> dict:
-    """Simple facts about each character that a unit might track (Karpathy et al. 2015)."""
-    quote = bracket = column = 0
-    out = {k: [] for k in ("inside quotes", "inside brackets", "position in line",
-                           "whitespace", "digit", "upper case", "punctuation")}
-    for ch in tokens:
-        if ch == '"':
-            quote ^= 1
-        bracket = max(0, bracket + (ch in "([{") - (ch in ")]}"))
-        out["inside quotes"].append(quote)
-        out["inside brackets"].append(int(bracket > 0))
-        out["position in line"].append(column)
-        column = 0 if ch == "\n" else column + 1
-        out["whitespace"].append(int(ch.isspace()))
-        out["digit"].append(int(ch.isdigit()))
-        out["upper case"].append(int(ch.isupper()))
-        out["punctuation"].append(int(not ch.isalnum() and not ch.isspace()))
-    return {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
-
-
-def _word_features(tokens: list[str]) -> dict:
-    return {"position": torch.arange(len(tokens), dtype=torch.float64),
-            "punctuation": torch.tensor([float(not any(c.isalnum() for c in w)) for w in tokens]),
-            "word length": torch.tensor([float(len(w)) for w in tokens])}
-
-
-def _text_example(vocab, text: str, source: str, *, split: bool = False) -> Example:
-    if not text:
-        raise ValueError(f"{source} is empty: the page needs at least one token")
-    tokens = text.split() if split else D.tokenize(text, vocab.level)
-    if not tokens:
-        raise ValueError(f"{source} holds no {vocab.level}-level tokens")
-    _check_length(len(tokens), source)
-    ids = vocab.lookup(tokens)  # unknown tokens as <unk>
-    unknown = [t for t, token in enumerate(tokens) if token not in vocab]
-    features = _char_features(tokens) if vocab.level == "char" else _word_features(tokens)
-    return Example(torch.tensor([ids]), tokens, features, unknown, source=source,
-                   layout={} if vocab.level == "char" else {"separator": " "})
-
-
-def _check_length(T: int, source: str):
-    if T > P.MAX_TOKENS:
-        raise ValueError(f"{source} has {T:,} tokens, more than the {P.MAX_TOKENS:,} a page "
-                         "shows: give a shorter text (or --index for a part of the data)")
-
-
-def _index(index: int, n: int, what: str) -> int:
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
-        raise ValueError(f"index must be an int in [0, {n}) ({what}), got {index!r}")
-    return index
-
-
-def _values_example(x: Tensor, columns: list[str], source: str, truth=None) -> Example:
-    """A window of a series (T, F) as steps."""
-    _check_length(x.shape[0], source)
-    first = x[:, 0].double()
-    features = {"position": torch.arange(x.shape[0], dtype=torch.float64),
-                f"value ({columns[0]})": first,
-                "change": torch.cat([first.new_zeros(1), first.diff()])}
-    tokens = [", ".join(f"{v:.4g}" for v in row) for row in x.tolist()]
-    return Example(x.unsqueeze(0).float(), tokens, features, truth=truth, source=source,
-                   layout={"separator": " | "})
-
-
-def _validation_item(task, index) -> tuple[int, str]:
-    """(the example's number in the task's list, its name) for item ``index`` of a
-    split task's validation split."""
-    index = index or 0
-    return task.split.validation[_index(index, len(task.split.validation),
-                                        "an item of the validation split")], \
-        f"validation item {index}"
-
-
-def _lm_example(task, text, index) -> Example:
-    if text is not None:
-        return _text_example(task.vocab, text, "text")
-    ids = task.parts["validation"]
-    n = max(1, math.ceil(len(ids) / DEFAULT_CHARACTERS))
-    i = _index(index or 0, n, f"a part of {DEFAULT_CHARACTERS} tokens of the validation text")
-    # the ids themselves: decoding them to text and tokenizing again would split a
-    # special token such as <unk> into characters
-    chunk = ids[i * DEFAULT_CHARACTERS:(i + 1) * DEFAULT_CHARACTERS].tolist()
-    tokens = [task.vocab.tokens[j] for j in chunk]
-    char = task.vocab.level == "char"
-    return Example(torch.tensor([chunk]), tokens,
-                   _char_features(tokens) if char else _word_features(tokens),
-                   [t for t, j in enumerate(chunk) if j == task.vocab.unk_id],
-                   source=f"the validation text, part {i}",
-                   layout={} if char else {"separator": " "})
-
-
-def _classify_example(task, text, index) -> Example:
-    if text is not None:
-        return _text_example(task.vocab, text, "text")
-    i, source = _validation_item(task, index)
-    ex = _text_example(task.vocab, task.texts[i], source)
-    ex.truth = task.labels[int(task.y[i])]
-    return ex
-
-
-def _tag_example(task, text, index) -> Example:
-    if text is not None:  # words split at spaces, as predict does
-        return _text_example(task.vocab, text, "text", split=True)
-    i, source = _validation_item(task, index)
-    tokens = [task.vocab.tokens[j] for j in task.x[i]]
-    return Example(torch.tensor([task.x[i]]), tokens, _word_features(tokens), source=source,
-                   layout={"separator": " "}, truth=[task.tags[j] for j in task.y[i]])
-
-
-def _translate_example(task, text, index) -> Example:
-    if text is not None:
-        return _text_example(task.src_vocab, text, "text")
-    i, source = _validation_item(task, index)
-    source_text, target = task.pairs[i]
-    ex = _text_example(task.src_vocab, source_text, source)
-    ex.truth = target
-    return ex
-
-
-def _forecast_example(task, series, index) -> Example:
-    if series is not None:  # a series' last window, as predict reads it
-        values, _, columns = _read_series(series, task.columns, task.options.index_column)
-        if columns != task.columns:
-            raise ValueError(f"data: the series has columns {columns}, the checkpoint's model "
-                             f"was trained on {task.columns}")
-        if len(values) < task.window:
-            raise ValueError(f"data: the series has {len(values)} steps, fewer than the "
-                             f"model's input window of {task.window}")
-        return _values_example(values[-task.window:], columns, f"the last window of {series}")
-    x, y = task.held_out["validation"]
-    i = _index(index or 0, len(x), "a window of the validation split")
-    return _values_example(x[i], task.columns, f"validation window {i}",
-                           truth=", ".join(f"{v:.4g}" for v in y[i].flatten().tolist()))
-
-
-def _digits_example(task, _, index) -> Example:
-    d = task.d
-    i = _index(index or 0, len(d.y_val), "an image of the validation split")
-    x = d.x_val[i]  # (T, F)
-    T = x.shape[0]
-    if d.mode == "rows":
-        tokens = [f"row {t}" for t in range(T)]
-        features = {"row": torch.arange(T, dtype=torch.float64), "ink": x.double().mean(1)}
-        layout = {"separator": " "}
-    else:  # each step is one pixel: shown where it sits in the image
-        cell = d.permutation.tolist() if d.permutation is not None else list(range(T))
-        tokens = [f"{v:.2f}" for v in x[:, 0].tolist()]
-        features = {"ink": x[:, 0].double(),
-                    "row": torch.tensor([c // 8 for c in cell], dtype=torch.float64),
-                    "column": torch.tensor([c % 8 for c in cell], dtype=torch.float64)}
-        layout = {"grid": [8, 8], "order": cell}
-    return Example(x.unsqueeze(0), tokens, features, truth=str(int(d.y_val[i])),
-                   layout=layout, source=f"validation image {i}")
-
-
-def _adding_example(task, _, index) -> Example:
-    x, y = task.held_out["validation"]
-    i = _index(index or 0, len(x), "a sequence of the validation split")
-    xi = x[i]  # (T, 2): value, marker
-    tokens = [("*" if m else "") + f"{v:.2f}" for v, m in xi.tolist()]
-    features = {"value": xi[:, 0].double(), "marked": xi[:, 1].double(),
-                "sum of marked so far": (xi[:, 0] * xi[:, 1]).double().cumsum(0),
-                "position": torch.arange(len(xi), dtype=torch.float64)}
-    return Example(xi.unsqueeze(0), tokens, features, truth=f"{float(y[i]):.4g}",
-                   source=f"validation sequence {i}", layout={"separator": " "})
-
-
-def _copy_example(task, _, index) -> Example:
-    x, y = task.held_out["validation"]
-    i = _index(index or 0, len(x), "a sequence of the validation split")
-    delimiter = task.n_symbols + 1
-    tokens = [_copy_symbol(v, delimiter) for v in x[i].tolist()]
-    features = {"blank": (x[i] == 0).double(), "delimiter": (x[i] == delimiter).double(),
-                "symbol": ((x[i] > 0) & (x[i] < delimiter)).double(),
-                "position": torch.arange(x.shape[1], dtype=torch.float64)}
-    return Example(x[i:i + 1], tokens, features, source=f"validation sequence {i}",
-                   truth=[_copy_symbol(v, delimiter) for v in y[i].tolist()],
-                   layout={"separator": " "}, tag_names=[_copy_symbol(v, delimiter)
-                                                         for v in range(delimiter + 1)])
-
-
-def _copy_symbol(v: int, delimiter: int) -> str:
-    """The copy task's symbols as the page shows them: _ the blank, : the delimiter."""
-    return "_" if v == 0 else ":" if v == delimiter else str(v)
-
-
-#: per task: example(task, text (or a series for forecast), index) -> Example
-EXAMPLES = {"lm": _lm_example, "classify": _classify_example, "tag": _tag_example,
-            "translate": _translate_example, "forecast": _forecast_example,
-            "digits": _digits_example, "adding": _adding_example, "copy": _copy_example}
-#: the tasks that read a text
-TEXT_TASKS = ("lm", "classify", "tag", "translate")
-
-
 def _example(task, name: str, text, data, index) -> Example:
+    """The task's example (its own ``example``) from a text, a file or an index."""
     if sum(v is not None for v in (text, data, index)) > 1:
-        given = [name for name, v in (("text", text), ("data", data), ("index", index))
+        given = [n for n, v in (("text", text), ("data", data), ("index", index))
                  if v is not None]
         raise ValueError(f"give at most one of text, data and index, got {' and '.join(given)}")
-    if name == "forecast" and data is not None:
-        return _forecast_example(task, data, None)
-    if (text is not None or data is not None) and name not in TEXT_TASKS:
+    if name == "forecast" and data is not None:  # a series: its last window
+        return task.example(series=data)
+    if (text is not None or data is not None) and not task.reads_text:
         raise ValueError(f"this {name!r} checkpoint reads no text: give index (an item of "
                          "its validation split)" + " or data (a series)" * (name == "forecast"))
     if data is not None:
@@ -281,10 +62,10 @@ def _example(task, name: str, text, data, index) -> Example:
         if path.stat().st_size > MAX_TEXT_BYTES:
             raise ValueError(f"data: {data} is larger than {MAX_TEXT_BYTES:,} bytes, more "
                              "than a page shows")
-        ex = EXAMPLES[name](task, path.read_text(encoding="utf-8", errors="replace"), None)
+        ex = task.example(text=path.read_text(encoding="utf-8", errors="replace"))
         ex.source = f"data {data}"
         return ex
-    return EXAMPLES[name](task, text, index)
+    return task.example(text=text, index=index)
 
 
 # -- the model's side: its recurrent layer, its input, predictions and outputs -----------
@@ -546,7 +327,7 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
         data: a text file to read instead (lm, classify, tag, translate), or a series
             (forecast: its last window).
         index: an item of the validation split (default 0; for lm, a part of
-            DEFAULT_CHARACTERS tokens of the validation text).
+            rnnkit.train.examples.DEFAULT_CHARACTERS tokens of the validation text).
         trust_code: rebuild a model of a user's cell (imports its module).
 
     Returns:

@@ -35,6 +35,7 @@ from rnnkit.cells.custom import is_cell_name
 from rnnkit.models.base import CELL_NAMES
 from rnnkit.models.classifier import POOLINGS
 from rnnkit.train import baselines as B
+from rnnkit.train import examples as E
 
 #: the splits a task evaluates on
 SPLITS = ("validation", "test")
@@ -297,6 +298,14 @@ class Task:
     def extra(self) -> dict:
         return {}
 
+    #: whether ``example`` reads a text (the language model, classify, tag, translate)
+    reads_text = False
+
+    def example(self, text: str | None = None, index: int | None = None) -> "E.Example":
+        """One sequence for ``rnnkit explain``: ``text`` read as the model reads its data
+        (tasks that read text), or item ``index`` of the validation split (default 0)."""
+        raise NotImplementedError
+
     @classmethod
     def predict(cls, model, entry: dict, texts: list[str] | None, data: str | None):
         """What ``rnnkit predict`` gives for a checkpoint of this task, whose task entry
@@ -317,6 +326,7 @@ class LanguageModelling(Task):
     the training text."""
 
     name = "lm"
+    reads_text = True
     entries = ("vocab",)
     recipe = {"init": "default"}
 
@@ -388,6 +398,24 @@ class LanguageModelling(Task):
 
     def extra(self):
         return {"vocab": self.vocab.to_dict()}
+
+    def example(self, text=None, index=None) -> E.Example:
+        if text is not None:
+            return E.text_example(self.vocab, text, "text")
+        ids = self.parts["validation"]
+        n = max(1, math.ceil(len(ids) / E.DEFAULT_CHARACTERS))
+        i = E.item_index(index or 0, n,
+                         f"a part of {E.DEFAULT_CHARACTERS} tokens of the validation text")
+        # the ids themselves: decoding them to text and tokenizing again would split a
+        # special token such as <unk> into characters
+        chunk = ids[i * E.DEFAULT_CHARACTERS:(i + 1) * E.DEFAULT_CHARACTERS].tolist()
+        tokens = [self.vocab.tokens[j] for j in chunk]
+        char = self.vocab.level == "char"
+        return E.Example(torch.tensor([chunk]), tokens,
+                         E.char_features(tokens) if char else E.word_features(tokens),
+                         [t for t, j in enumerate(chunk) if j == self.vocab.unk_id],
+                         source=f"the validation text, part {i}",
+                         layout={} if char else {"separator": " "})
 
 
 #: the most tokens (padding included) predict runs in one batch, and in one text
@@ -469,6 +497,7 @@ class Classification(_SplitTask):
     and a logistic regression on word uni- and bigrams."""
 
     name, metric, higher_is_better = "classify", "accuracy", True
+    reads_text = True
     entries = ("vocab", "labels")
     recipe = {"lr": 1e-2}
 
@@ -537,6 +566,14 @@ class Classification(_SplitTask):
         return _label_texts(model, cls.name, texts, [vocab.encode(t) for t in texts or []],
                             vocab.unk_id, read)
 
+    def example(self, text=None, index=None) -> E.Example:
+        if text is not None:
+            return E.text_example(self.vocab, text, "text")
+        i, source = E.validation_item(self, index)
+        ex = E.text_example(self.vocab, self.texts[i], source)
+        ex.truth = self.labels[int(self.y[i])]
+        return ex
+
 
 class Tagging(_SplitTask):
     """Token tagging from a CoNLL-style file; built-in: a generated grammar where a
@@ -548,6 +585,7 @@ class Tagging(_SplitTask):
     training tag."""
 
     name, metric, higher_is_better = "tag", "accuracy", True
+    reads_text = True
     entries = ("vocab", "tags")
     # chosen on validation: the bidirectional tagger is still improving at 1500 steps
     recipe = {"max_steps": 1500}
@@ -614,6 +652,15 @@ class Tagging(_SplitTask):
                     "tags": [tags[int(t)] for t in logits[:len(ids[i])].argmax(-1)]}
         return _label_texts(model, cls.name, texts, ids, vocab.unk_id, read)
 
+    def example(self, text=None, index=None) -> E.Example:
+        if text is not None:  # words split at spaces, as predict does
+            return E.text_example(self.vocab, text, "text", split=True)
+        i, source = E.validation_item(self, index)
+        tokens = [self.vocab.tokens[j] for j in self.x[i]]
+        return E.Example(torch.tensor([self.x[i]]), tokens, E.word_features(tokens),
+                         source=source, layout={"separator": " "},
+                         truth=[self.tags[j] for j in self.y[i]])
+
 
 class Translation(_SplitTask):
     """Sequence to sequence from a TSV file of pairs (source<TAB>target), character
@@ -623,6 +670,7 @@ class Translation(_SplitTask):
     source copied as it is."""
 
     name, metric, higher_is_better = "translate", "exact_match", True
+    reads_text = True
     entries = ("src_vocab", "tgt_vocab")
     metric_names = {"loss": "loss", "exact_match": "exact match"}
     #: pairs of a split that an evaluation decodes (greedy decoding is the slow part)
@@ -678,6 +726,15 @@ class Translation(_SplitTask):
 
     def extra(self):
         return {"src_vocab": self.src_vocab.to_dict(), "tgt_vocab": self.tgt_vocab.to_dict()}
+
+    def example(self, text=None, index=None) -> E.Example:
+        if text is not None:
+            return E.text_example(self.src_vocab, text, "text")
+        i, source = E.validation_item(self, index)
+        source_text, target = self.pairs[i]
+        ex = E.text_example(self.src_vocab, source_text, source)
+        ex.truth = target
+        return ex
 
 
 def _read_series(data: str | None, columns, index_column):
@@ -812,6 +869,23 @@ class Forecasting(Task):
             forecast = model(values[-window:].unsqueeze(0))[0]  # (horizon, F)
         return {"after": str(index[-1]), "columns": columns, "forecast": forecast.tolist()}
 
+    def example(self, text=None, index=None, *, series: str | None = None) -> E.Example:
+        """Item ``index`` of the validation windows, or ``series``' last window."""
+        if series is not None:  # a series' last window, as predict reads it
+            values, _, columns = _read_series(series, self.columns, self.options.index_column)
+            if columns != self.columns:
+                raise ValueError(f"data: the series has columns {columns}, the checkpoint's model "
+                                 f"was trained on {self.columns}")
+            if len(values) < self.window:
+                raise ValueError(f"data: the series has {len(values)} steps, fewer than the "
+                                 f"model's input window of {self.window}")
+            return E.values_example(values[-self.window:], columns,
+                                    f"the last window of {series}")
+        x, y = self.held_out["validation"]
+        i = E.item_index(index or 0, len(x), "a window of the validation split")
+        return E.values_example(x[i], self.columns, f"validation window {i}",
+                                truth=", ".join(f"{v:.4g}" for v in y[i].flatten().tolist()))
+
 
 class Digits(Task):
     """scikit-learn's handwritten digits as sequences: rows (8 steps of 8), pixels (64
@@ -884,6 +958,25 @@ class Digits(Task):
     def extra(self):
         return {"digits_mode": self.d.mode}
 
+    def example(self, text=None, index=None) -> E.Example:
+        d = self.d
+        i = E.item_index(index or 0, len(d.y_val), "an image of the validation split")
+        x = d.x_val[i]  # (T, F)
+        T = x.shape[0]
+        if d.mode == "rows":
+            tokens = [f"row {t}" for t in range(T)]
+            features = {"row": torch.arange(T, dtype=torch.float64), "ink": x.double().mean(1)}
+            layout = {"separator": " "}
+        else:  # each step is one pixel: shown where it sits in the image
+            cell = d.permutation.tolist() if d.permutation is not None else list(range(T))
+            tokens = [f"{v:.2f}" for v in x[:, 0].tolist()]
+            features = {"ink": x[:, 0].double(),
+                        "row": torch.tensor([c // 8 for c in cell], dtype=torch.float64),
+                        "column": torch.tensor([c % 8 for c in cell], dtype=torch.float64)}
+            layout = {"grid": [8, 8], "order": cell}
+        return E.Example(x.unsqueeze(0), tokens, features, truth=str(int(d.y_val[i])),
+                         layout=layout, source=f"validation image {i}")
+
 
 class Adding(Task):
     """The adding problem (Hochreiter & Schmidhuber 1997) at length ``seq_len`` (default
@@ -926,6 +1019,17 @@ class Adding(Task):
         return {"predict_1": _both(lambda s: {"loss": B.constant_mse(targets(s), 1.0)}),
                 "predict_the_mean": _both(lambda s: {"loss": B.constant_mse(
                     targets(s), float(targets(s).double().mean()))})}
+
+    def example(self, text=None, index=None) -> E.Example:
+        x, y = self.held_out["validation"]
+        i = E.item_index(index or 0, len(x), "a sequence of the validation split")
+        xi = x[i]  # (T, 2): value, marker
+        tokens = [("*" if m else "") + f"{v:.2f}" for v, m in xi.tolist()]
+        features = {"value": xi[:, 0].double(), "marked": xi[:, 1].double(),
+                    "sum of marked so far": (xi[:, 0] * xi[:, 1]).double().cumsum(0),
+                    "position": torch.arange(len(xi), dtype=torch.float64)}
+        return E.Example(xi.unsqueeze(0), tokens, features, truth=f"{float(y[i]):.4g}",
+                         source=f"validation sequence {i}", layout={"separator": " "})
 
 
 class Copying(Task):
@@ -972,6 +1076,24 @@ class Copying(Task):
     def baselines(self):
         return {"memoryless": _both(lambda s: B.memoryless_copy(
             self.held_out[s][1], self.length, self.n_symbols))}
+
+    def example(self, text=None, index=None) -> E.Example:
+        x, y = self.held_out["validation"]
+        i = E.item_index(index or 0, len(x), "a sequence of the validation split")
+        delimiter = self.n_symbols + 1
+        tokens = [self.symbol(v, delimiter) for v in x[i].tolist()]
+        features = {"blank": (x[i] == 0).double(), "delimiter": (x[i] == delimiter).double(),
+                    "symbol": ((x[i] > 0) & (x[i] < delimiter)).double(),
+                    "position": torch.arange(x.shape[1], dtype=torch.float64)}
+        return E.Example(x[i:i + 1], tokens, features, source=f"validation sequence {i}",
+                         truth=[self.symbol(v, delimiter) for v in y[i].tolist()],
+                         layout={"separator": " "},
+                         tag_names=[self.symbol(v, delimiter) for v in range(delimiter + 1)])
+
+    @staticmethod
+    def symbol(v: int, delimiter: int) -> str:
+        """A symbol as a page shows it: _ the blank, : the delimiter."""
+        return "_" if v == 0 else ":" if v == delimiter else str(v)
 
 
 TASKS = {t.name: t for t in (LanguageModelling, Classification, Tagging, Translation,
