@@ -108,6 +108,17 @@ def test_the_backward_op_passes_torchs_opcheck_and_gives_the_engines_gradients(n
     torch.library.opcheck(torch.ops.rnnkit.fused_backward.default, backward_args)
 
 
+needs_scan = pytest.mark.skipif(not scan.available(), reason="the compiled scan is not built")
+
+
+#: min layers, whose scan is rnnkit::linear_scan
+MIN_LAYERS = {
+    "mingru": lambda: rnnkit.MinGRU(3, 4),
+    "minlstm-2-layers-bidirectional": lambda: rnnkit.MinLSTM(
+        3, 4, num_layers=2, bidirectional=True, batch_first=True),
+}
+
+
 #: layers whose loops are the compiled engine's, eval mode (a trace fixes training's masks)
 LAYERS = {
     "rnn-relu": lambda: rnnkit.RNN(3, 4, nonlinearity="relu", backend="fused"),
@@ -123,10 +134,12 @@ def _rnnkit_ops(graph) -> int:
 
 
 @pytest.mark.parametrize("strict", [False, True])
-@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("name", [*LAYERS, *(pytest.param(n, marks=needs_scan)
+                                             for n in MIN_LAYERS)])
 def test_an_exported_program_takes_any_sequence_length(name, strict):
+    """One op per layer and direction (the C++ loop, or the minGRU / minLSTM scan)."""
     torch.manual_seed(0)
-    layer = LAYERS[name]().eval()
+    layer = {**LAYERS, **MIN_LAYERS}[name]().eval()
     time_dim = 1 if layer.batch_first else 0
     x = torch.randn(2, 6, 3) if layer.batch_first else torch.randn(6, 2, 3)
     T = torch.export.Dim("T", min=2, max=10_000)
@@ -169,9 +182,6 @@ def test_compile_fullgraph_trains_through_the_ops_as_eager(name):
 
 # -- the minGRU / minLSTM scan as rnnkit::linear_scan ---------------------------------------
 
-needs_scan = pytest.mark.skipif(not scan.available(), reason="the compiled scan is not built")
-
-
 def _scan_args(T=5, shape=(2, 3)):
     g = torch.Generator().manual_seed(T)
     a = torch.rand(T, *shape, generator=g, dtype=torch.float64).requires_grad_()
@@ -196,32 +206,6 @@ def test_the_scan_op_equals_the_loop_with_first_and_second_derivatives():
                                scan.linear_scan(a, b, h0, method="sequential"))
     torch.autograd.gradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
     torch.autograd.gradgradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
-
-
-MIN_LAYERS = {
-    "mingru": lambda: rnnkit.MinGRU(3, 4),
-    "minlstm-2-layers-bidirectional": lambda: rnnkit.MinLSTM(
-        3, 4, num_layers=2, bidirectional=True, batch_first=True),
-}
-
-
-@needs_scan
-@pytest.mark.parametrize("strict", [False, True])
-@pytest.mark.parametrize("name", list(MIN_LAYERS))
-def test_an_exported_min_layer_takes_any_sequence_length(name, strict):
-    torch.manual_seed(0)
-    layer = MIN_LAYERS[name]().eval()
-    time_dim = 1 if layer.batch_first else 0
-    x = torch.randn(2, 6, 3) if layer.batch_first else torch.randn(6, 2, 3)
-    T = torch.export.Dim("T", min=2, max=10_000)
-    program = torch.export.export(layer, (x,), dynamic_shapes=({time_dim: T},), strict=strict)
-    directions = layer.num_layers * (2 if layer.bidirectional else 1)
-    assert _rnnkit_ops(program.graph) == directions  # one scan per layer and direction
-    for steps in (2, 37):
-        x = torch.randn(2, steps, 3) if layer.batch_first else torch.randn(steps, 2, 3)
-        got, want = program.module()(x), layer(x)
-        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
 
 
 @needs_scan

@@ -25,6 +25,7 @@ from rnnkit.train.checkpoint import save_checkpoint
 from rnnkit.train.explain import explain
 from rnnkit.train.tasks import TASKS
 from rnnkit.train.trainer import Trainer
+import test_custom_cell
 
 runner = CliRunner()
 
@@ -203,20 +204,9 @@ CHECKPOINTS = [(task, task, {}) for task in sorted(TASKS)] + [
     ("classify-attention", "classify", {"pooling": "attention"}),
     ("adding-users-cell", "adding", {"cell": "explain_cells_for_test:CIFG"}),
 ]
-#: a user's own cell, through the cell extension point
-USERS_CELL = """
-import torch, rnnkit
-
-class CIFG(rnnkit.Cell):
-    gates = ("i", "g", "o")
-    has_cell_state = True
-
-    def step(self, gx, gh, c):
-        i, g, o = (gx + gh).chunk(3, dim=-1)
-        i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
-        c = (1 - i) * c + i * g
-        return o * torch.tanh(c), c
-"""
+#: a user's own cell, through the cell extension point: the CIFG module that the CLI's
+#: test of a user's cell writes
+USERS_CELL = test_custom_cell.MODULE
 
 
 @pytest.fixture(scope="module")
