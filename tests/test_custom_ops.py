@@ -154,10 +154,10 @@ def test_an_exported_program_takes_any_sequence_length(name, strict):
         torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("name", [*LAYERS, pytest.param("mingru", marks=needs_scan)])
 def test_compile_fullgraph_trains_through_the_ops_as_eager(name):
     torch.manual_seed(0)
-    layer = LAYERS[name]()
+    layer = {**LAYERS, **MIN_LAYERS}[name]()
     graphs = []
 
     def backend(gm, example_inputs):
@@ -206,28 +206,3 @@ def test_the_scan_op_equals_the_loop_with_first_and_second_derivatives():
                                scan.linear_scan(a, b, h0, method="sequential"))
     torch.autograd.gradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
     torch.autograd.gradgradcheck(torch.ops.rnnkit.linear_scan, (a, b, h0))
-
-
-@needs_scan
-def test_compile_fullgraph_trains_a_min_layer_through_the_scan_op_as_eager():
-    torch.manual_seed(0)
-    layer = rnnkit.MinGRU(3, 4)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm.graph)
-        from torch._dynamo.backends.common import aot_autograd
-        return aot_autograd(fw_compiler=lambda g, _: g.forward)(gm, example_inputs)
-
-    torch._dynamo.reset()
-    step = torch.compile(layer, fullgraph=True, backend=backend)
-    x = torch.randn(5, 2, 3, requires_grad=True)
-    results = []
-    for run in (layer, step):
-        out = run(x)[0]
-        results.append((out, torch.autograd.grad(out.pow(2).sum(), [x, *layer.parameters()])))
-    assert sum(_rnnkit_ops(g) for g in graphs) == 1
-    (want, want_grads), (got, grads) = results
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads, want_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
