@@ -293,7 +293,7 @@ def test_cli_trains_a_users_cell_and_loads_it_only_when_trusted(tmp_path, monkey
 
 def test_gradient_flow_of_a_users_cell():
     """The gradient-flow experiment and diagnostics take a user's cell by name; gate
-    statistics say why they cannot (the user's step keeps its gates to itself)."""
+    statistics say why they cannot (the cell names no gates)."""
     from rnnkit.diagnostics import gate_saturation, gradient_flow_experiment, gradient_norms
 
     result = gradient_flow_experiment(6, cells=("rnn", f"{__name__}:HandWrittenCIFG"),
@@ -301,7 +301,7 @@ def test_gradient_flow_of_a_users_cell():
     norms = result["cells"][f"{__name__}:HandWrittenCIFG"]["init"]["grad_norms"]
     layer = rnnkit.Recurrent(HandWrittenCIFG(), 2, 4, batch_first=True)
     assert len(norms) == 6 and len(gradient_norms(layer, torch.randn(3, 6, 2))) == 6
-    with pytest.raises(ValueError, match="a user's cell, whose step keeps its gates"):
+    with pytest.raises(ValueError, match="a user's cell that names no gates"):
         gate_saturation(layer, torch.randn(3, 6, 2))
 
 
@@ -326,3 +326,44 @@ def test_trusting_a_runs_own_cell_trusts_no_other(tmp_path, monkeypatch):
     assert not (tmp_path / "imported").exists()
     assert api.generate_text(tmp_path / "run" / "last.pt", "The ", length=3,
                              trust_code="lstm").startswith("The ")
+
+
+class NamedCIFG(CIFG):
+    """The CIFG with its gates named for the diagnostics."""
+    gate_names, candidate_names = ("i", "o"), ("g",)
+
+    def activations(self, gx, gh, c):
+        i, g, o = (gx + gh).chunk(3, dim=-1)
+        return {"i": torch.sigmoid(i), "g": torch.tanh(g), "o": torch.sigmoid(o)}
+
+
+def test_a_users_cell_names_its_gates_for_the_diagnostics():
+    """gate_names, candidate_names and activations: gate statistics and the explorer page
+    read a user's gates, computed at the states each step read."""
+    from rnnkit.diagnostics import gate_activations, gate_saturation, unit_trajectories
+
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(NamedCIFG(), 2, 3, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 1, 2)
+    acts = gate_activations(layer, x)
+    assert set(acts) == {"i", "g", "o"} and acts["i"].shape == (4, 5, 1, 3)
+    # by hand: the first layer's forward direction from its own weights and states
+    _, _, states = layer.eval()(x, return_states=True)
+    h = c = torch.zeros(3)
+    for t in range(5):
+        P = (layer.weight_ih_l0 @ x[t, 0] + layer.bias_ih_l0 + layer.weight_hh_l0 @ h +
+             layer.bias_hh_l0).detach()
+        i, g, o = P.chunk(3)
+        i, g, o = i.sigmoid(), g.tanh(), o.sigmoid()
+        for name, value in (("i", i), ("g", g), ("o", o)):
+            torch.testing.assert_close(acts[name][0, t, 0], value, atol=1e-6, rtol=1e-5)
+        c = (1 - i) * c + i * g
+        h = o * c.tanh()
+        torch.testing.assert_close(states.h[0, t, 0], h, atol=1e-6, rtol=1e-5)
+    assert set(gate_saturation(layer, x)) == {"i", "o"}
+    assert {"h", "c", "i", "g", "o"} == set(unit_trajectories(layer, x))
+    # a cell that names gates must say how to compute them; one that names none has none
+    with pytest.raises(TypeError, match=r"names gates \('i',\) but defines no activations"):
+        rnnkit.Recurrent(type("NoActivations", (CIFG,), {"gate_names": ("i",)})(), 2, 3)
+    with pytest.raises(ValueError, match="gate statistics need a gated layer"):
+        gate_saturation(rnnkit.Recurrent(CIFG(), 2, 3), x)

@@ -174,10 +174,12 @@ class Cell:
         cell without gates."""
         return [] if self.keep_block is None else [(self.keep_block, forget_bias)]
 
-    def activations(self, saved) -> dict[str, Tensor]:
+    def activations(self, saved, h_prev=None, c_prev=None) -> dict[str, Tensor]:
         """The gate and candidate activations of a step (``gate_names`` and
         ``candidate_names``, each (B, H)), read from the ``saved`` that ``step``
-        returned: the diagnostics see exactly what the step computed."""
+        returned: the diagnostics see exactly what the step computed. ``h_prev`` and
+        ``c_prev`` are the states the step read, for a cell whose ``saved`` does not
+        hold its activations (a user's cell)."""
         return {}
 
     def backward_factors(self, saved, H_prev, C_prev, rec: Recurrent) -> dict:

@@ -22,6 +22,11 @@ it (autograd through the step alone, once per step, with the weight gradients si
 GEMMs over all steps: :class:`UserStep`), the reference engine under autograd; torch's
 kernels and the C++ loops, which restate only the built-in cells, refuse it.
 
+For the diagnostics a cell may name its gates (``gate_names``, values in [0, 1]) and
+candidates (``candidate_names``) and compute them, ``activations(gx, gh, c)`` returning
+``{name: (B, H)}`` at the step's inputs; without them gate statistics say the cell
+names none.
+
 A cell may also write the derivative of its step by hand, ``step_backward``: the
 gradients of the step's inputs from those of its outputs, at the same inputs. The fused
 engine then calls it instead of autograd (no graph is built per step), and
@@ -62,6 +67,11 @@ class Cell:
 
     gates: tuple[str, ...] = ()
     has_cell_state: bool = False
+    #: optional, for the diagnostics (gate statistics, ``rnnkit explain``): the names
+    #: of the gates (values in [0, 1]) and of the candidates among what ``activations``
+    #: returns
+    gate_names: tuple[str, ...] = ()
+    candidate_names: tuple[str, ...] = ()
 
     def step(self, gx: Tensor, gh: Tensor, c: Tensor | None):
         """One step: ``gx`` = W_ih x_t + b_ih and ``gh`` = W_hh h_{t-1} + b_hh, each
@@ -78,6 +88,11 @@ class Cell:
     #: them where the step reads ``h``. The same tensor may serve as d gx and d gh (a
     #: step that reads only gx + gh). Without it, autograd derives it from ``step``.
     step_backward = None
+
+    #: optional: ``activations(self, gx, gh, c[, h])``, the step's gate and candidate
+    #: values, ``{name: (B, H)}`` for every name of ``gate_names`` and
+    #: ``candidate_names``, at the same inputs as ``step``
+    activations = None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -99,6 +114,15 @@ def check_user_cell(cell) -> Cell:
                         f"{cell.has_cell_state!r}")
     if type(cell).step is Cell.step:
         raise TypeError(f"{type(cell).__name__} must define step(self, gx, gh, c)")
+    for attr in ("gate_names", "candidate_names"):
+        names = getattr(cell, attr)
+        if not isinstance(names, tuple) or not all(isinstance(n, str) and n for n in names):
+            raise TypeError(f"{type(cell).__name__}.{attr} must be a tuple of names, got "
+                            f"{names!r}")
+    if (cell.gate_names or cell.candidate_names) and not callable(cell.activations):
+        named = cell.gate_names + cell.candidate_names
+        raise TypeError(f"{type(cell).__name__} names gates {named} but defines no "
+                        "activations(self, gx, gh, c) to compute them")
     return cell
 
 
@@ -117,6 +141,8 @@ class UserStep(_EngineCell):
         self.has_cell_state = user.has_cell_state
         self._wants_h = "h" in inspect.signature(user.step).parameters
         self._hand_written = callable(getattr(user, "step_backward", None))
+        # what the diagnostics may ask of it (none without the user's activations)
+        self.gate_names, self.candidate_names = user.gate_names, user.candidate_names
 
     @property
     def key(self) -> tuple:
@@ -146,6 +172,19 @@ class UserStep(_EngineCell):
         gh, _ = self.recurrent_projection(h_prev, rec)
         h, c = self._user_step(gx, gh, c_prev, h_prev)
         return h, c, (gx, gh)
+
+    def activations(self, saved, h_prev=None, c_prev=None):
+        """The user's ``activations`` at the step's inputs (none without it)."""
+        if not callable(self.user.activations):
+            return {}
+        gx, gh = saved
+        out = self.user.activations(gx, gh, c_prev, h=h_prev) if self._wants_h else \
+            self.user.activations(gx, gh, c_prev)
+        missing = set(self.gate_names + self.candidate_names) - set(out)
+        if missing:
+            raise ValueError(f"{self.user!r}.activations must return {sorted(missing)} too "
+                             f"(its gate_names and candidate_names), got {sorted(out)}")
+        return out
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
         gx, gh = saved

@@ -60,7 +60,7 @@ class GRUStep(Cell):
         h = n + z * (h_prev - n)  # = (1 - z) ⊙ n + z ⊙ h_prev
         return h, None, saved
 
-    def activations(self, saved):
+    def activations(self, saved, h_prev=None, c_prev=None):
         r, z = saved[0].chunk(2, -1)  # saved: σ of the r and z blocks side by side, n, ...
         return {"r": r, "z": z, "n": saved[1]}
 

@@ -64,7 +64,7 @@ class LSTMStep(Cell):
             saved += (*ln_c, *ln_h)
         return h, c, saved
 
-    def activations(self, saved):
+    def activations(self, saved, h_prev=None, c_prev=None):
         return dict(zip("ifgo", saved[:4]))
 
     def backward_factors(self, saved, H_prev, C_prev, rec):

@@ -162,7 +162,7 @@ def gradient_flow_experiment(T: int = 100, *, cells=("rnn", "lstm", "gru"),
             if init == "chrono" and name in ("lstm", "gru"):
                 kwargs = {"init": "chrono", "t_max": float(max(T, 3))}
             model = _Model(_layer(name, hidden_size, **kwargs), hidden_size)
-        gated = name in CELLS and name != "rnn"  # a user's step keeps its gates to itself
+        gated = bool(model.layer.cell.gate_names)  # a user's cell may name its gates
         entry = {"init": _measure(model, x, y, gated), "trained": None,
                  "train_losses": [], "final_train_loss": None}
         if train_steps:

@@ -23,10 +23,10 @@ def _gated_cell(layer):
     """The layer's cell, which must have gates (a ValueError for the RNN)."""
     check_layer(layer)
     if not layer.cell.gate_names:
-        what = "a user's cell, whose step keeps its gates to itself" if isinstance(
-            layer, Recurrent) else "which has no gates"
+        what = "a user's cell that names no gates (rnnkit.Cell.gate_names and " \
+            "activations)" if isinstance(layer, Recurrent) else "which has no gates"
         raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
-                         f"MinLSTM); layer is an {type(layer).__name__}, {what}")
+                         f"MinLSTM); layer is {type(layer).__name__}, {what}")
     return layer.cell
 
 
@@ -46,7 +46,8 @@ def _step_activations(layer, cell, layer_idx: int, d: int, inp, h_prev, c_prev):
     gx = cell.input_projection(inp, *input_side)  # (T, B, G*H)
     rows = [None if t is None else t.reshape(T * B, -1) for t in (gx, h_prev, c_prev)]
     _, _, saved = cell.step(*rows, rec)
-    return {name: a.reshape(T, B, -1) for name, a in cell.activations(saved).items()}
+    return {name: a.reshape(T, B, -1)
+            for name, a in cell.activations(saved, rows[1], rows[2]).items()}
 
 
 def _min_activations(layer, cell, sfx: str, inp):
