@@ -155,6 +155,17 @@ class Extension:
         """Whether the module is built and loaded (without building it)."""
         return self._module is not None
 
+    def traceable(self) -> bool:
+        """Whether the tracer of this call records this C++ as the custom ops of
+        :mod:`rnnkit.engines.ops` (torch.compile, torch.export), which needs it built:
+        the first eager call or a non-strict export builds it, dynamo cannot from inside
+        its trace."""
+        if not (ops.AVAILABLE and records_custom_ops()):
+            return False
+        if dynamo_tracing():  # a plain attribute read, which dynamo can trace
+            return self.loaded
+        return self.load() is not None
+
     def load(self):
         if self._tried:
             return self._module
@@ -263,14 +274,9 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
 
 
 def traceable() -> bool:
-    """Whether the tracer of this call records the C++ loops as the custom ops of
-    :mod:`rnnkit.engines.ops` (torch.compile, torch.export: once the C++ is built, which
-    the first eager call does; torch.compile cannot build it from inside its trace)."""
-    if not (ops.AVAILABLE and records_custom_ops()):
-        return False
-    if dynamo_tracing():  # a plain attribute read, which dynamo can trace
-        return _extension.loaded
-    return available()
+    """Whether the tracer of this call records the C++ loops as the custom ops
+    ``rnnkit::fused_forward`` / ``fused_backward`` (:meth:`Extension.traceable`)."""
+    return _extension.traceable()
 
 
 def _run_op(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h, carry_c):

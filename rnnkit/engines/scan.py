@@ -66,8 +66,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnkit._tracing import (addcmul_into, dynamo_tracing, is_tracing, mul_into,
-                             records_custom_ops)
+from rnnkit._tracing import addcmul_into, is_tracing, mul_into
 from rnnkit.cells.minrnn import MinGRUStep, MinLSTMStep, MinRNNStep
 from rnnkit.engines import ops
 from rnnkit.engines.compiled import Extension, _cflags
@@ -100,13 +99,8 @@ def _triton_kernels():
 
 def traceable() -> bool:
     """Whether the tracer of this call records the C++ scan as the custom op
-    ``rnnkit::linear_scan`` (:mod:`rnnkit.engines.ops`): torch.compile and torch.export,
-    once the C++ is built (torch.compile cannot build it from inside its trace)."""
-    if not (ops.AVAILABLE and records_custom_ops()):
-        return False
-    if dynamo_tracing():  # a plain attribute read, which dynamo can trace
-        return _extension.loaded
-    return available()
+    ``rnnkit::linear_scan`` (:meth:`rnnkit.engines.compiled.Extension.traceable`)."""
+    return _extension.traceable()
 
 
 def compiled_supports(a: Tensor) -> bool:
@@ -218,7 +212,7 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor, *, method: str = "auto") -> Te
         return _sequential(a, b, h0)
     if method == "compiled":
         # a tracer records the op; eager calls skip the dispatcher
-        return torch.ops.rnnkit.linear_scan(a, b, h0) if is_tracing(a) else \
+        return ops.linear_scan(a, b, h0) if is_tracing(a) else \
             _CompiledScan.apply(a, b, h0)
     if method == "chunked":
         return _SolvedScan.apply(a, b, h0, _chunked_solve, _chunked_reverse)

@@ -419,12 +419,11 @@ def explain(path: str | Path, out: str | Path | None = None, *, text: str | None
             "model": payload.get("model_class"), "config": payload.get("model_config"),
             "task_options": payload["task"].get("options"), "step": payload.get("step"),
             "best": payload.get("best"), "summary": summary}
-    layout = dict(ex.layout)
     r = model.config.rnn
     title = f"{name}: {r.cell}, {r.num_layers} layer(s) of {r.hidden_size} units " \
             f"({type(layer).__name__}) on {ex.source}"
     P.write_page(out, title=title, tokens=ex.tokens, trajectories=trajectories,
                  selectivity=selectivity, predictions=per_step, contributions=contributions,
-                 layout=layout, unknown=ex.unknown, notes=notes, charts=charts, info=info)
+                 layout=ex.layout, unknown=ex.unknown, notes=notes, charts=charts, info=info)
     return {"page": out, "bytes": out.stat().st_size, "seconds": time.perf_counter() - start,
             "steps": len(ex.tokens), "notes": notes}
