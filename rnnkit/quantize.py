@@ -140,7 +140,8 @@ def _wrap_recurrent(parent: nn.Module):
 def _torch_twin(module: nn.Module) -> nn.Module | None:
     """torch.nn's LSTM, GRU, LSTMCell, GRUCell or RNNCell with ``module``'s weights, where
     ``module`` computes exactly what that one does in inference (torch's kernels take its
-    cell, and it has no parameters beyond torch.nn's); else None."""
+    cell and, for a layer, everything its call adds, as the layer's own engine choice
+    says; no parameters beyond torch.nn's); else None."""
     from rnnkit.engines import native
 
     twins = {LSTM: nn.LSTM, GRU: nn.GRU, LSTMCell: nn.LSTMCell, GRUCell: nn.GRUCell,
@@ -151,7 +152,7 @@ def _torch_twin(module: nn.Module) -> nn.Module | None:
     if isinstance(module, (LSTM, GRU)):
         # torch's quantized LSTM converts a projection but fails when called ("The number
         # of rows in the packB should be equal to K", torch 2.13)
-        if module.zoneout != (0.0, 0.0) or getattr(module, "proj_size", 0):
+        if getattr(module, "proj_size", 0) or not _native_in_inference(module):
             return None
         twin = make(module.input_size, module.hidden_size, module.num_layers,
                     bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
@@ -163,6 +164,20 @@ def _torch_twin(module: nn.Module) -> nn.Module | None:
         return None
     twin.load_state_dict(module.state_dict())
     return twin.to(next(module.parameters()).dtype)
+
+
+def _native_in_inference(layer) -> bool:
+    """Whether torch's kernels run ``layer``'s call in evaluation mode (no zoneout, nor
+    anything else they lack): the layer's own engine choice, asked for "native"."""
+    was_training = layer.training
+    layer.train(False)
+    try:
+        layer.resolve_backend("native")
+        return True
+    except ValueError:
+        return False
+    finally:
+        layer.train(was_training)
 
 
 class _ToQuantized:
