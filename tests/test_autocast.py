@@ -10,20 +10,26 @@ import rnnkit
 from configurations import CONFIGURATIONS, engine_cases
 from rnnkit.cli import app
 
-@pytest.mark.parametrize("name, engine", engine_cases())
-def test_bf16_autocast_forward_and_backward(name, engine):
-    layer = CONFIGURATIONS[name].make()
-    x = torch.randn(6, 2, 3)
+def _with_and_without_autocast(layer, x, engine, device, dtype):
+    """(out, h_n, dx, parameter grads) of one forward and backward under autocast, then
+    the same without it."""
     results = []
     for autocast in (True, False):
         layer.zero_grad()
         xi = x.clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device, dtype=dtype, enabled=autocast):
             out, hidden = layer(xi, lengths=[6, 4], backend=engine)
         h_n = hidden[0] if isinstance(hidden, tuple) else hidden
         (out.float().sum() + h_n.float().sum()).backward()
         results.append((out, h_n, xi.grad, [p.grad for p in layer.parameters()]))
-    (out, h_n, dx, grads), (out32, h_n32, dx32, grads32) = results
+    return results
+
+
+@pytest.mark.parametrize("name, engine", engine_cases())
+def test_bf16_autocast_forward_and_backward(name, engine):
+    layer = CONFIGURATIONS[name].make()
+    (out, h_n, dx, grads), (out32, h_n32, dx32, grads32) = _with_and_without_autocast(
+        layer, torch.randn(6, 2, 3), engine, "cpu", torch.bfloat16)
     assert dx.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
     if engine == "native":  # torch's own kernels, with their GEMMs in bfloat16
         torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
@@ -109,16 +115,8 @@ def test_cuda_autocast_forward_and_backward(name, engine, dtype):
     torch.nn's kernel gives for the family."""
     layer = CONFIGURATIONS[name].make(device="cuda")
     x = torch.randn(6, 2, 3, device="cuda")
-    results = []
-    for autocast in (True, False):
-        layer.zero_grad()
-        xi = x.clone().requires_grad_()
-        with torch.autocast("cuda", dtype=dtype, enabled=autocast):
-            out, hidden = layer(xi, lengths=[6, 4], backend=engine)
-        h_n = hidden[0] if isinstance(hidden, tuple) else hidden
-        (out.float().sum() + h_n.float().sum()).backward()
-        results.append((out, xi.grad, [p.grad for p in layer.parameters()]))
-    (out, dx, grads), (out32, dx32, grads32) = results
+    (out, _, dx, grads), (out32, _, dx32, grads32) = _with_and_without_autocast(
+        layer, x, engine, "cuda", dtype)
     assert dx.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
     if engine == "native":  # cuDNN, with its GEMMs in the autocast type
         torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.05)
