@@ -186,22 +186,13 @@ if AVAILABLE:
 
 # -- the compiled scan of minGRU / minLSTM ------------------------------------------------
 
-def _units(a: Tensor) -> tuple[int, int]:
-    """(T, N): the scan's steps and units, N explicit (a view (T, -1) of no units is
-    ambiguous)."""
-    return a.shape[0], a.shape[1:].numel()
-
-
 if AVAILABLE:
     @torch.library.custom_op("rnnkit::linear_scan", mutates_args=())
     def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
         """h_t = a_t ⊙ h_{t-1} + b_t over time (csrc/scan.cpp): a, b (T, ...), h0 (...)."""
-        from rnnkit.engines.scan import _load
+        from rnnkit.engines.scan import compiled_forward
 
-        T, N = _units(a)
-        H = _load().forward(a.contiguous().view(T, N), b.contiguous().view(T, N),
-                            h0.contiguous().view(N))
-        return H.view(a.shape)
+        return compiled_forward(a, b, h0)
 
     @linear_scan.register_fake
     def _(a, b, h0):
@@ -210,12 +201,9 @@ if AVAILABLE:
     @torch.library.custom_op("rnnkit::linear_scan_backward", mutates_args=())
     def linear_scan_backward(a: Tensor, H: Tensor, h0: Tensor, dH: Tensor) -> list[Tensor]:
         """[da, db, dh0] of the scan, itself a scan backwards in time."""
-        from rnnkit.engines.scan import _load
+        from rnnkit.engines.scan import compiled_backward
 
-        T, N = _units(a)
-        da, db, dh0 = _load().backward(a.contiguous().view(T, N), H.contiguous().view(T, N),
-                                       h0.contiguous().view(N), dH.contiguous().view(T, N))
-        return [da.view(a.shape), db.view(a.shape), dh0.view(h0.shape)]
+        return list(compiled_backward(a, H, h0, dH))
 
     @linear_scan_backward.register_fake
     def _(a, H, h0, dH):

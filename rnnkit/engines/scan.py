@@ -265,17 +265,32 @@ def _differentiable_backward(scan, needs_input_grad, a, H, h0, dH):
     return da, (g if need_b else None), (a[0] * g[0] if need_h0 else None)
 
 
+def compiled_forward(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """The C++ scan, no autograd: a, b (T, ...), h0 (...) -> every h_t (T, ...). Serves
+    the eager Function below and the custom op ``rnnkit::linear_scan``."""
+    T, shape = a.shape[0], a.shape[1:]
+    N = shape.numel()  # units; explicit, since a view (T, -1) of no units is ambiguous
+    H = _load().forward(a.detach().contiguous().view(T, N), b.detach().contiguous().view(T, N),
+                        h0.detach().contiguous().view(N))
+    return H.view(T, *shape)
+
+
+def compiled_backward(a: Tensor, H: Tensor, h0: Tensor, dH: Tensor):
+    """(da, db, dh0) of the C++ scan, itself a scan backwards in time, no autograd."""
+    T, shape = a.shape[0], a.shape[1:]
+    N = shape.numel()
+    da, db, dh0 = _load().backward(a.detach().contiguous().view(T, N),
+                                   H.detach().contiguous().view(T, N),
+                                   h0.detach().contiguous().view(N), dH.contiguous().view(T, N))
+    return da.view(T, *shape), db.view(T, *shape), dh0.view(shape)
+
+
 class _CompiledScan(Function):
     """The C++ scan as one autograd node (torch.func's form: forward, then setup_context)."""
 
     @staticmethod
     def forward(a, b, h0):
-        T, shape = a.shape[0], a.shape[1:]
-        N = shape.numel()  # units; explicit, since a view (T, -1) of no units is ambiguous
-        H = _load().forward(a.detach().contiguous().view(T, N),
-                            b.detach().contiguous().view(T, N),
-                            h0.detach().contiguous().view(N))
-        return H.view(T, *shape)
+        return compiled_forward(a, b, h0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -288,14 +303,9 @@ class _CompiledScan(Function):
         if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
             return _differentiable_backward(_CompiledScan.apply, ctx.needs_input_grad, a, H,
                                             h0, dH)
-        T, shape = H.shape[0], H.shape[1:]
-        N = shape.numel()
-        da, db, dh0 = _load().backward(a.detach().contiguous().view(T, N), H.view(T, N),
-                                       h0.detach().contiguous().view(N),
-                                       dH.contiguous().view(T, N))
+        da, db, dh0 = compiled_backward(a, H, h0, dH)
         need_a, need_b, need_h0 = ctx.needs_input_grad
-        return (da.view(T, *shape) if need_a else None, db.view(T, *shape) if need_b else None,
-                dh0.view(shape) if need_h0 else None)
+        return da if need_a else None, db if need_b else None, dh0 if need_h0 else None
 
 
 class _CompiledCoefficients(Function):
