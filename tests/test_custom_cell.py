@@ -158,8 +158,10 @@ def test_a_hand_written_derivative_is_checked_and_used():
     """check_cell compares a hand-written step_backward with autograd's derivative of the
     step and gradchecks the layer through it; a wrong one is named; the fused engine
     calls it (no autograd per step)."""
+    # small sizes: each gradcheck runs the 2-layer bidirectional layer twice per input
+    small = {"input_size": 2, "hidden_size": 2}
     for cell in (HandWrittenCIFG(), HandWrittenMGU()):
-        assert rnnkit.testing.check_cell(cell)[:2] == ["step_backward", "gradcheck"]
+        assert rnnkit.testing.check_cell(cell, **small)[:2] == ["step_backward", "gradcheck"]
 
     class Wrong(HandWrittenCIFG):
         def step_backward(self, dh, dc, gx, gh, c):
@@ -169,7 +171,7 @@ def test_a_hand_written_derivative_is_checked_and_used():
     with pytest.raises(AssertionError, match=r"(?s)step_backward: d c_prev differs from "
                                              r"autograd's by .*gradcheck: the gradients of "
                                              r"backend \['fused-python'\]"):
-        rnnkit.testing.check_cell(Wrong())
+        rnnkit.testing.check_cell(Wrong(), **small)
 
     calls = []
 
