@@ -112,7 +112,7 @@ class BenchConfig:
     #: rnnkit engines to time (those that cannot run a cell are skipped for it); "fused"
     #: is always one of its two implementations, so they are timed by name
     engines: list[str] = field(default_factory=lambda: [
-        "native", "fused-compiled", "fused-python", "reference"])
+        "native", "triton", "fused-compiled", "fused-python", "reference"])
     #: "cpu" or "cuda"
     device: str = "cpu"
     #: "float32", "float64" or "bfloat16"
@@ -280,6 +280,8 @@ def _contenders(name: str, size, config: BenchConfig):
     # else (a user's cell of another shape): each keeps its own weights, timed alike
     out = {"torch.nn": (theirs, {})}
     for engine in config.engines:
+        if engine == "triton" and config.device == "cpu":
+            continue  # the GPU engine: on the CPU only Triton's (slow) interpreter runs it
         try:
             ours.resolve_backend(engine)
         except ValueError:  # e.g. native for a variant torch's kernels lack

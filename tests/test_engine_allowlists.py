@@ -10,7 +10,7 @@ import torch
 
 import rnnkit
 from rnnkit import cells
-from rnnkit.engines import choose, compiled, fused, native
+from rnnkit.engines import choose, compiled, fused, native, triton_loop
 from configurations import CONFIGURATIONS
 from helpers import assert_all_close
 
@@ -47,7 +47,7 @@ def test_every_cell_family_has_its_options_listed():
     for family, (_, domains) in FAMILIES.items():
         assert set(family.options) == set(domains), family
     keys = {family(**options).key for family, _, options in FAMILY_OPTIONS}
-    assert native.KEYS <= keys and set(compiled.CODES) <= keys
+    assert native.KEYS <= keys and set(compiled.CODES) <= keys and triton_loop.KEYS <= keys
 
 
 def _run(layer, x, backend):
@@ -63,7 +63,8 @@ def _run(layer, x, backend):
 
 @pytest.mark.parametrize("family, layer, options", FAMILY_OPTIONS,
                          ids=[repr(f(**o)) for f, _, o in FAMILY_OPTIONS])
-@pytest.mark.parametrize("backend", ["native", "fused-python", "fused-compiled", "auto"])
+@pytest.mark.parametrize("backend", ["native", "triton", "fused-python", "fused-compiled",
+                                     "auto"])
 def test_each_engine_refuses_or_equals_the_reference(family, layer, options, backend):
     torch.manual_seed(0)
     # float64: the engines' math is compared, not float32's rounding
@@ -81,6 +82,8 @@ def test_each_engine_refuses_or_equals_the_reference(family, layer, options, bac
         assert module.cell.key in native.KEYS
     if chosen == "fused-compiled":
         assert module.cell.key in compiled.CODES
+    if chosen == "triton":
+        assert module.cell.key in triton_loop.KEYS
     assert_all_close(_run(module, x, backend), _run(module, x, "reference"), tol=1e-10)
 
 
@@ -118,8 +121,9 @@ def test_a_subclass_that_changes_the_step_runs_only_on_the_reference_engine():
     layer.cell = CoupledGates()
     assert not native.supports(layer.cell, return_states=False)
     assert not compiled.supports_cell(layer.cell) and not fused.supports(layer.cell)
+    assert not triton_loop.supports_cell(layer.cell)
     assert layer.resolve_backend() == "reference"
-    for backend in ("native", "fused", "fused-python", "fused-compiled"):
+    for backend in ("native", "triton", "fused", "fused-python", "fused-compiled"):
         with pytest.raises(ValueError, match="cannot run"):
             layer(torch.randn(5, 2, 3), backend=backend)
     with pytest.raises(ValueError, match="cannot run"):

@@ -84,7 +84,7 @@ class _RecurrentLayer(nn.RNNBase):
         """The engine a call with these options runs on (see :func:`rnnkit.engines.choose`)."""
         return choose(self.cell, self.backend if backend is None else backend,
                       return_states=return_states, extras=self._extras(),
-                      device=self.weight_ih_l0.device.type)
+                      device=self.weight_ih_l0.device.type, dtype=self.weight_ih_l0.dtype)
 
     def forward(self, input, hx=None, *, lengths=None, return_states: bool = False,
                 backend: str | None = None):
@@ -288,10 +288,11 @@ _LAYER_DOC = """
         init: W_hh's initialisation: ``"default"`` (torch.nn's), ``"orthogonal"`` (each
             gate block){inits}. Default "default".
 {t_max_arg}        backend: ``"auto"`` (torch's native kernels when they compute exactly this
-            configuration, else ``"fused"``), ``"native"``, ``"fused"`` (hand-written
-            BPTT: compiled C++ where it applies, else Python), ``"fused-compiled"``,
-            ``"fused-python"`` or ``"reference"`` (autograd through a Python loop). Can
-            be overridden per call.
+            configuration, else on CUDA ``"triton"`` where its kernels know the cell,
+            else ``"fused"``), ``"native"``, ``"triton"`` (per step one GEMM and one
+            Triton kernel; CUDA), ``"fused"`` (hand-written BPTT: compiled C++ where it
+            applies, else Python), ``"fused-compiled"``, ``"fused-python"`` or
+            ``"reference"`` (autograd through a Python loop). Can be overridden per call.
 
     Inputs: ``input, hx=None, *, lengths=None, return_states=False, backend=None``
         input: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
