@@ -16,8 +16,10 @@ each with or without layer norm; with any carries and recurrent-dropout mask. On
 tensors, or on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``, which is
 how the tests hold the kernels to the cells' steps without a GPU); float32 and float64.
 
-A kernel that fails to compile here (an old Triton, an unsupported GPU) makes
-:func:`run` warn once and run the Python fused engine instead.
+Each loop (the forward, the backward) is captured in a CUDA graph per configuration
+and shape and replayed thereafter (:mod:`rnnkit.engines.graphs`): the 2T-3T launches of
+a loop become one. A kernel that fails to compile here (an old Triton, an unsupported
+GPU) makes :func:`run` warn once and run the Python fused engine instead.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from rnnkit._tracing import is_tracing
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.cells.base import EPS
-from rnnkit.engines import fused, reference
+from rnnkit.engines import fused, graphs, reference
 from rnnkit.engines.function import Function
 
 #: the cell keys the kernels compute exactly (class and options); anything else,
@@ -44,6 +46,9 @@ KEYS = frozenset(
 #: the most units one program holds without a layer norm (with one, a program holds a
 #: whole row); the tests make it small, so that several tiles and a partial one run
 MAX_BLOCK = 1024
+
+#: the captured loops of this process (tests put a stand-in's here)
+GRAPHS = graphs.Graphs()
 
 _kernels = None
 _failed: str | None = None  # why the kernels cannot run here, once found
@@ -187,6 +192,10 @@ class _Plan:
         self.grid = (self.B, -(-self.H // self.block))
 
 
+def _c(t):
+    return t.detach().contiguous() if t is not None else None
+
+
 def _ctx(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
@@ -198,12 +207,14 @@ class _TritonRecurrence(Function):
 
     @staticmethod
     def forward(cell, keep, carry_h, carry_c, gx, h0, c0, *rec):
+        n = len(rec)
+
+        def loop(gx, h0, c0, carry_h, carry_c, *rec):
+            return _forward(cell, keep, carry_h, carry_c, gx, h0, c0, Recurrent(*rec))
+
         with _ctx(gx):
-            return _forward(cell, keep, carry_h, carry_c, gx.detach().contiguous(),
-                            h0.detach().contiguous(),
-                            c0.detach().contiguous() if c0 is not None else None,
-                            Recurrent(*(t.detach().contiguous() if t is not None else None
-                                        for t in rec)))
+            return GRAPHS.run(("forward", cell.key, keep, n),
+                              loop, tuple(_c(t) for t in (gx, h0, c0, carry_h, carry_c, *rec)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -223,9 +234,16 @@ class _TritonRecurrence(Function):
         if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
             return (None, None, None, None, *reference.differentiable_backward(
                 ctx.cell, need, carry_h, carry_c, gx, h0, c0, rec, dHs, dCs))
+        cell, n = ctx.cell, len(kept)
+
+        def loop(h0, c0, Hs, Cs, carry_h, carry_c, dHs, dCs, *rest):
+            return _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, rest[:n],
+                             Recurrent(*rest[n:]), dHs, dCs)
+
         with _ctx(Hs):
-            grads = _backward(ctx.cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec,
-                              dHs.contiguous(), dCs.contiguous() if Cs is not None else None)
+            grads = GRAPHS.run(("backward", cell.key, tuple(need), n), loop, tuple(
+                _c(t) for t in (h0, c0, Hs, Cs, carry_h, carry_c, dHs,
+                                dCs if Cs is not None else None, *kept, *rec)))
         return (None, None, None, None, *grads)
 
 
