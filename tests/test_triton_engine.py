@@ -23,14 +23,41 @@ kernels = pytest.importorskip("rnnkit.engines.triton_cells",
                               reason="Triton is not installed (pip install triton)")
 
 DEVICE = triton_loop.device_type()
-pytestmark = pytest.mark.skipif(
-    DEVICE == "cuda" and not torch.cuda.is_available(),
-    reason="Triton runs neither a GPU nor its interpreter here (TRITON_INTERPRET=0)")
+pytestmark = [
+    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
+                       reason="Triton runs neither a GPU nor its interpreter here "
+                              "(TRITON_INTERPRET=0)"),
+    # a fallback to the Python engine would pass every comparison: it is an error here
+    pytest.mark.filterwarnings("error:rnnkit. the triton engine's kernels failed"
+                               ":RuntimeWarning")]
 
 
 @pytest.fixture(autouse=True)
 def small_programs(monkeypatch):
     monkeypatch.setattr(triton_loop, "MAX_BLOCK", 2)
+    if kernels.INTERPRETED:  # a GPU's dot needs 16 rows; the interpreter's any number
+        monkeypatch.setattr(triton_loop, "PERSISTENT_BLOCK_B", 2)
+
+
+def _use(path, monkeypatch):
+    """Make the engine take ``path``: "per-step" kernels, or the "persistent" ones
+    (which it takes by itself at these sizes where the cell has no layer norm or
+    projection); returns a list that counts the persistent launches."""
+    if path == "per-step":
+        monkeypatch.setattr(triton_loop, "PERSISTENT_MAX_H", 0)
+    launches = []
+    real = triton_loop._persistent_forward
+
+    def counted(*args):
+        launches.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(triton_loop, "_persistent_forward", counted)
+    return launches
+
+
+def _persistent_fits(options):
+    return not options.get("layer_norm") and not options.get("proj_size")
 
 
 #: (layer class, options): every key of triton_loop.KEYS, and the LSTM's projection
@@ -41,6 +68,11 @@ CONFIGS += [(rnnkit.LSTM, {"layer_norm": ln, "peephole": p})
 CONFIGS += [(rnnkit.LSTM, {"proj_size": 2}), (rnnkit.LSTM, {"proj_size": 2, "peephole": True})]
 CONFIGS += [(rnnkit.GRU, {"layer_norm": ln}) for ln in (False, True)]
 IDS = [f"{cls.__name__}-" + "-".join(f"{k}={v}" for k, v in o.items()) for cls, o in CONFIGS]
+#: every configuration on the per-step kernels, and on the persistent ones where they fit
+PATHS = [(cls, o, path) for cls, o in CONFIGS for path in ("per-step", "persistent")
+         if path == "per-step" or _persistent_fits(o)]
+PATH_IDS = [f"{path}-{i}" for (cls, o, path) in PATHS
+            for i in [IDS[CONFIGS.index((cls, o))]]]
 
 
 def test_every_key_is_tested():
@@ -60,15 +92,17 @@ def _run(layer, x, backend, **kw):
     return [out, *states, x.grad, *(p.grad for p in layer.parameters())]
 
 
-@pytest.mark.parametrize("cls, options", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("cls, options, path", PATHS, ids=PATH_IDS)
 @pytest.mark.parametrize("dtype, training", [(torch.float64, False), (torch.float64, True),
                                              (torch.float32, True)],
                          ids=["float64-eval", "float64-zoneout-dropout",
                               "float32-zoneout-dropout"])
-def test_equals_the_reference(cls, options, dtype, training):
-    """H = 5 in programs of 2 units (3 per row, the last partial); lengths make carries;
-    in training zoneout and recurrent dropout add their masks. (The engine runs one
+def test_equals_the_reference(cls, options, path, dtype, training, monkeypatch):
+    """Per step: H = 5 in programs of 2 units (3 per row, the last partial); persistent:
+    B = 3 in programs of 2 rows, H = 5 padded to 16 units; lengths make carries; in
+    training zoneout and recurrent dropout add their masks. (The engine runs one
     direction of one layer; stacking is the layer's, tested on every engine elsewhere.)"""
+    launches = _use(path, monkeypatch)
     torch.manual_seed(0)
     extra = {"zoneout": 0.3, "recurrent_dropout": 0.2} if training else {}
     layer = cls(3, 5, bidirectional=True, dtype=dtype, device=DEVICE,
@@ -78,12 +112,15 @@ def test_equals_the_reference(cls, options, dtype, training):
     got = _run(layer, x, "triton", lengths=lengths)
     want = _run(layer, x, "reference", lengths=lengths)
     assert_all_close(got, want, tol=1e-10 if dtype == torch.float64 else 1e-5)
+    assert bool(launches) == (path == "persistent")
 
 
 @pytest.mark.parametrize("cls, options", [
     (rnnkit.RNN, {"layer_norm": True}), (rnnkit.LSTM, {"layer_norm": True, "peephole": True}),
-    (rnnkit.LSTM, {"proj_size": 2}), (rnnkit.GRU, {"layer_norm": True})],
-    ids=["rnn-ln", "lstm-ln-peephole", "lstm-proj", "gru-ln"])
+    (rnnkit.LSTM, {"proj_size": 2}), (rnnkit.GRU, {"layer_norm": True}),
+    (rnnkit.RNN, {}), (rnnkit.LSTM, {"peephole": True}), (rnnkit.GRU, {})],
+    ids=["rnn-ln", "lstm-ln-peephole", "lstm-proj", "gru-ln", "rnn-persistent",
+         "lstm-peephole-persistent", "gru-persistent"])
 def test_gradcheck(cls, options):
     """The hand-written backward against finite differences, through the layer (x and
     every parameter), zoneout's evaluation-time carry and lengths included. Fast mode

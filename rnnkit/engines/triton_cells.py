@@ -57,6 +57,17 @@ def _ln_grad(dxh, xh, s1, s2, rstd):
 
 
 @triton.jit
+def _peepholes(WCH, H, cols, m, PEEP: tl.constexpr):
+    """The peephole weights of i, f and o (unused without PEEP)."""
+    w_ci, w_cf, w_co = 0.0, 0.0, 0.0
+    if PEEP:
+        w_ci = tl.load(WCH + cols, mask=m, other=0.0)
+        w_cf = tl.load(WCH + H + cols, mask=m, other=0.0)
+        w_co = tl.load(WCH + 2 * H + cols, mask=m, other=0.0)
+    return w_ci, w_cf, w_co
+
+
+@triton.jit
 def _recurrent_grad(DHS, SKIP, DHREC, MASK, row, cols, m, MASKED: tl.constexpr):
     """dh reaching h_t: from the outputs at t, and from step t+1 through W_hh (masked)
     and past the cell (carries, the GRU's z ⊙ h_{t-1})."""
@@ -66,6 +77,78 @@ def _recurrent_grad(DHS, SKIP, DHREC, MASK, row, cols, m, MASKED: tl.constexpr):
     if MASKED:
         rec = rec * tl.load(MASK + row + cols, mask=m, other=0.0)
     return dh + rec
+
+
+# ------------------------------------------- each family's pointwise math, once
+# (shared by the per-step kernels and the persistent ones below)
+
+
+@triton.jit
+def _act(p, ACT: tl.constexpr):
+    if ACT == 0:
+        a = _tanh(p)
+    elif ACT == 1:
+        a = tl.maximum(p, 0.0)
+    else:
+        a = _sigmoid(p)
+    return a
+
+
+@triton.jit
+def _act_grad(dh, a, ACT: tl.constexpr):
+    """dh through the activation, written with its output a."""
+    if ACT == 0:
+        dp = dh * (1.0 - a * a)
+    elif ACT == 1:
+        dp = tl.where(a > 0, dh, 0.0)
+    else:
+        dp = dh * a * (1.0 - a)
+    return dp
+
+
+@triton.jit
+def _lstm_gates(p_i, p_f, p_g, p_o, c_prev, w_ci, w_cf, w_co, PEEP: tl.constexpr):
+    """The gates and c_t = f ⊙ c_{t-1} + i ⊙ g; peepholes: i and f see c_{t-1}, o c_t."""
+    if PEEP:
+        p_i += w_ci * c_prev
+        p_f += w_cf * c_prev
+    i, f, g = _sigmoid(p_i), _sigmoid(p_f), _tanh(p_g)
+    c = f * c_prev + i * g
+    if PEEP:
+        p_o += w_co * c
+    return i, f, g, _sigmoid(p_o), c
+
+
+@triton.jit
+def _lstm_gates_grad(du, dc, i, f, g, o, tc, c_prev, w_ci, w_cf, PEEP: tl.constexpr):
+    """dP of each gate and dc_{t-1}, from du (of u = o ⊙ tanh(c_out)) and dc, the whole
+    gradient of c_t (its c_out path and o's peephole included)."""
+    dp_i = dc * g * i * (1.0 - i)
+    dp_f = dc * c_prev * f * (1.0 - f)
+    dp_g = dc * i * (1.0 - g * g)
+    dp_o = du * tc * o * (1.0 - o)
+    dc_prev = dc * f  # through f ⊙ c_{t-1}, and the peepholes of i and f
+    if PEEP:
+        dc_prev += w_ci * dp_i + w_cf * dp_f
+    return dp_i, dp_f, dp_g, dp_o, dc_prev
+
+
+@triton.jit
+def _gru_cell(gx_r, gx_z, gx_n, gh_r, gh_z, gh_n, h_prev):
+    """torch.nn's form: n = tanh(gx_n + r ⊙ gh_n), h = (1 - z) ⊙ n + z ⊙ h_prev."""
+    r = _sigmoid(gx_r + gh_r)
+    z = _sigmoid(gx_z + gh_z)
+    n = _tanh(gx_n + r * gh_n)
+    return r, z, n, n + z * (h_prev - n)
+
+
+@triton.jit
+def _gru_cell_grad(dh, r, z, n, gh_n, h_prev):
+    """dP_r, dP_z, dP_n (of gx), d gh_n, and dh_prev's part through z ⊙ h_prev."""
+    dp_n = dh * (1.0 - z) * (1.0 - n * n)
+    dp_z = dh * (h_prev - n) * z * (1.0 - z)
+    dp_r = dp_n * gh_n * r * (1.0 - r)
+    return dp_r, dp_z, dp_n, dp_n * r, dh * z
 
 
 # --------------------------------------------------------------------------- RNN
@@ -94,12 +177,7 @@ def rnn_forward(P, GX, GHRAW, H0, KH, MASK, LNW, LNB,
             tl.store(RSTD + b, rstd)
     else:
         p = tl.load(P + row + cols, mask=m, other=0.0)
-    if ACT == 0:
-        a = _tanh(p)
-    elif ACT == 1:
-        a = tl.maximum(p, 0.0)
-    else:
-        a = _sigmoid(p)
+    a = _act(p, ACT)
     h = a
     if CARRY:
         h = _lerp(a, tl.load(H0 + row + cols, mask=m, other=0.0),
@@ -127,13 +205,7 @@ def rnn_backward(DHS, SKIP, DHREC, MASK, KH, A, GHRAW, MEAN, RSTD, LNW,
         tl.store(SKIP + row + cols, dh * k, mask=m)
         dh = dh * (1.0 - k)
     tl.store(DH + row + cols, dh, mask=m)
-    a = tl.load(A + row + cols, mask=m, other=0.0)
-    if ACT == 0:
-        dp = dh * (1.0 - a * a)
-    elif ACT == 1:
-        dp = tl.where(a > 0, dh, 0.0)
-    else:
-        dp = dh * a * (1.0 - a)
+    dp = _act_grad(dh, tl.load(A + row + cols, mask=m, other=0.0), ACT)
     tl.store(DG + row + cols, dp, mask=m)
     if LN:
         rstd = tl.load(RSTD + b)
@@ -189,14 +261,8 @@ def lstm_forward(P, GX, GHRAW, H0, C0, KH, KC, MASK, WCH, LNHW, LNHB, LNCW, LNCB
         p_g = tl.load(P + g_row + 2 * H + cols, mask=m, other=0.0)
         p_o = tl.load(P + g_row + 3 * H + cols, mask=m, other=0.0)
     c_prev = tl.load(C0 + row + cols, mask=m, other=0.0)
-    if PEEP:  # i and f look at c_{t-1}, o at c_t
-        p_i += tl.load(WCH + cols, mask=m, other=0.0) * c_prev
-        p_f += tl.load(WCH + H + cols, mask=m, other=0.0) * c_prev
-    i, f, g = _sigmoid(p_i), _sigmoid(p_f), _tanh(p_g)
-    c = f * c_prev + i * g
-    if PEEP:
-        p_o += tl.load(WCH + 2 * H + cols, mask=m, other=0.0) * c
-    o = _sigmoid(p_o)
+    w_ci, w_cf, w_co = _peepholes(WCH, H, cols, m, PEEP)
+    i, f, g, o, c = _lstm_gates(p_i, p_f, p_g, p_o, c_prev, w_ci, w_cf, w_co, PEEP)
     if LN:  # h = o ⊙ tanh(LN(c))
         mean_c = tl.sum(tl.where(m, c, 0.0), axis=0) / H
         d_c = _centred(c, m, mean_c)
@@ -268,7 +334,7 @@ def lstm_backward(DHS, DCS, SKIP, DC, DHREC, MASK, KH, KC, DU, C0, IFGO, TC, COW
     o = tl.load(IFGO + g_row + 3 * H + cols, mask=m, other=0.0)
     tc = tl.load(TC + row + cols, mask=m, other=0.0)
     c_prev = tl.load(C0 + row + cols, mask=m, other=0.0)
-    du_to_o = tc * o * (1.0 - o)
+    w_ci, w_cf, w_co = _peepholes(WCH, H, cols, m, PEEP)
     d_cout = du * o * (1.0 - tc * tc)  # through u = o ⊙ tanh(c_out)
     if LN:  # back through c_out = LN(c)
         rstd_c = tl.load(RSTD_C + b)
@@ -279,19 +345,13 @@ def lstm_backward(DHS, DCS, SKIP, DC, DHREC, MASK, KH, KC, DU, C0, IFGO, TC, COW
     else:
         dc += d_cout
     if PEEP:  # o's peephole saw c_t
-        dc += du * tl.load(WCH + 2 * H + cols, mask=m, other=0.0) * du_to_o
-    dp_i = dc * g * i * (1.0 - i)
-    dp_f = dc * c_prev * f * (1.0 - f)
-    dp_g = dc * i * (1.0 - g * g)
-    dp_o = du * du_to_o
+        dc += du * w_co * tc * o * (1.0 - o)
+    dp_i, dp_f, dp_g, dp_o, dc_prev = _lstm_gates_grad(du, dc, i, f, g, o, tc, c_prev, w_ci,
+                                                       w_cf, PEEP)
     tl.store(DG + g_row + cols, dp_i, mask=m)
     tl.store(DG + g_row + H + cols, dp_f, mask=m)
     tl.store(DG + g_row + 2 * H + cols, dp_g, mask=m)
     tl.store(DG + g_row + 3 * H + cols, dp_o, mask=m)
-    dc_prev = dc * f  # through f ⊙ c_{t-1}, and the peepholes of i and f
-    if PEEP:
-        dc_prev += tl.load(WCH + cols, mask=m, other=0.0) * dp_i + tl.load(
-            WCH + H + cols, mask=m, other=0.0) * dp_f
     if CARRY_C:
         dc_prev += dc_skip
     tl.store(DC + row + cols, dc_prev, mask=m)
@@ -357,11 +417,11 @@ def gru_forward(GH, GX, GHRAW, H0, KH, MASK, LNW, LNB, BHH,
         gh_r = tl.load(GH + g_row + cols, mask=m, other=0.0)
         gh_z = tl.load(GH + g_row + H + cols, mask=m, other=0.0)
         gh_n = tl.load(GH + g_row + 2 * H + cols, mask=m, other=0.0)
-    r = _sigmoid(tl.load(GX + g_row + cols, mask=m, other=0.0) + gh_r)
-    z = _sigmoid(tl.load(GX + g_row + H + cols, mask=m, other=0.0) + gh_z)
-    n = _tanh(tl.load(GX + g_row + 2 * H + cols, mask=m, other=0.0) + r * gh_n)
     h_prev = tl.load(H0 + row + cols, mask=m, other=0.0)
-    h = n + z * (h_prev - n)
+    r, z, n, h = _gru_cell(tl.load(GX + g_row + cols, mask=m, other=0.0),
+                           tl.load(GX + g_row + H + cols, mask=m, other=0.0),
+                           tl.load(GX + g_row + 2 * H + cols, mask=m, other=0.0),
+                           gh_r, gh_z, gh_n, h_prev)
     if CARRY:
         h = _lerp(h, h_prev, tl.load(KH + b * kh_sb + cols * kh_sh, mask=m, other=0.0))
     tl.store(HS + row + cols, h, mask=m)
@@ -396,18 +456,14 @@ def gru_backward(DHS, SKIP, DHREC, MASK, KH, H0, RZ, N, GHN, GHRAW, MEAN, RSTD, 
     n = tl.load(N + row + cols, mask=m, other=0.0)
     gh_n = tl.load(GHN + row + cols, mask=m, other=0.0)
     h_prev = tl.load(H0 + row + cols, mask=m, other=0.0)
-    # h = (1 - z) ⊙ n + z ⊙ h_prev, n = tanh(gx_n + r ⊙ gh_n)
-    dp_n = dh * (1.0 - z) * (1.0 - n * n)
-    dp_z = dh * (h_prev - n) * z * (1.0 - z)
-    dp_r = dp_n * gh_n * r * (1.0 - r)
-    dgh_n = dp_n * r
+    dp_r, dp_z, dp_n, dgh_n, dh_direct = _gru_cell_grad(dh, r, z, n, gh_n, h_prev)
     tl.store(DG + g_row + cols, dp_r, mask=m)
     tl.store(DG + g_row + H + cols, dp_z, mask=m)
     tl.store(DG + g_row + 2 * H + cols, dp_n, mask=m)
     tl.store(DGH + g_row + cols, dp_r, mask=m)
     tl.store(DGH + g_row + H + cols, dp_z, mask=m)
     tl.store(DGH + g_row + 2 * H + cols, dgh_n, mask=m)
-    tl.store(SKIP + row + cols, skip + dh * z, mask=m)  # through z ⊙ h_prev
+    tl.store(SKIP + row + cols, skip + dh_direct, mask=m)  # through z ⊙ h_prev
     if LN:
         mean, rstd = tl.load(MEAN + b), tl.load(RSTD + b)
         xh_r = _centred(tl.load(GHRAW + g_row + cols, mask=m, other=0.0), m, mean) * rstd
@@ -428,3 +484,228 @@ def gru_backward(DHS, SKIP, DHREC, MASK, KH, H0, RZ, N, GHN, GHRAW, MEAN, RSTD, 
 #: whether Triton made the kernels interpreted ones (TRITON_INTERPRET was on when this
 #: module was imported): then they run on CPU tensors, and only on those
 INTERPRETED = type(rnn_forward).__name__ == "InterpretedFunction"
+
+
+# ---------------------------------------------- persistent kernels (small hidden sizes)
+#
+# One program per tile of BLOCK_B batch rows runs all T steps: W_hh is loaded once, as
+# one (H, H) tile per gate block, and h, c stay in registers; each step is one dot per
+# gate block and the cell's pointwise math. Rows never meet, so no program waits for
+# another. The backward runs only the dh / dc recurrence (dP_t W_hh per step) and
+# writes dP_t: the weight gradients stay single GEMMs over all steps. No layer norm,
+# no projection (those run on the per-step kernels). BLOCK_B and BLOCK_H are at least
+# 16 (a GPU's smallest dot); padded rows and units are masked out.
+
+
+@triton.jit
+def _tile(PTR, rows, cols, row_len, offset, m):
+    """The (rows, cols) tile of a row-major (·, row_len) array, from column offset."""
+    return tl.load(PTR + rows[:, None] * row_len + offset + cols[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def _put(PTR, rows, cols, row_len, offset, m, value):
+    tl.store(PTR + rows[:, None] * row_len + offset + cols[None, :], value, mask=m)
+
+
+@triton.jit
+def _weights(W, k, H, cols, TRANSPOSED: tl.constexpr):
+    """Gate block k of W_hh (G*H, H) as an (H, H) tile: W_k, or W_kᵀ (for h W_kᵀ)."""
+    r, c = cols[:, None], cols[None, :]
+    wm = (r < H) & (c < H)
+    if TRANSPOSED:  # [j, u] = W[k H + u, j]
+        w = tl.load(W + (k * H + c).to(tl.int64) * H + r, mask=wm, other=0.0)
+    else:  # [u, j] = W[k H + u, j]
+        w = tl.load(W + (k * H + r).to(tl.int64) * H + c, mask=wm, other=0.0)
+    return w
+
+
+@triton.jit
+def _carry_tile(K, t, rows, cols, k_st, k_sb, k_sh, m):
+    return tl.load(K + t * k_st + rows[:, None] * k_sb + cols[None, :] * k_sh, mask=m, other=0.0)
+
+
+@triton.jit
+def persistent_forward(GX, H0, C0, W, BHH, KH, KC, MASK, WCH,
+                       HS, CS, S1, S2, S3,
+                       T, B, H, kh_st, kh_sb, kh_sh, kc_st, kc_sb, kc_sh,
+                       FAMILY: tl.constexpr, ACT: tl.constexpr, PEEP: tl.constexpr,
+                       HAS_BHH: tl.constexpr, CARRY_H: tl.constexpr, CARRY_C: tl.constexpr,
+                       MASKED: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr,
+                       BLOCK_H: tl.constexpr):
+    """FAMILY 0: RNN (saves a in S1); 1: LSTM (i, f, g, o in S1 (T, B, 4H), tanh(c) in
+    S2, c_t in S3 with peepholes); 2: GRU, torch's form (r, z in S1 (T, B, 2H), n in S2,
+    gh_n in S3)."""
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_H)
+    m = (rows < B)[:, None] & (cols < H)[None, :]
+    NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
+    G = NG * H
+    w0 = _weights(W, 0, H, cols, True)
+    if FAMILY != 0:
+        w1 = _weights(W, 1, H, cols, True)
+        w2 = _weights(W, 2, H, cols, True)
+    if FAMILY == 1:
+        w3 = _weights(W, 3, H, cols, True)
+        w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
+        if PEEP:  # per unit: one row, for every batch row
+            w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
+        c = _tile(C0, rows, cols, H, 0, m)
+    if FAMILY == 2:
+        b_r, b_z, b_n = 0.0, 0.0, 0.0
+        if HAS_BHH:
+            b_r = tl.load(BHH + cols, mask=cols < H, other=0.0)[None, :]
+            b_z = tl.load(BHH + H + cols, mask=cols < H, other=0.0)[None, :]
+            b_n = tl.load(BHH + 2 * H + cols, mask=cols < H, other=0.0)[None, :]
+    h = _tile(H0, rows, cols, H, 0, m)
+    if MASKED:
+        mask = _tile(MASK, rows, cols, H, 0, m)
+    for t in range(T):
+        h_in = h
+        if MASKED:
+            h_in = h * mask
+        gx = GX + tl.cast(t, tl.int64) * B * G
+        step = tl.cast(t, tl.int64) * B * H
+        if FAMILY == 0:
+            p = _tile(gx, rows, cols, G, 0, m) + tl.dot(h_in, w0, input_precision="ieee")
+            a = _act(p, ACT)
+            h_new = a
+        elif FAMILY == 1:
+            i, f, g, o, c_new = _lstm_gates(
+                _tile(gx, rows, cols, G, 0, m) + tl.dot(h_in, w0, input_precision="ieee"),
+                _tile(gx, rows, cols, G, H, m) + tl.dot(h_in, w1, input_precision="ieee"),
+                _tile(gx, rows, cols, G, 2 * H, m) + tl.dot(h_in, w2, input_precision="ieee"),
+                _tile(gx, rows, cols, G, 3 * H, m) + tl.dot(h_in, w3, input_precision="ieee"),
+                c, w_ci, w_cf, w_co, PEEP)
+            tc = _tanh(c_new)
+            h_new = o * tc
+        else:
+            gh_n = tl.dot(h_in, w2, input_precision="ieee") + b_n
+            r, z, n, h_new = _gru_cell(
+                _tile(gx, rows, cols, G, 0, m), _tile(gx, rows, cols, G, H, m),
+                _tile(gx, rows, cols, G, 2 * H, m),
+                tl.dot(h_in, w0, input_precision="ieee") + b_r,
+                tl.dot(h_in, w1, input_precision="ieee") + b_z, gh_n, h)
+        if CARRY_H:
+            h_new = _lerp(h_new, h, _carry_tile(KH, t, rows, cols, kh_st, kh_sb, kh_sh, m))
+        h = h_new
+        _put(HS + step, rows, cols, H, 0, m, h)
+        if FAMILY == 1:
+            if CARRY_C:
+                c_next = _lerp(c_new, c, _carry_tile(KC, t, rows, cols, kc_st, kc_sb, kc_sh, m))
+            else:
+                c_next = c_new
+            c = c_next
+            _put(CS + step, rows, cols, H, 0, m, c)
+        if SAVE:
+            if FAMILY == 0:
+                _put(S1 + step, rows, cols, H, 0, m, a)
+            elif FAMILY == 1:
+                _put(S1 + 4 * step, rows, cols, G, 0, m, i)
+                _put(S1 + 4 * step, rows, cols, G, H, m, f)
+                _put(S1 + 4 * step, rows, cols, G, 2 * H, m, g)
+                _put(S1 + 4 * step, rows, cols, G, 3 * H, m, o)
+                _put(S2 + step, rows, cols, H, 0, m, tc)
+                if PEEP:
+                    _put(S3 + step, rows, cols, H, 0, m, c_new)
+            else:
+                _put(S1 + 2 * step, rows, cols, 2 * H, 0, m, r)
+                _put(S1 + 2 * step, rows, cols, 2 * H, H, m, z)
+                _put(S2 + step, rows, cols, H, 0, m, n)
+                _put(S3 + step, rows, cols, H, 0, m, gh_n)
+
+
+@triton.jit
+def persistent_backward(DHS, DCS, H_PREV, C_PREV, W, KH, KC, MASK, WCH, S1, S2, S3,
+                        DG, DGH, DH, DH0, DC0,
+                        T, B, H, kh_st, kh_sb, kh_sh, kc_st, kc_sb, kc_sh,
+                        FAMILY: tl.constexpr, ACT: tl.constexpr, PEEP: tl.constexpr,
+                        CARRY_H: tl.constexpr, CARRY_C: tl.constexpr, MASKED: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The backward of :func:`persistent_forward`: per step from T-1 down, dP_t (into DG;
+    the GRU's gradient of gh into DGH), the gradient reaching h_t through the cell (DH),
+    and dh_{t-1} = dP_t W_hh (masked) plus what passes the cell; dh_0, dc_0 at the end.
+    H_PREV / C_PREV: the states entering each step (T, B, H)."""
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_H)
+    m = (rows < B)[:, None] & (cols < H)[None, :]
+    NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
+    G = NG * H
+    w0 = _weights(W, 0, H, cols, False)
+    if FAMILY != 0:
+        w1 = _weights(W, 1, H, cols, False)
+        w2 = _weights(W, 2, H, cols, False)
+    if FAMILY == 1:
+        w3 = _weights(W, 3, H, cols, False)
+        w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
+        if PEEP:  # per unit: one row, for every batch row
+            w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
+        dc_next = tl.zeros((BLOCK_B, BLOCK_H), dtype=DG.dtype.element_ty)
+    if MASKED:
+        mask = _tile(MASK, rows, cols, H, 0, m)
+    dh_next = tl.zeros((BLOCK_B, BLOCK_H), dtype=DG.dtype.element_ty)
+    for s in range(T):
+        t = T - 1 - s
+        step = tl.cast(t, tl.int64) * B * H
+        dh = _tile(DHS + step, rows, cols, H, 0, m) + dh_next
+        skip = 0.0
+        if CARRY_H:
+            k = _carry_tile(KH, t, rows, cols, kh_st, kh_sb, kh_sh, m)
+            skip = dh * k
+            dh = dh * (1.0 - k)
+        _put(DH + step, rows, cols, H, 0, m, dh)
+        dg = DG + step * NG
+        if FAMILY == 0:
+            dp = _act_grad(dh, _tile(S1 + step, rows, cols, H, 0, m), ACT)
+            _put(dg, rows, cols, G, 0, m, dp)
+            dh_rec = tl.dot(dp, w0, input_precision="ieee")
+        elif FAMILY == 1:
+            dc = _tile(DCS + step, rows, cols, H, 0, m) + dc_next
+            dc_skip = 0.0
+            if CARRY_C:
+                kc = _carry_tile(KC, t, rows, cols, kc_st, kc_sb, kc_sh, m)
+                dc_skip = dc * kc
+                dc = dc * (1.0 - kc)
+            i = _tile(S1 + 4 * step, rows, cols, G, 0, m)
+            f = _tile(S1 + 4 * step, rows, cols, G, H, m)
+            g = _tile(S1 + 4 * step, rows, cols, G, 2 * H, m)
+            o = _tile(S1 + 4 * step, rows, cols, G, 3 * H, m)
+            tc = _tile(S2 + step, rows, cols, H, 0, m)
+            dc += dh * o * (1.0 - tc * tc)  # through u = o ⊙ tanh(c)
+            if PEEP:  # o's peephole saw c_t
+                dc += dh * w_co * tc * o * (1.0 - o)
+            dp_i, dp_f, dp_g, dp_o, dc_prev = _lstm_gates_grad(
+                dh, dc, i, f, g, o, tc, _tile(C_PREV + step, rows, cols, H, 0, m), w_ci, w_cf,
+                PEEP)
+            _put(dg, rows, cols, G, 0, m, dp_i)
+            _put(dg, rows, cols, G, H, m, dp_f)
+            _put(dg, rows, cols, G, 2 * H, m, dp_g)
+            _put(dg, rows, cols, G, 3 * H, m, dp_o)
+            dc_next = dc_prev + dc_skip
+            dh_rec = (tl.dot(dp_i, w0, input_precision="ieee") +
+                      tl.dot(dp_f, w1, input_precision="ieee") +
+                      tl.dot(dp_g, w2, input_precision="ieee") +
+                      tl.dot(dp_o, w3, input_precision="ieee"))
+        else:
+            dp_r, dp_z, dp_n, dgh_n, dh_direct = _gru_cell_grad(
+                dh, _tile(S1 + 2 * step, rows, cols, 2 * H, 0, m),
+                _tile(S1 + 2 * step, rows, cols, 2 * H, H, m), _tile(S2 + step, rows, cols, H, 0, m),
+                _tile(S3 + step, rows, cols, H, 0, m), _tile(H_PREV + step, rows, cols, H, 0, m))
+            _put(dg, rows, cols, G, 0, m, dp_r)
+            _put(dg, rows, cols, G, H, m, dp_z)
+            _put(dg, rows, cols, G, 2 * H, m, dp_n)
+            dgh = DGH + step * 3
+            _put(dgh, rows, cols, G, 0, m, dp_r)
+            _put(dgh, rows, cols, G, H, m, dp_z)
+            _put(dgh, rows, cols, G, 2 * H, m, dgh_n)
+            dh_rec = (tl.dot(dp_r, w0, input_precision="ieee") +
+                      tl.dot(dp_z, w1, input_precision="ieee") +
+                      tl.dot(dgh_n, w2, input_precision="ieee"))
+            skip += dh_direct
+        if MASKED:  # dh_rec ⊙ mask, in both branches: the plain product, with peepholes,
+            # trips an assertion in the LLVM vectorizer of Triton 3.9 at some block sizes
+            dh_rec = tl.where(mask != 0.0, dh_rec * mask, dh_rec * 0.0)
+        dh_next = dh_rec + skip
+    _put(DH0, rows, cols, H, 0, m, dh_next)
+    if FAMILY == 1:
+        _put(DC0, rows, cols, H, 0, m, dc_next)

@@ -18,7 +18,11 @@ how the tests hold the kernels to the cells' steps without a GPU); float32 and f
 
 Each loop (the forward, the backward) is captured in a CUDA graph per configuration
 and shape and replayed thereafter (:mod:`rnnkit.engines.graphs`): the 2T-3T launches of
-a loop become one. A kernel that fails to compile here (an old Triton, an unsupported
+a loop become one. For small hidden sizes (:data:`PERSISTENT_MAX_H`, no layer norm, no
+projection) a persistent kernel runs all T steps instead: one program per tile of batch
+rows holds W_hh, h and c on chip for the whole sequence (one dot per gate block and
+step); its backward runs the dh / dc recurrence alone and writes dP_t for the weight
+GEMMs. A kernel that fails to compile here (an old Triton, an unsupported
 GPU) makes :func:`run` warn once and run the Python fused engine instead.
 """
 
@@ -46,6 +50,14 @@ KEYS = frozenset(
 #: the most units one program holds without a layer norm (with one, a program holds a
 #: whole row); the tests make it small, so that several tiles and a partial one run
 MAX_BLOCK = 1024
+#: the persistent kernels (one launch for all T steps, W_hh held by each program) run
+#: hidden sizes up to this, without layer norm or projection; 0 turns them off. Where
+#: W_hh fits in registers: ptxas -v for sm_90 (Triton 3.9, float32) gives no spills for
+#: every family up to H = 64 with 16 warps, and spills of kilobytes per thread at
+#: H = 128 with 4, 8 or 16 warps
+PERSISTENT_MAX_H = 64
+#: batch rows per program of the persistent kernels (16: a GPU's smallest dot)
+PERSISTENT_BLOCK_B = 16
 
 #: the captured loops of this process (tests put a stand-in's here)
 GRAPHS = graphs.Graphs()
@@ -154,6 +166,8 @@ def _launch(kernel, grid, *args, **flags):
     except (TypeError, ValueError, IndexError, AssertionError):
         raise  # rnnkit's own mistakes: never hidden by the fallback
     except Exception as e:  # the compiler's (CompilationError, a driver's error)
+        if type(e).__name__ == "InterpreterError":  # no compiler there: the kernel's own
+            raise
         raise _CompileError(f"{type(e).__name__}: {e}") from e
 
 
@@ -190,6 +204,12 @@ class _Plan:
         self.Kc, self.kc_sb, self.kc_sh = _carry(carry_c, self.T, self.B)
         self.block = _block(self.H, whole_row=self.ln)
         self.grid = (self.B, -(-self.H // self.block))
+        # all T steps in one launch where a program can hold W_hh
+        self.persistent = (not self.ln and not self.proj and self.H <= PERSISTENT_MAX_H)
+        self.family_code = {RNNStep: 0, LSTMStep: 1, GRUStep: 2}[self.family]
+        self.block_h = max(16, _block(self.H, whole_row=True))
+        self.persistent_grid = (-(-self.B // PERSISTENT_BLOCK_B),)
+        self.warps = 8 if self.block_h <= 32 else 16  # see PERSISTENT_MAX_H
 
 
 def _c(t):
@@ -271,6 +291,9 @@ def _forward(cell, keep, carry_h, carry_c, gx, h0, c0, rec: Recurrent):
     def h_prev(t):
         return h0 if t == 0 else Hs[t - 1]
 
+    if p.persistent:
+        return _persistent_forward(k, p, cell, keep, gx, h0, c0, rec, Hs, Cs, dummy)
+
     def h_in(t):
         return h_prev(t) if not p.masked else (h0 * rec.h_mask if t == 0 else HIN)
 
@@ -347,6 +370,37 @@ def _k(K, t, dummy):
     return dummy if K is None else K[t]
 
 
+def _persistent_forward(k, p, cell, keep, gx, h0, c0, rec, Hs, Cs, dummy):
+    """All T steps in one launch; what it keeps has the per-step kernels' layout."""
+    T, B, H = p.T, p.B, p.H
+    steps = T if keep else 0
+    new = gx.new_empty
+    S1 = new(steps, B, {0: H, 1: 4 * H, 2: 2 * H}[p.family_code]) if keep else None
+    S2 = new(steps, B, H) if keep and p.family_code else None
+    S3 = new(steps, B, H) if keep and (p.family_code == 2 or p.peephole) else None
+    _launch(k.persistent_forward, p.persistent_grid, gx, h0, _or(c0, dummy), rec.w_hh,
+            _or(rec.b_hh, dummy), _or(p.Kh, dummy), _or(p.Kc, dummy), _or(rec.h_mask, dummy),
+            _or(rec.w_ch, dummy), Hs, _or(Cs, dummy), _or(S1, dummy), _or(S2, dummy),
+            _or(S3, dummy), T, B, H, *_steps(p.Kh, p.kh_sb, p.kh_sh),
+            *_steps(p.Kc, p.kc_sb, p.kc_sh), FAMILY=p.family_code,
+            ACT=k.ACTIVATIONS.get(getattr(cell, "nonlinearity", "tanh")), PEEP=p.peephole,
+            HAS_BHH=rec.b_hh is not None, CARRY_H=p.Kh is not None, CARRY_C=p.Kc is not None,
+            MASKED=p.masked, SAVE=keep, BLOCK_B=PERSISTENT_BLOCK_B, BLOCK_H=p.block_h,
+            num_warps=p.warps)
+    if not keep:
+        return Hs, Cs
+    if p.family is RNNStep:
+        return Hs, None, S1, None
+    if p.family is GRUStep:
+        return Hs, None, S1, S2, S3, None
+    return Hs, Cs, S1, S2, S3, None
+
+
+def _steps(K, sb, sh):
+    """A carry's strides (time, batch, unit) for the persistent kernels."""
+    return (K.stride(0), sb, sh) if K is not None else (0, 0, 0)
+
+
 # --------------------------------------------------------------- the backward loop
 
 
@@ -388,6 +442,23 @@ def _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec: Recurrent
     def h_prev(t):
         return h0 if t == 0 else Hs[t - 1]
 
+    H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])
+    C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
+    if p.persistent:
+        S1, S2, S3 = (tuple(kept) + (None, None))[:3]
+        dh0 = new(B, H)
+        _launch(k.persistent_backward, p.persistent_grid, dHs, _or(dCs, dummy), H_prev,
+                _or(C_prev, dummy), rec.w_hh, _or(p.Kh, dummy), _or(p.Kc, dummy), mask,
+                _or(rec.w_ch, dummy), S1, _or(S2, dummy), _or(S3, dummy), dG, dGH, dH, dh0,
+                _or(DC, dummy), T, B, H, *_steps(p.Kh, p.kh_sb, p.kh_sh),
+                *_steps(p.Kc, p.kc_sb, p.kc_sh), FAMILY=p.family_code,
+                ACT=k.ACTIVATIONS.get(getattr(cell, "nonlinearity", "tanh")),
+                PEEP=p.peephole, CARRY_H=p.Kh is not None, CARRY_C=p.Kc is not None,
+                MASKED=p.masked, BLOCK_B=PERSISTENT_BLOCK_B, BLOCK_H=p.block_h,
+                num_warps=p.warps)
+        return _weight_grads(cell, p, need, kept, rec, dG, dGH, dGRAW, dH, H_prev, C_prev, H,
+                             dh0, DC)
+
     for t in range(T - 1, -1, -1):
         if p.family is RNNStep:
             A, GHRAW, *stats = kept
@@ -424,11 +495,15 @@ def _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec: Recurrent
                     CARRY_C=p.Kc is not None, MASKED=p.masked, PROJ=p.proj, BLOCK=p.block)
         torch.mm(dGRAW[t], rec.w_hh, out=DHREC)  # into h_{t-1}, through W_hh h_in
     dh0 = SKIP + (DHREC * rec.h_mask if p.masked else DHREC)
+    return _weight_grads(cell, p, need, kept, rec, dG, dGH, dGRAW, dH, H_prev, C_prev, H, dh0,
+                         DC)
 
+
+def _weight_grads(cell, p, need, kept, rec, dG, dGH, dGRAW, dH, H_prev, C_prev, H, dh0, DC):
+    """The gradients the Function returns: dG (of gx), dh0, dc0 and the recurrent
+    fields', these from the cell's own hidden_param_grads (GEMMs over all steps)."""
     grads = {}
     if any(need[3:]):
-        H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])
-        C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
         H_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
         saved = _cell_saved(p.family, kept, H)
         factors = cell.backward_factors(saved, H_prev, C_prev, rec)
