@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA device, as one run of a few minutes: the triton engine's
-# tests (its kernels and CUDA graphs on the GPU), every test with a CUDA case (the
-# `device` fixture's "cuda", the gpu-marked ones: CUDA autocast in fp16 and bf16, the
-# Triton scan on the GPU), then `rnnkit bench --device cuda` for the cells the triton
-# engine runs, at the sizes. Writes its reports into OUT (default benchmarks/results):
+# tests (its kernels, and the CUDA graphs of its loops and the Python fused engine's),
+# every test with a CUDA case (the `device` fixture's "cuda", the gpu-marked ones: CUDA
+# autocast in fp16 and bf16, the Triton scan on the GPU), then `rnnkit bench --device
+# cuda` for the cells the triton engine runs and a user's cell, at the issue's sizes, and
+# the scan section (minGRU, minLSTM: chunked, triton, log). Writes its reports into OUT
+# (default benchmarks/results):
 #
 #     bash benchmarks/gpu.sh            # on the GPU machine, from the repository root
 #
@@ -24,7 +26,7 @@ python=${PYTHON:-python3}
   echo '## the triton engine on the GPU'
   echo '```'
   timeout 150 "$python" -m pytest -q -n 0 -p no:cacheprovider tests/test_triton_engine.py \
-      2>&1 | tail -30
+      tests/test_graphs.py 2>&1 | tail -30
   engine=${PIPESTATUS[0]}
   echo '```'
   echo '## tests with a CUDA case'
@@ -38,7 +40,7 @@ python=${PYTHON:-python3}
   [ "$engine" = 0 ] || tests=$engine
 } > "$out/$stamp-gpu-tests.md"  # a group, not a subshell: $tests stays set
 timeout 300 "$python" -m rnnkit bench --device cuda --no-streaming \
-    --cells lstm,gru,lstm-layer-norm,lstm-zoneout,gru-layer-norm,cifg \
+    --cells lstm,gru,lstm-layer-norm,lstm-zoneout,gru-layer-norm,cifg,mingru,minlstm \
     --engines native,triton,fused-python \
     --size 50,1,64,64 --size 200,8,32,64 --size 1000,16,64,128 --size 100,32,256,256 \
     --size 100,64,512,512 --save-to "$out" > "$out/$stamp-cuda.log" 2>&1

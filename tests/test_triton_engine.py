@@ -1,8 +1,7 @@
 """The triton engine (rnnkit/engines/triton_loop.py and its kernels in triton_cells.py),
 held to the reference engine: values and every gradient for every cell key it lists, in
 float32 and float64, with lengths, both directions, zoneout and recurrent dropout; float64 gradchecks of its hand-written backward; what it refuses; the fallback
-when a kernel does not compile; the bookkeeping of its CUDA graphs, with a stand-in for
-them (graphs.Rerun) where there is no GPU.
+when a kernel does not compile. (Its CUDA graphs: tests/test_graphs.py.)
 
 On a machine without a GPU the kernels run in Triton's CPU interpreter (conftest sets
 TRITON_INTERPRET=1): tiny sizes, and programs of two units so that every row spans
@@ -16,7 +15,7 @@ import torch
 
 import rnnkit
 from rnnkit import cells
-from rnnkit.engines import choose, graphs, triton_loop
+from rnnkit.engines import choose, triton_loop
 from helpers import assert_all_close
 
 kernels = pytest.importorskip("rnnkit.engines.triton_cells",
@@ -232,113 +231,17 @@ def test_a_kernel_that_does_not_compile_falls_back_once(monkeypatch):
         assert choose(layer.cell, device="cuda", dtype=torch.float32) == "fused"
 
 
-# ------------------------------------------------------------ CUDA graphs of the loops
-
-
-@pytest.fixture
-def stand_in(monkeypatch):
-    """The graph bookkeeping with a stand-in for CUDA graphs (graphs.Rerun)."""
-    rerun = graphs.Rerun()
-    monkeypatch.setattr(triton_loop, "GRAPHS", graphs.Graphs(rerun))
-    return rerun
-
-
-def test_graphs_replay_what_the_loop_computes(stand_in):
-    """One capture per pass and shape: both layers and both directions here have the same
-    shapes (gx is (T, B, 4H) in every layer), so they share it; replayed thereafter; the
-    results are the reference's."""
-    torch.manual_seed(0)
-    layer = rnnkit.LSTM(3, 4, num_layers=2, bidirectional=True, layer_norm=True,
-                        dtype=torch.float64, device=DEVICE)
-    x = torch.randn(5, 2, 3, dtype=torch.float64, device=DEVICE)
-    got = _run(layer, x, "triton", lengths=[5, 3])
-    assert stand_in.captures == 2  # the forward and the backward loop
-    assert_all_close(got, _run(layer, x, "reference", lengths=[5, 3]), tol=1e-12)
-    before = stand_in.captures
-    assert_all_close(_run(layer, x, "triton", lengths=[5, 3]), got, tol=0)
-    assert stand_in.captures == before and stand_in.replays >= 8
-    _run(layer, x[:4], "triton")  # another T: its own graphs
-    assert stand_in.captures == before + 2
-
-
-def test_a_second_forward_before_backward_keeps_the_first(stand_in):
-    """Outputs are copies of the graph's buffers: the second call's replay does not
-    overwrite what the first call returned and saved for its backward."""
-    torch.manual_seed(0)
-    layer = rnnkit.GRU(3, 4, layer_norm=True, dtype=torch.float64, device=DEVICE)
-    x1, x2 = (torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE) for _ in range(2))
-
-    def both(backend):
-        layer.zero_grad()
-        out1, _ = layer(x1, backend=backend)
-        out2, _ = layer(x2, backend=backend)
-        ((out1 * 2).sum() + (out2 ** 2).sum()).backward()
-        return [out1, out2, *(p.grad.clone() for p in layer.parameters())]
-
-    assert_all_close(both("triton"), both("reference"), tol=1e-12)
-    assert stand_in.replays > 0
-
-
-def test_no_graph_inside_another_capture_or_when_turned_off(stand_in, monkeypatch):
-    layer = rnnkit.RNN(3, 4, layer_norm=True, device=DEVICE)
-    x = torch.randn(3, 2, 3, device=DEVICE)
-    stand_in.active = True  # someone else's capture is running: no nested capture
-    want = layer(x, backend="reference")[0]
-    assert_all_close([layer(x, backend="triton")[0]], [want])
-    assert stand_in.captures == 0
-    stand_in.active = False
-    monkeypatch.setenv("RNNKIT_CUDA_GRAPHS", "0")
-    assert_all_close([layer(x, backend="triton")[0]], [want])
-    assert stand_in.captures == 0
-    monkeypatch.delenv("RNNKIT_CUDA_GRAPHS")
-    layer(x, backend="triton")
-    assert stand_in.captures == 1
-
-
-def test_graphs_are_bounded_and_a_failed_capture_warns_once(monkeypatch):
-    rerun = graphs.Rerun()
-    kept = graphs.Graphs(rerun, max_graphs=2)
-    monkeypatch.setattr(triton_loop, "GRAPHS", kept)
-    layer = rnnkit.GRU(3, 4, device=DEVICE)
-    with torch.no_grad():
-        for T in (2, 3, 4):
-            layer(torch.randn(T, 1, 3, device=DEVICE), backend="triton")
-    assert len(kept) == 2 and rerun.captures == 3
-
-    def fails(run):
-        raise RuntimeError("operation not permitted when stream is capturing")
-
-    monkeypatch.setattr(rerun, "capture", fails)
-    x = torch.randn(5, 1, 3, device=DEVICE)
-    with torch.no_grad():
-        with pytest.warns(RuntimeWarning, match=r"could not be captured in a CUDA graph "
-                                                r"\(RuntimeError: operation not permitted"):
-            got = layer(x, backend="triton")[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # the same configuration: no second warning
-            again = layer(x, backend="triton")[0]
-    assert_all_close([got, again], [layer(x, backend="reference")[0]] * 2)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_real_cuda_graphs_equal_the_reference():
-    """On a GPU, torch.cuda.CUDAGraph itself: captured on the first call, replayed on
-    the second, two forwards before one backward, the reference's results."""
-    triton_loop.GRAPHS.clear()
-    torch.manual_seed(0)
-    layer = rnnkit.LSTM(8, 16, layer_norm=True, zoneout=0.1, device="cuda").train()
-    x1, x2 = (torch.randn(12, 4, 8, device="cuda") for _ in range(2))
-
-    def both(backend):
-        torch.manual_seed(1)
-        layer.zero_grad()
-        out1, _ = layer(x1, backend=backend, lengths=[12, 5, 9, 1])
-        out2, _ = layer(x2, backend=backend)
-        ((out1 * 2).sum() + (out2 ** 2).sum()).backward()
-        return [out1, out2, *(p.grad.clone() for p in layer.parameters())]
-
-    first = both("triton")
-    assert len(triton_loop.GRAPHS) >= 2
-    assert_all_close(both("triton"), first, tol=1e-6)
-    assert_all_close(first, both("reference"), tol=1e-4)
+def test_without_triton_cuda_warns_once_and_runs_the_fused_engine(monkeypatch):
+    monkeypatch.setattr(triton_loop, "_kernels", None)
+    monkeypatch.setattr(triton_loop, "_failed", "Triton is not installed (No module named "
+                                                "'triton')")
+    monkeypatch.setattr(triton_loop, "_warned", False)
+    monkeypatch.setattr(triton_loop, "device_type", lambda: "cuda")
+    cell = cells.LSTMStep(layer_norm=True)
+    with pytest.warns(RuntimeWarning, match=r"the triton engine cannot run here \(Triton is "
+                                            r"not installed .*\); CUDA runs the Python fused"):
+        assert choose(cell, device="cuda", dtype=torch.float32) == "fused"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose(cell, device="cuda", dtype=torch.float32) == "fused"
+        assert choose(cells.LSTMStep(), device="cuda", dtype=torch.float32) == "native"

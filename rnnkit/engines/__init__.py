@@ -50,9 +50,10 @@ def choose(cell, backend: str = "auto", *, return_states: bool = False,
     if backend == "auto":
         if fits_native:
             return "native"
-        if device == "cuda" and dtype in _TRITON_DTYPES and triton_loop.supports_cell(cell) \
-                and triton_loop.available() and triton_loop.device_type() == "cuda":
-            return "triton"
+        if device == "cuda" and dtype in _TRITON_DTYPES and triton_loop.supports_cell(cell):
+            if triton_loop.available() and triton_loop.device_type() == "cuda":
+                return "triton"
+            triton_loop.warn_unavailable()  # once: the GPU runs the Python loop instead
         return "fused" if fused.supports(cell) else "reference"
     if backend == "triton":
         _check_triton(cell, device, dtype)

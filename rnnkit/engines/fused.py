@@ -7,6 +7,11 @@ backward pass needs; backward, per step in reverse, the cell's hand-written deri
 turns the gradient reaching (h_t, c_t) into the pre-activation gradient dP_t and
 dh_{t-1} (one GEMM with W_hh). The recurrent weights' gradients are then single GEMMs
 over all T*B rows, which keeps the loop short and lets the GEMMs run at full size.
+
+On CUDA each of the two loops is captured in a CUDA graph per configuration and shape
+and replayed (:mod:`rnnkit.engines.graphs`): there this engine runs what no kernel of
+rnnkit's knows (a user's cell, the Cho GRU), and its twenty-odd small launches per step
+become one per loop.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 
 from rnnkit._tracing import is_tracing, mul_into, transforms_active
 from rnnkit.cells import Cell, Recurrent
-from rnnkit.engines import reference
+from rnnkit.engines import graphs, reference
 from rnnkit.engines.function import Function
 
 
@@ -98,10 +103,14 @@ class _FusedRecurrence(Function):
 
     @staticmethod
     def forward(cell, keep, carry_h, carry_c, gx, h0, c0, *rec):
-        Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, Recurrent(*rec),
-                                      keep)
-        # an item that is Hs itself goes back as None (no second output of one tensor)
-        return (Hs, Cs, *(None if item is Hs else item for item in saved))
+        def loop(carry_h, carry_c, gx, h0, c0, *rec):
+            Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, Recurrent(*rec),
+                                          keep)
+            # an item that is Hs itself goes back as None (no second output of one tensor)
+            return (Hs, Cs, *(None if item is Hs else item for item in saved))
+
+        return graphs.LOOPS.run(("fused-forward", cell.key, keep, len(rec)), loop,
+                                (carry_h, carry_c, gx, h0, c0, *rec))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -123,43 +132,59 @@ class _FusedRecurrence(Function):
         if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
             return (None, None, None, None, *reference.differentiable_backward(
                 cell, need, carry_h, carry_c, gx, h0, c0, rec, dHs, dCs))
-        T, B = Hs.shape[:2]
-        H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])  # (T, B, H_out): state entering step t
-        C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
-        factors = cell.backward_factors(saved, H_prev, C_prev, rec)
-        # past a sample's length, or where zoneout carried a unit, the gradient of h_t
-        # passes straight to h_{t-1}: K of it skips the cell, 1 - K goes through it
-        keep_h = 1 - carry_h if carry_h is not None else None
-        keep_c = 1 - carry_c if carry_c is not None else None
+        n, fields = len(saved), len(Recurrent._fields)
 
-        G = rec.w_hh.shape[0]
-        dG = Hs.new_empty(T, B, G)  # gradient of the input projection, every step
-        dGH = dG if cell.sums_projections else torch.empty_like(dG)  # of gh as gates see it
-        dGH_raw = torch.empty_like(dG) if cell.layer_norm else dGH  # of W_hh h_in
-        dH = torch.empty_like(Hs)  # gradient reaching each step's h through the cell
-        dh_next = torch.zeros_like(h0)  # from step t+1 into h_t
-        dc_next = torch.zeros_like(c0) if c0 is not None else None
-        for t in range(T - 1, -1, -1):
-            dh = dHs[t] + dh_next  # from the outputs / states at t, and from step t+1
-            dc = dCs[t] + dc_next if Cs is not None else None
-            if keep_h is not None:
-                dh_skip, dh = dh * carry_h[t], mul_into(dH[t], dh, keep_h[t])
-            else:
-                dH[t] = dh
-            if keep_c is not None:
-                dc_skip, dc = dc * carry_c[t], dc * keep_c[t]
-            dh_next, dc_next = cell.step_backward(
-                dh, dc, {k: v[t] for k, v in factors.items()}, rec, dG[t], dGH[t], dGH_raw[t])
-            if keep_h is not None:
-                dh_next = dh_next + dh_skip
-            if keep_c is not None:
-                dc_next = dc_next + dc_skip
+        def loop(carry_h, carry_c, h0, c0, Hs, Cs, dHs, dCs, *rest):
+            return _backward_loop(cell, need, carry_h, carry_c, h0, c0, Hs, Cs,
+                                  Recurrent(*rest[:fields]), rest[fields:], dHs, dCs)
 
-        need = need[3:]  # the fields of rec
-        grads = {}
-        if any(need):
-            H_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
-            grads = cell.hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
-                                            factors, rec)
-        rec_grads = [grads.get(name) if n else None for name, n in zip(Recurrent._fields, need)]
-        return (None, None, None, None, dG, dh_next, dc_next, *rec_grads)
+        grads = graphs.LOOPS.run(("fused-backward", cell.key, tuple(bool(x) for x in need), n),
+                                 loop, (carry_h, carry_c, h0, c0, Hs, Cs, dHs,
+                                        dCs if Cs is not None else None, *rec, *saved))
+        return (None, None, None, None, *grads)
+
+
+def _backward_loop(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, rec: Recurrent, saved,
+                   dHs, dCs):
+    """The hand-written BPTT of :class:`_FusedRecurrence`: the gradients of gx, h0, c0
+    and the fields of rec (None where ``need`` says none is wanted)."""
+    T, B = Hs.shape[:2]
+    H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])  # (T, B, H_out): state entering step t
+    C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
+    factors = cell.backward_factors(saved, H_prev, C_prev, rec)
+    # past a sample's length, or where zoneout carried a unit, the gradient of h_t
+    # passes straight to h_{t-1}: K of it skips the cell, 1 - K goes through it
+    keep_h = 1 - carry_h if carry_h is not None else None
+    keep_c = 1 - carry_c if carry_c is not None else None
+
+    G = rec.w_hh.shape[0]
+    dG = Hs.new_empty(T, B, G)  # gradient of the input projection, every step
+    dGH = dG if cell.sums_projections else torch.empty_like(dG)  # of gh as gates see it
+    dGH_raw = torch.empty_like(dG) if cell.layer_norm else dGH  # of W_hh h_in
+    dH = torch.empty_like(Hs)  # gradient reaching each step's h through the cell
+    dh_next = torch.zeros_like(h0)  # from step t+1 into h_t
+    dc_next = torch.zeros_like(c0) if c0 is not None else None
+    for t in range(T - 1, -1, -1):
+        dh = dHs[t] + dh_next  # from the outputs / states at t, and from step t+1
+        dc = dCs[t] + dc_next if Cs is not None else None
+        if keep_h is not None:
+            dh_skip, dh = dh * carry_h[t], mul_into(dH[t], dh, keep_h[t])
+        else:
+            dH[t] = dh
+        if keep_c is not None:
+            dc_skip, dc = dc * carry_c[t], dc * keep_c[t]
+        dh_next, dc_next = cell.step_backward(
+            dh, dc, {k: v[t] for k, v in factors.items()}, rec, dG[t], dGH[t], dGH_raw[t])
+        if keep_h is not None:
+            dh_next = dh_next + dh_skip
+        if keep_c is not None:
+            dc_next = dc_next + dc_skip
+
+    need = need[3:]  # the fields of rec
+    grads = {}
+    if any(need):
+        H_in = H_prev if rec.h_mask is None else H_prev * rec.h_mask
+        grads = cell.hidden_param_grads(dG, dGH, dGH_raw, H_in, C_prev, dH, saved,
+                                        factors, rec)
+    rec_grads = [grads.get(name) if n else None for name, n in zip(Recurrent._fields, need)]
+    return (dG, dh_next, dc_next, *rec_grads)

@@ -1,18 +1,22 @@
-"""CUDA graphs for the triton engine's time loops (private).
+"""CUDA graphs for the engines' time loops on the GPU (private): the triton engine's and
+the Python fused engine's (which runs what no kernel of rnnkit's knows: a user's cell,
+the Cho GRU).
 
-A loop of T steps launches 2T-3T kernels; from Python each launch costs more than a
-small kernel runs. Captured once in a CUDA graph per configuration and shape, the whole
+A loop of T steps launches 2T-3T kernels (the Python fused engine about 20T); from
+Python each launch costs more than a small kernel runs. Captured once in a CUDA graph per configuration and shape, the whole
 loop replays as one launch. :class:`Graphs` keeps the captured loops, keyed by what
 the caller says the loop depends on (the cell's key, its flags) and every input's
 shape, strides, dtype and device, least recently used first out when it holds
 :data:`MAX_GRAPHS`.
 
+:data:`LOOPS` is the process's one store, which the engines use.
+
 A captured graph reads and writes fixed addresses. So each call copies its inputs into
 the graph's own input buffers, replays, and returns clones of the outputs: a second
 forward before a backward never overwrites what the first one saved. Before capture the
 loop runs once on a side stream (Triton compiles its kernels there; capture must not
-see a first launch). While another capture is running, or under a tracer, the loop runs
-as it is, without a graph; a capture that fails makes the loop run without one after a
+see a first launch). While another capture is running, under a tracer or a torch.func
+transform, the loop runs as it is, without a graph; a capture that fails makes the loop run without one after a
 single warning.
 
 The bookkeeping is tested on the CPU with :class:`Rerun`, a stand-in whose "graph" runs
@@ -27,6 +31,8 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch
+
+from rnnkit._tracing import is_tracing, transforms_active
 
 #: captured loops kept at once (each holds its inputs' and outputs' buffers)
 MAX_GRAPHS = 32
@@ -116,7 +122,8 @@ class Graphs:
         runs, and no other capture running (a capture cannot nest)."""
         first = next((t for t in inputs if t is not None), None)
         return (enabled() and first is not None and self.backend.runs_on(first)
-                and not self.backend.capturing())
+                and not self.backend.capturing() and not transforms_active()
+                and not is_tracing(first))
 
     def run(self, key, loop: Callable[..., tuple], inputs: tuple) -> tuple:
         """``loop(*inputs)`` (a tuple of tensors or None), from a graph captured for
@@ -149,3 +156,7 @@ class Graphs:
                 buffer.copy_(t)
         replay()
         return tuple(None if o is None else o.clone() for o in outputs)
+
+
+#: the process's captured loops (tests put a stand-in's here)
+LOOPS = Graphs()

@@ -59,9 +59,6 @@ PERSISTENT_MAX_H = 64
 #: batch rows per program of the persistent kernels (16: a GPU's smallest dot)
 PERSISTENT_BLOCK_B = 16
 
-#: the captured loops of this process (tests put a stand-in's here)
-GRAPHS = graphs.Graphs()
-
 _kernels = None
 _failed: str | None = None  # why the kernels cannot run here, once found
 
@@ -86,6 +83,25 @@ def available() -> bool:
 def why_unavailable() -> str:
     kernels()
     return _failed or "the kernels are available"
+
+
+_warned = False
+
+
+def warn_unavailable():
+    """One warning per process that CUDA runs a cell of :data:`KEYS` on the Python fused
+    engine because the kernels cannot run (none where a failed compile warned already)."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    if device_type() == "cpu":
+        why = "Triton runs in its interpreter here (TRITON_INTERPRET=1)"
+    else:
+        why = why_unavailable()
+    warnings.warn(f"rnnkit: the triton engine cannot run here ({why}); CUDA runs the "
+                  f"Python fused engine instead, which is several times slower "
+                  f"(pip install triton)", RuntimeWarning, stacklevel=4)
 
 
 def device_type() -> str:
@@ -147,8 +163,8 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
         out = _TritonRecurrence.apply(cell, fused.needs_grad(gx, h0, c0, *rec), carry_h,
                                       carry_c, gx, h0, c0, *rec)
     except _CompileError as e:
-        global _kernels
-        _failed, _kernels = str(e), None
+        global _kernels, _warned
+        _failed, _kernels, _warned = str(e), None, True
         warnings.warn(f"rnnkit: the triton engine's kernels failed to compile here "
                       f"({_failed[:300]}); using the Python fused engine instead",
                       RuntimeWarning, stacklevel=2)
@@ -233,7 +249,7 @@ class _TritonRecurrence(Function):
             return _forward(cell, keep, carry_h, carry_c, gx, h0, c0, Recurrent(*rec))
 
         with _ctx(gx):
-            return GRAPHS.run(("forward", cell.key, keep, n),
+            return graphs.LOOPS.run(("forward", cell.key, keep, n),
                               loop, tuple(_c(t) for t in (gx, h0, c0, carry_h, carry_c, *rec)))
 
     @staticmethod
@@ -261,7 +277,7 @@ class _TritonRecurrence(Function):
                              Recurrent(*rest[n:]), dHs, dCs)
 
         with _ctx(Hs):
-            grads = GRAPHS.run(("backward", cell.key, tuple(need), n), loop, tuple(
+            grads = graphs.LOOPS.run(("backward", cell.key, tuple(need), n), loop, tuple(
                 _c(t) for t in (h0, c0, Hs, Cs, carry_h, carry_c, dHs,
                                 dCs if Cs is not None else None, *kept, *rec)))
         return (None, None, None, None, *grads)
