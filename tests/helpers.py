@@ -105,3 +105,18 @@ def train(model, loss_fn, steps: int, lr: float = 1e-2) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def values_and_grads(layer, x, backend, seed=3, **kwargs):
+    """The layer's outputs, final states, and the gradients of x and every parameter
+    under a loss that weighs every output differently; ``seed`` first, so that engines
+    compared draw the same zoneout and recurrent-dropout masks."""
+    torch.manual_seed(seed)
+    layer.zero_grad()
+    x = x.detach().requires_grad_()
+    out, state = layer(x, backend=backend, **kwargs)
+    states = state if isinstance(state, tuple) else (state,)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device)
+    loss = (out * weights.view_as(out)).sum() + sum((s * s).sum() for s in states)
+    loss.backward()
+    return [out, *states, x.grad, *(p.grad for p in layer.parameters())]

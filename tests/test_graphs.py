@@ -11,7 +11,7 @@ import torch
 
 import rnnkit
 from rnnkit.engines import graphs
-from helpers import assert_all_close
+from helpers import assert_all_close, values_and_grads
 from test_custom_cell import CIFG, HandWrittenCIFG
 
 triton_loop = pytest.importorskip("rnnkit.engines.triton_loop")
@@ -22,17 +22,7 @@ needs_triton = pytest.mark.skipif(
     reason="Triton runs neither a GPU nor its interpreter here")
 
 
-def _run(layer, x, backend, **kw):
-    torch.manual_seed(3)
-    layer.zero_grad()
-    x = x.detach().requires_grad_()
-    out, state = layer(x, backend=backend, **kw)
-    states = state if isinstance(state, tuple) else (state,)
-    loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
-                                 device=out.device).view_as(out)).sum() + \
-        sum((s * s).sum() for s in states)
-    loss.backward()
-    return [out, *states, x.grad, *(p.grad for p in layer.parameters())]
+_run = values_and_grads
 
 
 @pytest.fixture

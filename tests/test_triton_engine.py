@@ -16,7 +16,7 @@ import torch
 import rnnkit
 from rnnkit import cells
 from rnnkit.engines import choose, triton_loop
-from helpers import assert_all_close
+from helpers import assert_all_close, values_and_grads
 
 kernels = pytest.importorskip("rnnkit.engines.triton_cells",
                               reason="Triton is not installed (pip install triton)")
@@ -78,17 +78,7 @@ def test_every_key_is_tested():
     assert {cls(3, 5, **o).cell.key for cls, o in CONFIGS} == triton_loop.KEYS
 
 
-def _run(layer, x, backend, **kw):
-    torch.manual_seed(3)  # the same zoneout and recurrent-dropout masks for each engine
-    layer.zero_grad()
-    x = x.detach().requires_grad_()
-    out, state = layer(x, backend=backend, **kw)
-    states = state if isinstance(state, tuple) else (state,)
-    loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype,
-                                 device=out.device).view_as(out)).sum() + \
-        sum((s * s).sum() for s in states)
-    loss.backward()
-    return [out, *states, x.grad, *(p.grad for p in layer.parameters())]
+_run = values_and_grads
 
 
 @pytest.mark.parametrize("cls, options, path", PATHS, ids=PATH_IDS)

@@ -146,6 +146,28 @@ class Cell:
             raise TypeError(f"layer_norm must be a bool, got {layer_norm!r}")
         self.layer_norm = layer_norm
 
+    #: the fields of Recurrent a step may go without (the rest of recurrent_fields()
+    #: must all be given)
+    OPTIONAL_FIELDS = frozenset({"b_hh", "w_hr", "h_mask"})
+
+    def recurrent_fields(self) -> set[str]:
+        """The fields of :class:`Recurrent` this cell's step reads: W_hh and the
+        recurrent-dropout mask always, b_hh where it does not fold into gx, the layer
+        norm's gain and bias with ``layer_norm``."""
+        fields = {"w_hh", "h_mask"}
+        if not self.sums_projections:
+            fields.add("b_hh")
+        if self.layer_norm:
+            fields |= {"ln_hh_weight", "ln_hh_bias"}
+        return fields
+
+    def reads_exactly(self, rec: Recurrent) -> bool:
+        """Whether ``rec`` holds the fields this cell reads and no other: what a kernel
+        that restates the step (and has no defaults) needs."""
+        fields = self.recurrent_fields()
+        return (all(getattr(rec, n) is None for n in Recurrent._fields if n not in fields)
+                and all(getattr(rec, n) is not None for n in fields - self.OPTIONAL_FIELDS))
+
     @property
     def sums_projections(self) -> bool:
         """True when the input and recurrent projections enter the step only through

@@ -38,6 +38,14 @@ class LSTMStep(Cell):
             raise TypeError(f"peephole must be a bool, got {peephole!r}")
         self.peephole = peephole
 
+    def recurrent_fields(self) -> set[str]:
+        fields = super().recurrent_fields() | {"w_hr"}  # the projection, where there is one
+        if self.peephole:
+            fields.add("w_ch")
+        if self.layer_norm:
+            fields |= {"ln_c_weight", "ln_c_bias"}
+        return fields
+
     def step(self, gx, h_prev, c_prev, rec: Recurrent):
         P, ln_h = self.summed_preactivation(gx, h_prev, rec)  # (B, 4H), blocks i, f, g, o
         H = c_prev.shape[1]

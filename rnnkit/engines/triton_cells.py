@@ -521,6 +521,19 @@ def _weights(W, k, H, cols, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
+def _gate_weights(W, H, cols, NG: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """The NG gate blocks of W_hh as tiles (see _weights); 0.0 for blocks a family lacks."""
+    w0 = _weights(W, 0, H, cols, TRANSPOSED)
+    w1, w2, w3 = 0.0, 0.0, 0.0
+    if NG > 1:
+        w1 = _weights(W, 1, H, cols, TRANSPOSED)
+        w2 = _weights(W, 2, H, cols, TRANSPOSED)
+    if NG > 3:
+        w3 = _weights(W, 3, H, cols, TRANSPOSED)
+    return w0, w1, w2, w3
+
+
+@triton.jit
 def _carry_tile(K, t, rows, cols, k_st, k_sb, k_sh, m):
     return tl.load(K + t * k_st + rows[:, None] * k_sb + cols[None, :] * k_sh, mask=m, other=0.0)
 
@@ -541,12 +554,8 @@ def persistent_forward(GX, H0, C0, W, BHH, KH, KC, MASK, WCH,
     m = (rows < B)[:, None] & (cols < H)[None, :]
     NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
     G = NG * H
-    w0 = _weights(W, 0, H, cols, True)
-    if FAMILY != 0:
-        w1 = _weights(W, 1, H, cols, True)
-        w2 = _weights(W, 2, H, cols, True)
+    w0, w1, w2, w3 = _gate_weights(W, H, cols, NG, True)
     if FAMILY == 1:
-        w3 = _weights(W, 3, H, cols, True)
         w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
         if PEEP:  # per unit: one row, for every batch row
             w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
@@ -631,12 +640,8 @@ def persistent_backward(DHS, DCS, H_PREV, C_PREV, W, KH, KC, MASK, WCH, S1, S2, 
     m = (rows < B)[:, None] & (cols < H)[None, :]
     NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
     G = NG * H
-    w0 = _weights(W, 0, H, cols, False)
-    if FAMILY != 0:
-        w1 = _weights(W, 1, H, cols, False)
-        w2 = _weights(W, 2, H, cols, False)
+    w0, w1, w2, w3 = _gate_weights(W, H, cols, NG, False)
     if FAMILY == 1:
-        w3 = _weights(W, 3, H, cols, False)
         w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
         if PEEP:  # per unit: one row, for every batch row
             w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]

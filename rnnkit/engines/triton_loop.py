@@ -114,22 +114,6 @@ def supports_cell(cell: Cell) -> bool:
     return cell.key in KEYS
 
 
-def _fields(cell: Cell) -> set[str]:
-    """The fields of Recurrent the kernels read for ``cell``."""
-    fields = {"w_hh", "h_mask"}
-    if isinstance(cell, GRUStep):
-        fields.add("b_hh")
-    if isinstance(cell, LSTMStep):
-        fields.add("w_hr")
-        if cell.peephole:
-            fields.add("w_ch")
-        if cell.layer_norm:
-            fields |= {"ln_c_weight", "ln_c_bias"}
-    if cell.layer_norm:
-        fields |= {"ln_hh_weight", "ln_hh_bias"}
-    return fields
-
-
 def supports(cell: Cell, rec: Recurrent, gx) -> bool:
     """True when :func:`run` computes this configuration: a cell of :data:`KEYS`, tensors
     on the kernels' device in float32 or float64, and exactly the recurrent fields the
@@ -140,10 +124,7 @@ def supports(cell: Cell, rec: Recurrent, gx) -> bool:
             and gx.dtype in (torch.float32, torch.float64) and gx.dim() == 3
             and gx.shape[0] > 0 and gx.shape[1] > 0):
         return False
-    fields = _fields(cell)
-    if any(getattr(rec, name) is not None for name in Recurrent._fields if name not in fields):
-        return False
-    if any(getattr(rec, name) is None for name in fields - {"b_hh", "w_hr", "h_mask"}):
+    if not cell.reads_exactly(rec):  # (no defaults for a missing variant parameter)
         return False
     return all(t.device == gx.device and t.dtype == gx.dtype for t in rec if t is not None)
 
