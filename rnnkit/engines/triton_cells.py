@@ -521,14 +521,14 @@ def _weights(W, k, H, cols, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
-def _gate_weights(W, H, cols, NG: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """The NG gate blocks of W_hh as tiles (see _weights); 0.0 for blocks a family lacks."""
+def _gate_weights(W, H, cols, FAMILY: tl.constexpr, TRANSPOSED: tl.constexpr):
+    """The gate blocks of W_hh as tiles (see _weights); 0.0 for blocks a family lacks."""
     w0 = _weights(W, 0, H, cols, TRANSPOSED)
     w1, w2, w3 = 0.0, 0.0, 0.0
-    if NG > 1:
+    if FAMILY != 0:
         w1 = _weights(W, 1, H, cols, TRANSPOSED)
         w2 = _weights(W, 2, H, cols, TRANSPOSED)
-    if NG > 3:
+    if FAMILY == 1:
         w3 = _weights(W, 3, H, cols, TRANSPOSED)
     return w0, w1, w2, w3
 
@@ -552,9 +552,9 @@ def persistent_forward(GX, H0, C0, W, BHH, KH, KC, MASK, WCH,
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     m = (rows < B)[:, None] & (cols < H)[None, :]
-    NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
+    NG = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3  # gate blocks
     G = NG * H
-    w0, w1, w2, w3 = _gate_weights(W, H, cols, NG, True)
+    w0, w1, w2, w3 = _gate_weights(W, H, cols, FAMILY, True)
     if FAMILY == 1:
         w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
         if PEEP:  # per unit: one row, for every batch row
@@ -638,9 +638,9 @@ def persistent_backward(DHS, DCS, H_PREV, C_PREV, W, KH, KC, MASK, WCH, S1, S2, 
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     cols = tl.arange(0, BLOCK_H)
     m = (rows < B)[:, None] & (cols < H)[None, :]
-    NG: tl.constexpr = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3
+    NG = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3  # gate blocks
     G = NG * H
-    w0, w1, w2, w3 = _gate_weights(W, H, cols, NG, False)
+    w0, w1, w2, w3 = _gate_weights(W, H, cols, FAMILY, False)
     if FAMILY == 1:
         w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
         if PEEP:  # per unit: one row, for every batch row
