@@ -235,3 +235,32 @@ def test_without_triton_cuda_warns_once_and_runs_the_fused_engine(monkeypatch):
         warnings.simplefilter("error")
         assert choose(cell, device="cuda", dtype=torch.float32) == "fused"
         assert choose(cells.LSTMStep(), device="cuda", dtype=torch.float32) == "native"
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(3, 4, layer_norm=True, dtype=torch.float64,
+                                                      device=DEVICE),
+                                  lambda: rnnkit.GRU(3, 4, dtype=torch.float64, device=DEVICE)],
+                         ids=["lstm-layer-norm", "gru-persistent"])
+def test_torch_func_transforms(make):
+    """torch.func.grad through functional_call, vmap over a batch of sequences, jacrev:
+    the reference engine's results."""
+    from torch.func import functional_call, grad, jacrev, vmap
+
+    torch.manual_seed(0)
+    layer = make()
+    params = dict(layer.named_parameters())
+    x = torch.randn(4, 2, 3, dtype=torch.float64, device=DEVICE)
+
+    def out(p, x, backend):
+        return functional_call(layer, p, (x,), {"backend": backend})[0]
+
+    def loss(p, x, backend):
+        return out(p, x, backend).pow(2).sum()
+
+    got, want = grad(loss)(params, x, "triton"), grad(loss)(params, x, "reference")
+    assert_all_close([got[k] for k in params], [want[k] for k in params], tol=1e-12)
+    xs = torch.randn(3, 4, 2, 3, dtype=torch.float64, device=DEVICE)
+    assert_all_close([vmap(lambda x: loss(params, x, "triton"))(xs)],
+                     [vmap(lambda x: loss(params, x, "reference"))(xs)], tol=1e-12)
+    assert_all_close([jacrev(lambda x: out(params, x, "triton").sum(0))(x)],
+                     [jacrev(lambda x: out(params, x, "reference").sum(0))(x)], tol=1e-12)
