@@ -463,6 +463,9 @@ def markdown(report: dict) -> str:
              + (f" ({m['gpu']})" if "gpu" in m else f", {m['threads']} threads")
              + f", {report['config']['dtype']}, median of {report['config']['repeats']} runs;"
              " ratio = time / torch.nn's time in the same run (lower is better)."]
+    if m["device"] == "cpu" and "triton" in report["config"].get("engines", ()):
+        lines[0] += (" The triton engine is the GPU's: on the CPU only Triton's interpreter "
+                     "would run it, so it is not timed here.")
     if report["results"]:
         lines += ["", "| cell | (T, B, I, H) | contender | forward ms | ratio | fwd+bwd ms | "
                   "ratio | peak MB fwd+bwd |", "|---|---|---|---:|---:|---:|---:|---:|"]

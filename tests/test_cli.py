@@ -47,6 +47,9 @@ def test_bench_tiny_run(tmp_path):
         if r["contender"] == "torch.nn":
             assert r["ratio_to_torch_nn"] == 1.0
     assert "| lstm | (5, 2, 3, 4) | rnnkit fused-python |" in result.output
+    # the GPU engine is one of the defaults; on the CPU it is not timed, and the report says so
+    assert not any(c == "rnnkit triton" for _, c in contenders)
+    assert "The triton engine is the GPU's" in result.output
     assert sorted(p.suffix for p in (tmp_path / "results").iterdir()) == [".json", ".md"]
 
 
