@@ -1,7 +1,10 @@
 """The triton engine (rnnkit/engines/triton_loop.py and its kernels in triton_cells.py),
 held to the reference engine: values and every gradient for every cell key it lists, in
-float32 and float64, with lengths, both directions, zoneout and recurrent dropout; float64 gradchecks of its hand-written backward; what it refuses; the fallback
-when a kernel does not compile. (Its CUDA graphs: tests/test_graphs.py.)
+float32 and float64, with lengths, both directions, zoneout and recurrent dropout, on
+the per-step and the persistent kernels; float64 gradchecks of its hand-written backward;
+torch.func's transforms; what it refuses; the fallback when a kernel does not compile.
+(Its CUDA graphs: tests/test_graphs.py; its kernels compiled for GPUs:
+tests/test_triton_compiles.py.)
 
 On a machine without a GPU the kernels run in Triton's CPU interpreter (conftest sets
 TRITON_INTERPRET=1): tiny sizes, and programs of two units so that every row spans

@@ -5,16 +5,14 @@ input projection of every step, and share the entry point
 ``run(cell, gx, h0, c0, rec, carry_h, carry_c) -> (Hs, Cs)``. ``fused`` has two
 implementations: the compiled one (``compiled``, C++) wherever it computes the
 configuration and is built, else the Python one; each can be asked for by name
-(``fused-compiled``, ``fused-python``). ``triton`` is the GPU's fused engine (:mod:`rnnkit.engines.triton_loop`): per step
-one GEMM and one Triton kernel. ``native`` hands the whole stack to torch's own
-kernels, which run layers and directions themselves, so its entry point takes the
-whole stack. ``scan`` solves the linear recurrence of minGRU / minLSTM over time
+(``fused-compiled``, ``fused-python``). ``triton`` is the GPU's fused engine
+(:mod:`rnnkit.engines.triton_loop`): per step one GEMM and one Triton kernel. ``native``
+hands the whole stack to torch's own kernels, which run layers and directions
+themselves, so its entry point takes the whole stack. ``scan`` solves the linear recurrence of minGRU / minLSTM over time
 (``scan.run(cell, gx, h0, valid=None, method="auto") -> Hs``), with methods of its own.
 """
 
 from __future__ import annotations
-
-import torch
 
 from rnnkit.engines import compiled, fused, native, reference, scan, triton_loop
 
@@ -25,8 +23,6 @@ BACKENDS = ("auto", "native", "triton", "fused", "fused-compiled", "fused-python
 DIRECTION_ENGINES = {"reference": reference.run, "fused": fused.run,
                      "fused-python": fused.run_python, "fused-compiled": compiled.run,
                      "triton": triton_loop.run}
-
-_TRITON_DTYPES = (torch.float32, torch.float64)
 
 
 def choose(cell, backend: str = "auto", *, return_states: bool = False,
@@ -50,7 +46,7 @@ def choose(cell, backend: str = "auto", *, return_states: bool = False,
     if backend == "auto":
         if fits_native:
             return "native"
-        if device == "cuda" and dtype in _TRITON_DTYPES and triton_loop.supports_cell(cell):
+        if device == "cuda" and dtype in triton_loop.DTYPES and triton_loop.supports_cell(cell):
             if triton_loop.available() and triton_loop.device_type() == "cuda":
                 return "triton"
             triton_loop.warn_unavailable()  # once: the GPU runs the Python loop instead
@@ -90,9 +86,10 @@ def _check_triton(cell, device: str, dtype):
                "the CPU only under TRITON_INTERPRET=1, set before rnnkit imports Triton")
         raise ValueError(f"backend='triton' cannot run on {device}: its kernels run on "
                          f"{where} here ({how}); use backend='fused'")
-    if dtype is not None and dtype not in _TRITON_DTYPES:
+    if dtype is not None and dtype not in triton_loop.DTYPES:
         raise ValueError(f"backend='triton' cannot run {dtype}: its kernels run float32 "
                          f"and float64; use backend='fused'")
+
 
 __all__ = ["BACKENDS", "DIRECTION_ENGINES", "choose", "compiled", "fused", "native", "reference",
            "scan", "triton_loop"]

@@ -48,7 +48,7 @@ import torch
 from rnnkit._tracing import dynamo_tracing, is_tracing, records_custom_ops
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.engines import fused, ops, reference
-from rnnkit.engines.function import Function
+from rnnkit.engines.function import Function, detached as _c
 from rnnkit.engines.ops import _GRU, _LSTM, _RNN_CODES  # the cell codes of csrc/fused.cpp
 
 
@@ -280,10 +280,6 @@ def _carry(K, T, B, dtype):
 #: the fields of Recurrent the C++ backward reads (the layer norm's biases and the
 #: recurrent-dropout mask's gradient are not among them)
 BACKWARD_FIELDS = ("w_hh", "b_hh", "w_hr", "h_mask", "ln_hh_weight", "ln_c_weight", "w_ch")
-
-
-def _c(t):
-    return t.detach().contiguous() if t is not None else None
 
 
 class _CompiledRecurrence(Function):

@@ -46,6 +46,11 @@ def _without_autocast(backward):
     return run
 
 
+def detached(t):
+    """``t`` as a kernel reads it: no autograd history, contiguous; None stays None."""
+    return t.detach().contiguous() if t is not None else None
+
+
 class Function(torch.autograd.Function):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

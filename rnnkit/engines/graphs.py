@@ -3,8 +3,8 @@ the Python fused engine's (which runs what no kernel of rnnkit's knows: a user's
 the Cho GRU).
 
 A loop of T steps launches 2T-3T kernels (the Python fused engine about 20T); from
-Python each launch costs more than a small kernel runs. Captured once in a CUDA graph per configuration and shape, the whole
-loop replays as one launch. :class:`Graphs` keeps the captured loops, keyed by what
+Python each launch costs more than a small kernel runs. Captured once in a CUDA graph
+per configuration and shape, the whole loop replays as one launch. :class:`Graphs` keeps the captured loops, keyed by what
 the caller says the loop depends on (the cell's key, its flags) and every input's
 shape, strides, dtype and device, least recently used first out when it holds
 :data:`MAX_GRAPHS`.
@@ -16,8 +16,8 @@ the graph's own input buffers, replays, and returns clones of the outputs: a sec
 forward before a backward never overwrites what the first one saved. Before capture the
 loop runs once on a side stream (Triton compiles its kernels there; capture must not
 see a first launch). While another capture is running, under a tracer or a torch.func
-transform, the loop runs as it is, without a graph; a capture that fails makes the loop run without one after a
-single warning.
+transform, the loop runs as it is, without a graph; a capture that fails makes the
+loop run without one after a single warning.
 
 The bookkeeping is tested on the CPU with :class:`Rerun`, a stand-in whose "graph" runs
 the loop again on the same buffers; the real one, :class:`CudaGraphs`, on a GPU.

@@ -521,6 +521,23 @@ def _weights(W, k, H, cols, TRANSPOSED: tl.constexpr):
 
 
 @triton.jit
+def _batch_tile(B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """This program's batch rows (int64), the units, and the mask of real ones."""
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    cols = tl.arange(0, BLOCK_H)
+    return rows, cols, (rows < B)[:, None] & (cols < H)[None, :]
+
+
+@triton.jit
+def _peephole_rows(WCH, H, cols, PEEP: tl.constexpr):
+    """The peephole weights as (1, units) rows, for every batch row (0.0 without PEEP)."""
+    w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
+    if PEEP:
+        w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
+    return w_ci, w_cf, w_co
+
+
+@triton.jit
 def _gate_weights(W, H, cols, FAMILY: tl.constexpr, TRANSPOSED: tl.constexpr):
     """The gate blocks of W_hh as tiles (see _weights); 0.0 for blocks a family lacks."""
     w0 = _weights(W, 0, H, cols, TRANSPOSED)
@@ -549,16 +566,12 @@ def persistent_forward(GX, H0, C0, W, BHH, KH, KC, MASK, WCH,
     """FAMILY 0: RNN (saves a in S1); 1: LSTM (i, f, g, o in S1 (T, B, 4H), tanh(c) in
     S2, c_t in S3 with peepholes); 2: GRU, torch's form (r, z in S1 (T, B, 2H), n in S2,
     gh_n in S3)."""
-    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    cols = tl.arange(0, BLOCK_H)
-    m = (rows < B)[:, None] & (cols < H)[None, :]
+    rows, cols, m = _batch_tile(B, H, BLOCK_B, BLOCK_H)
     NG = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3  # gate blocks
     G = NG * H
     w0, w1, w2, w3 = _gate_weights(W, H, cols, FAMILY, True)
     if FAMILY == 1:
-        w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
-        if PEEP:  # per unit: one row, for every batch row
-            w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
+        w_ci, w_cf, w_co = _peephole_rows(WCH, H, cols, PEEP)
         c = _tile(C0, rows, cols, H, 0, m)
     if FAMILY == 2:
         b_r, b_z, b_n = 0.0, 0.0, 0.0
@@ -635,16 +648,12 @@ def persistent_backward(DHS, DCS, H_PREV, C_PREV, W, KH, KC, MASK, WCH, S1, S2, 
     the GRU's gradient of gh into DGH), the gradient reaching h_t through the cell (DH),
     and dh_{t-1} = dP_t W_hh (masked) plus what passes the cell; dh_0, dc_0 at the end.
     H_PREV / C_PREV: the states entering each step (T, B, H)."""
-    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    cols = tl.arange(0, BLOCK_H)
-    m = (rows < B)[:, None] & (cols < H)[None, :]
+    rows, cols, m = _batch_tile(B, H, BLOCK_B, BLOCK_H)
     NG = 1 if FAMILY == 0 else 4 if FAMILY == 1 else 3  # gate blocks
     G = NG * H
     w0, w1, w2, w3 = _gate_weights(W, H, cols, FAMILY, False)
     if FAMILY == 1:
-        w_ci, w_cf, w_co = _peepholes(WCH, H, cols, cols < H, PEEP)
-        if PEEP:  # per unit: one row, for every batch row
-            w_ci, w_cf, w_co = w_ci[None, :], w_cf[None, :], w_co[None, :]
+        w_ci, w_cf, w_co = _peephole_rows(WCH, H, cols, PEEP)
         dc_next = tl.zeros((BLOCK_B, BLOCK_H), dtype=DG.dtype.element_ty)
     if MASKED:
         mask = _tile(MASK, rows, cols, H, 0, m)
@@ -694,8 +703,8 @@ def persistent_backward(DHS, DCS, H_PREV, C_PREV, W, KH, KC, MASK, WCH, S1, S2, 
         else:
             dp_r, dp_z, dp_n, dgh_n, dh_direct = _gru_cell_grad(
                 dh, _tile(S1 + 2 * step, rows, cols, 2 * H, 0, m),
-                _tile(S1 + 2 * step, rows, cols, 2 * H, H, m), _tile(S2 + step, rows, cols, H, 0, m),
-                _tile(S3 + step, rows, cols, H, 0, m), _tile(H_PREV + step, rows, cols, H, 0, m))
+                _tile(S1 + 2 * step, rows, cols, 2 * H, H, m),
+                _tile(S2 + step, rows, cols, H, 0, m), _tile(S3 + step, rows, cols, H, 0, m), _tile(H_PREV + step, rows, cols, H, 0, m))
             _put(dg, rows, cols, G, 0, m, dp_r)
             _put(dg, rows, cols, G, H, m, dp_z)
             _put(dg, rows, cols, G, 2 * H, m, dp_n)

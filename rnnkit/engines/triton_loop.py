@@ -38,7 +38,7 @@ from rnnkit._tracing import is_tracing
 from rnnkit.cells import Cell, GRUStep, LSTMStep, Recurrent, RNNStep
 from rnnkit.cells.base import EPS
 from rnnkit.engines import fused, graphs, reference
-from rnnkit.engines.function import Function
+from rnnkit.engines.function import Function, detached as _c
 
 #: the cell keys the kernels compute exactly (class and options); anything else,
 #: a subclass included, is refused
@@ -46,6 +46,9 @@ KEYS = frozenset(
     [RNNStep(a, layer_norm=ln).key for a in ("tanh", "relu", "sigmoid") for ln in (False, True)]
     + [LSTMStep(layer_norm=ln, peephole=p).key for ln in (False, True) for p in (False, True)]
     + [GRUStep(True, layer_norm=ln).key for ln in (False, True)])
+
+#: the dtypes the kernels compute
+DTYPES = (torch.float32, torch.float64)
 
 #: the most units one program holds without a layer norm (with one, a program holds a
 #: whole row); the tests make it small, so that several tiles and a partial one run
@@ -121,7 +124,7 @@ def supports(cell: Cell, rec: Recurrent, gx) -> bool:
     if not supports_cell(cell) or not available():
         return False
     if not (isinstance(gx, torch.Tensor) and gx.device.type == device_type()
-            and gx.dtype in (torch.float32, torch.float64) and gx.dim() == 3
+            and gx.dtype in DTYPES and gx.dim() == 3
             and gx.shape[0] > 0 and gx.shape[1] > 0):
         return False
     if not cell.reads_exactly(rec):  # (no defaults for a missing variant parameter)
@@ -133,7 +136,7 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
     """Same contract as :func:`rnnkit.engines.reference.run`, for configurations where
     :func:`supports` is True; raises ValueError for others. A first launch that fails to
     compile falls back to the Python fused engine, with one warning."""
-    global _failed
+    global _failed, _kernels, _warned
     if not supports(cell, rec, gx):
         raise ValueError(f"the triton engine cannot run {cell!r} on "
                          f"{getattr(gx, 'dtype', type(gx))} {getattr(gx, 'device', '')} "
@@ -144,7 +147,6 @@ def run(cell: Cell, gx, h0, c0, rec: Recurrent, carry_h=None, carry_c=None):
         out = _TritonRecurrence.apply(cell, fused.needs_grad(gx, h0, c0, *rec), carry_h,
                                       carry_c, gx, h0, c0, *rec)
     except _CompileError as e:
-        global _kernels, _warned
         _failed, _kernels, _warned = str(e), None, True
         warnings.warn(f"rnnkit: the triton engine's kernels failed to compile here "
                       f"({_failed[:300]}); using the Python fused engine instead",
@@ -209,10 +211,6 @@ class _Plan:
         self.warps = 8 if self.block_h <= 32 else 16  # see PERSISTENT_MAX_H
 
 
-def _c(t):
-    return t.detach().contiguous() if t is not None else None
-
-
 def _ctx(t):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
@@ -230,8 +228,8 @@ class _TritonRecurrence(Function):
             return _forward(cell, keep, carry_h, carry_c, gx, h0, c0, Recurrent(*rec))
 
         with _ctx(gx):
-            return graphs.LOOPS.run(("forward", cell.key, keep, n),
-                              loop, tuple(_c(t) for t in (gx, h0, c0, carry_h, carry_c, *rec)))
+            return graphs.LOOPS.run(("forward", cell.key, keep, n), loop,
+                                    tuple(_c(t) for t in (gx, h0, c0, carry_h, carry_c, *rec)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -275,21 +273,20 @@ def _forward(cell, keep, carry_h, carry_c, gx, h0, c0, rec: Recurrent):
     steps = T if keep else 1  # what only backward reads: one scratch step in inference
     Hs = new(T, B, p.H_out)
     Cs = new(T, B, H) if p.family is LSTMStep else None
+    dummy = gx  # for pointers a configuration does not read
+    if p.persistent:
+        return _persistent_forward(k, p, cell, keep, gx, h0, c0, rec, Hs, Cs, dummy)
     P = new(B, G)  # the GEMM's result, every step
     GHRAW = new(steps, B, G) if p.ln else None
     HIN = new(B, p.H_out) if p.masked else None
     stats = [new(steps, B, 1) for _ in range(2 if p.ln else 0)]
-    dummy = gx  # for pointers a configuration does not read
     w_t = rec.w_hh.t()
 
-    def at(buf, t):
-        return dummy if buf is None else buf[t if keep else 0] if buf.dim() == 3 else buf
+    def at(buf, t):  # step t of a buffer only backward reads (one scratch step without)
+        return _step(buf, t if keep else 0, dummy)
 
     def h_prev(t):
         return h0 if t == 0 else Hs[t - 1]
-
-    if p.persistent:
-        return _persistent_forward(k, p, cell, keep, gx, h0, c0, rec, Hs, Cs, dummy)
 
     def h_in(t):
         return h_prev(t) if not p.masked else (h0 * rec.h_mask if t == 0 else HIN)
@@ -301,7 +298,7 @@ def _forward(cell, keep, carry_h, carry_c, gx, h0, c0, rec: Recurrent):
                 torch.mm(h_in(t), w_t, out=at(GHRAW, t))
             else:
                 torch.addmm(gx[t], h_in(t), w_t, out=P)
-            _launch(k.rnn_forward, p.grid, P, gx[t], at(GHRAW, t), h_prev(t), _k(p.Kh, t, dummy),
+            _launch(k.rnn_forward, p.grid, P, gx[t], at(GHRAW, t), h_prev(t), _step(p.Kh, t, dummy),
                     rec.h_mask if p.masked else dummy, _or(rec.ln_hh_weight, dummy),
                     _or(rec.ln_hh_bias, dummy), Hs[t], _or(HIN, dummy), at(A, t),
                     *(at(s, t) for s in stats or (None, None)), H, p.kh_sb, p.kh_sh, EPS,
@@ -318,7 +315,7 @@ def _forward(cell, keep, carry_h, carry_c, gx, h0, c0, rec: Recurrent):
                 torch.addmm(rec.b_hh, h_in(t), w_t, out=P)
             else:
                 torch.mm(h_in(t), w_t, out=P)
-            _launch(k.gru_forward, p.grid, P, gx[t], at(GHRAW, t), h_prev(t), _k(p.Kh, t, dummy),
+            _launch(k.gru_forward, p.grid, P, gx[t], at(GHRAW, t), h_prev(t), _step(p.Kh, t, dummy),
                     rec.h_mask if p.masked else dummy, _or(rec.ln_hh_weight, dummy),
                     _or(rec.ln_hh_bias, dummy), _or(rec.b_hh, dummy), Hs[t], _or(HIN, dummy),
                     at(RZ, t), at(N, t), at(GHN, t),
@@ -339,7 +336,7 @@ def _forward(cell, keep, carry_h, carry_c, gx, h0, c0, rec: Recurrent):
         else:
             torch.addmm(gx[t], h_in(t), w_t, out=P)
         _launch(k.lstm_forward, p.grid, P, gx[t], at(GHRAW, t), h_prev(t), c_prev,
-                _k(p.Kh, t, dummy), _k(p.Kc, t, dummy), rec.h_mask if p.masked else dummy,
+                _step(p.Kh, t, dummy), _step(p.Kc, t, dummy), rec.h_mask if p.masked else dummy,
                 _or(rec.w_ch, dummy), _or(rec.ln_hh_weight, dummy), _or(rec.ln_hh_bias, dummy),
                 _or(rec.ln_c_weight, dummy), _or(rec.ln_c_bias, dummy), Hs[t], Cs[t],
                 _or(HIN, dummy), _or(U, dummy), at(IFGO, t), at(TC, t), at(COWN, t),
@@ -363,8 +360,9 @@ def _or(t, dummy):
     return dummy if t is None else t
 
 
-def _k(K, t, dummy):
-    return dummy if K is None else K[t]
+def _step(buf, t, dummy):
+    """Step t of a (T, ...) buffer, or ``dummy`` for a pointer the kernel does not read."""
+    return dummy if buf is None else buf[t]
 
 
 def _persistent_forward(k, p, cell, keep, gx, h0, c0, rec, Hs, Cs, dummy):
@@ -435,10 +433,6 @@ def _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec: Recurrent
     DC = Hs.new_zeros(B, H) if Cs is not None else None
     DU = new(B, H) if p.proj else None
     mask = rec.h_mask if p.masked else dummy
-
-    def h_prev(t):
-        return h0 if t == 0 else Hs[t - 1]
-
     H_prev = torch.cat([h0.unsqueeze(0), Hs[:-1]])
     C_prev = torch.cat([c0.unsqueeze(0), Cs[:-1]]) if Cs is not None else None
     if p.persistent:
@@ -456,23 +450,27 @@ def _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec: Recurrent
         return _weight_grads(cell, p, need, kept, rec, dG, dGH, dGRAW, dH, H_prev, C_prev, H,
                              dh0, DC)
 
+    if p.family is RNNStep:
+        A, GHRAW, *stats = kept
+    elif p.family is GRUStep:
+        RZ, N, GHN, GHRAW, *stats = kept
+    else:
+        IFGO, TC, COWN, GHRAW, *stats = kept
+    stats_h, stats_c = (stats[:2], stats[2:]) if stats else ((None,) * 2, (None,) * 2)
     for t in range(T - 1, -1, -1):
         if p.family is RNNStep:
-            A, GHRAW, *stats = kept
-            _launch(k.rnn_backward, p.grid, dHs[t], SKIP, DHREC, mask, _k(p.Kh, t, dummy),
-                    A[t], _at(GHRAW, t, dummy), *(_at(s, t, dummy) for s in stats or (None,) * 2),
+            _launch(k.rnn_backward, p.grid, dHs[t], SKIP, DHREC, mask, _step(p.Kh, t, dummy),
+                    A[t], _step(GHRAW, t, dummy), *(_step(s, t, dummy) for s in stats_h),
                     _or(rec.ln_hh_weight, dummy), dG[t], dGRAW[t], dH[t], H, p.kh_sb, p.kh_sh,
                     ACT=k.ACTIVATIONS[cell.nonlinearity], LN=p.ln, CARRY=p.Kh is not None,
                     MASKED=p.masked, BLOCK=p.block)
         elif p.family is GRUStep:
-            RZ, N, GHN, GHRAW, *stats = kept
-            _launch(k.gru_backward, p.grid, dHs[t], SKIP, DHREC, mask, _k(p.Kh, t, dummy),
-                    h_prev(t), RZ[t], N[t], GHN[t], _at(GHRAW, t, dummy),
-                    *(_at(s, t, dummy) for s in stats or (None,) * 2),
+            _launch(k.gru_backward, p.grid, dHs[t], SKIP, DHREC, mask, _step(p.Kh, t, dummy),
+                    H_prev[t], RZ[t], N[t], GHN[t], _step(GHRAW, t, dummy),
+                    *(_step(s, t, dummy) for s in stats_h),
                     _or(rec.ln_hh_weight, dummy), dG[t], dGH[t], dGRAW[t], dH[t], H, p.kh_sb,
                     p.kh_sh, LN=p.ln, CARRY=p.Kh is not None, MASKED=p.masked, BLOCK=p.block)
         else:
-            IFGO, TC, COWN, GHRAW, *stats = kept
             if p.proj:  # dh, its carry and mask in torch, then du = W_hrᵀ dh
                 dh = dHs[t] + SKIP + (DHREC * rec.h_mask if p.masked else DHREC)
                 if p.Kh is not None:
@@ -480,13 +478,12 @@ def _backward(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, kept, rec: Recurrent
                     dh = dh * (1 - p.Kh[t])
                 dH[t] = dh
                 torch.mm(dh, rec.w_hr, out=DU)
-            stats_h, stats_c = (stats[:2], stats[2:]) if stats else ((None,) * 2, (None,) * 2)
             _launch(k.lstm_backward, p.grid, dHs[t], dCs[t], SKIP, DC, DHREC, mask,
-                    _k(p.Kh, t, dummy), _k(p.Kc, t, dummy), _or(DU, dummy),
-                    c0 if t == 0 else Cs[t - 1], IFGO[t], TC[t], _at(COWN, t, dummy),
-                    *(_at(s, t, dummy) for s in stats_c), _or(rec.ln_c_weight, dummy),
-                    _or(rec.w_ch, dummy), _at(GHRAW, t, dummy),
-                    *(_at(s, t, dummy) for s in stats_h), _or(rec.ln_hh_weight, dummy),
+                    _step(p.Kh, t, dummy), _step(p.Kc, t, dummy), _or(DU, dummy),
+                    C_prev[t], IFGO[t], TC[t], _step(COWN, t, dummy),
+                    *(_step(s, t, dummy) for s in stats_c), _or(rec.ln_c_weight, dummy),
+                    _or(rec.w_ch, dummy), _step(GHRAW, t, dummy),
+                    *(_step(s, t, dummy) for s in stats_h), _or(rec.ln_hh_weight, dummy),
                     dG[t], dGRAW[t], dH[t], H, p.kh_sb, p.kh_sh, p.kc_sb, p.kc_sh,
                     LN=p.ln, PEEP=p.peephole, CARRY_H=p.Kh is not None,
                     CARRY_C=p.Kc is not None, MASKED=p.masked, PROJ=p.proj, BLOCK=p.block)
@@ -507,8 +504,4 @@ def _weight_grads(cell, p, need, kept, rec, dG, dGH, dGRAW, dH, H_prev, C_prev, 
         grads = cell.hidden_param_grads(dG, dGH, dGRAW, H_in, C_prev, dH, saved, factors, rec)
     rec_grads = [grads.get(name) if n else None for name, n in zip(Recurrent._fields, need[3:])]
     return (dG, dh0, DC, *rec_grads)
-
-
-def _at(buf, t, dummy):
-    return dummy if buf is None else buf[t]
 
