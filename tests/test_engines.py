@@ -114,3 +114,23 @@ def test_dropout_between_layers_same_on_both_engines(kind):
     a, _ = m(x, backend="fused")
     b, _ = m(x, backend="fused")
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # no dropout in evaluation
+
+
+@pytest.mark.parametrize("fused", ["fused", "fused-python"])
+@pytest.mark.parametrize("reads", ["c_n", "h_n"])
+def test_fused_backward_when_the_loss_reads_only_some_outputs(fused, reads):
+    """A loss of c_n alone sends the last layer's loop no gradient for its h_t, one of
+    h_n none for the cell states (autograd passes None, not zeros): the gradients are
+    the reference engine's."""
+    m = make("lstm", num_layers=2)
+    x = torch.randn(T, B, m.input_size, requires_grad=True)
+
+    def grads(backend):
+        m.zero_grad()
+        x.grad = None
+        out, (h_n, c_n) = m(x, backend=backend)
+        (c_n if reads == "c_n" else h_n).pow(2).sum().backward()
+        return [x.grad] + [p.grad for p in m.parameters()]
+
+    for a, b in zip(grads(fused), grads("reference")):
+        torch.testing.assert_close(a, b)

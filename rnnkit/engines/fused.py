@@ -76,10 +76,11 @@ def needs_grad(*tensors) -> bool:
 
 def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
     """Run the recurrence; with ``keep`` also return what the backward pass needs."""
-    hs, cs, saved = [], [], []
+    hs, cs, gxs, saved = [], [], [], []
     h, c = h0, c0
     for t in range(gx.shape[0]):
-        h_new, c_new, s = cell.step(gx[t], h, c, rec)
+        gxs.append(gx[t])
+        h_new, c_new, s = cell.step(gxs[-1], h, c, rec)
         h = h_new if carry_h is None else torch.lerp(h_new, h, carry_h[t])
         c = c_new if carry_c is None else torch.lerp(c_new, c, carry_c[t])
         hs.append(h)
@@ -89,10 +90,15 @@ def _forward_loop(cell, carry_h, carry_c, gx, h0, c0, rec, keep):
     Hs = torch.stack(hs)  # (T, B, H_out)
     Cs = torch.stack(cs) if cell.has_cell_state else None  # (T, B, H)
     # one stack per saved item: (T, B, ·) tensors for the whole-sequence work of backward;
-    # an item that is h_t itself (the RNN's, where no carry came between) is Hs already
-    saved = tuple(Hs if all(s is h for s, h in zip(item, hs)) else torch.stack(item)
-                  for item in zip(*saved)) if keep else ()
-    return Hs, Cs, saved
+    # an item that is h_t itself (the RNN's, where no carry came between) is Hs already,
+    # one that is the step's own gx_t (a user's cell keeps it) is gx: no copy of either
+    def stacked(item):
+        if all(s is h for s, h in zip(item, hs)):
+            return Hs
+        if all(s is g for s, g in zip(item, gxs)):
+            return gx
+        return torch.stack(item)
+    return Hs, Cs, tuple(stacked(item) for item in zip(*saved)) if keep else ()
 
 
 class _FusedRecurrence(Function):
@@ -106,8 +112,10 @@ class _FusedRecurrence(Function):
         def loop(carry_h, carry_c, gx, h0, c0, *rec):
             Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, Recurrent(*rec),
                                           keep)
-            # an item that is Hs itself goes back as None (no second output of one tensor)
-            return (Hs, Cs, *(None if item is Hs else item for item in saved))
+            # an item that is Hs itself goes back as None, one that is gx as an empty
+            # tensor: the backward has both already (no output that is another tensor)
+            return (Hs, Cs, *(None if item is Hs else gx.new_empty(0) if item is gx else item
+                              for item in saved))
 
         return graphs.LOOPS.run(("fused-forward", cell.key, keep, len(rec)), loop,
                                 (carry_h, carry_c, gx, h0, c0, *rec))
@@ -117,6 +125,9 @@ class _FusedRecurrence(Function):
         cell, keep, carry_h, carry_c, gx, h0, c0, *rec = inputs
         Hs, Cs, *saved = output
         ctx.mark_non_differentiable(*(item for item in saved if item is not None))
+        # the saved items' gradients are never used, and a gradient of Hs or Cs that
+        # nothing sent is None rather than a (T, B, ·) tensor of zeros filled for it
+        ctx.set_materialize_grads(False)
         if keep:
             ctx.cell = cell
             # gx is kept for a backward that must itself be differentiable (no copy)
@@ -127,7 +138,8 @@ class _FusedRecurrence(Function):
         cell = ctx.cell
         carry_h, carry_c, h0, c0, Hs, Cs, gx, *rest = ctx.saved_tensors
         rec = Recurrent(*rest[:len(Recurrent._fields)])
-        saved = tuple(Hs if item is None else item for item in rest[len(Recurrent._fields):])
+        saved = tuple(Hs if item is None else gx if item.numel() == 0 else item
+                      for item in rest[len(Recurrent._fields):])
         need = ctx.needs_input_grad[4:]  # gx, h0, c0 and the fields of rec
         if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too
             return (None, None, None, None, *reference.differentiable_backward(
@@ -165,8 +177,9 @@ def _backward_loop(cell, need, carry_h, carry_c, h0, c0, Hs, Cs, rec: Recurrent,
     dh_next = torch.zeros_like(h0)  # from step t+1 into h_t
     dc_next = torch.zeros_like(c0) if c0 is not None else None
     for t in range(T - 1, -1, -1):
-        dh = dHs[t] + dh_next  # from the outputs / states at t, and from step t+1
-        dc = dCs[t] + dc_next if Cs is not None else None
+        # from the outputs / states at t (None: nothing reached them), and from step t+1
+        dh = dh_next if dHs is None else dHs[t] + dh_next
+        dc = None if Cs is None else dc_next if dCs is None else dCs[t] + dc_next
         if keep_h is not None:
             dh_skip, dh = dh * carry_h[t], mul_into(dH[t], dh, keep_h[t])
         else:
