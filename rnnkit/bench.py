@@ -68,6 +68,47 @@ class HandWrittenCIFG(CIFG):
         return dP, dP, dc * (1 - i)
 
 
+class CIFGStep(rnnkit.cells.Cell):
+    """CIFG written to the built-in cells' own contract (:class:`rnnkit.cells.Cell`), as
+    rnnkit's LSTM is: the step keeps its activations, the derivative's factors are
+    computed for every step at once, and each backward step is a few in-place products."""
+
+    num_gates = 3  # i, g, o
+    has_cell_state = True
+    input_block = 0  # the state kept is 1 - i: forget_bias and chrono set b_i
+    gate_names, candidate_names = ("i", "o"), ("g",)
+    options = ()
+
+    def step(self, gx, h_prev, c_prev, rec):
+        P, _ = self.summed_preactivation(gx, h_prev, rec)  # gx + W_hh h_in: (B, 3H)
+        H = c_prev.shape[1]
+        i, o = torch.sigmoid(P[:, :H]), torch.sigmoid(P[:, 2 * H:])
+        g = torch.tanh(P[:, H:2 * H])
+        c = torch.addcmul(c_prev, i, g - c_prev)  # (1 - i) c_prev + i g
+        tc = torch.tanh(c)
+        return o * tc, c, (i, g, o, tc)
+
+    def activations(self, saved, h_prev=None, c_prev=None):
+        return dict(zip("igo", saved[:3]))
+
+    def backward_factors(self, saved, H_prev, C_prev, rec):
+        i, g, o, tc = saved  # each (T, B, H)
+        return {"dc_to_ig": torch.stack([(g - C_prev) * i * (1 - i), i * (1 - g * g)], 2),
+                "du_to_o": tc * o * (1 - o), "du_to_c": o * (1 - tc * tc),
+                "dc_to_cprev": 1 - i}
+
+    def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):
+        B, H = dc.shape
+        dc = torch.addcmul(dc, dh, factors["du_to_c"])  # into c_t: directly and via h_t
+        rnnkit.cells.mul_into(dgx[:, :2 * H].view(B, 2, H), dc.unsqueeze(1),
+                              factors["dc_to_ig"])
+        rnnkit.cells.mul_into(dgx[:, 2 * H:], dh, factors["du_to_o"])
+        return self.recurrent_backward(dgh, factors, rec, dgh_raw), dc * factors["dc_to_cprev"]
+
+    def __repr__(self):
+        return "CIFGStep()"
+
+
 #: the cells the benchmark knows: (rnnkit layer maker, options, torch.nn class to compare
 #: with); a user's cell (cifg) is compared with the torch.nn layer of its shape
 CELLS: dict[str, tuple[Callable, dict, type]] = {
@@ -81,6 +122,8 @@ CELLS: dict[str, tuple[Callable, dict, type]] = {
     "cifg": (functools.partial(rnnkit.Recurrent, CIFG()), {}, torch.nn.LSTM),
     "cifg-hand-written": (functools.partial(rnnkit.Recurrent, HandWrittenCIFG()), {},
                           torch.nn.LSTM),
+    "cifg-built-in-contract": (functools.partial(rnnkit.Recurrent, CIFGStep()), {},
+                               torch.nn.LSTM),
 }
 STREAM_CELLS = {
     "rnn": (rnnkit.RNNCell, torch.nn.RNNCell),

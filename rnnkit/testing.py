@@ -2,7 +2,9 @@
 
     rnnkit.testing.check_cell(CIFG(), input_size=5, hidden_size=4)
 
-runs, on small layers of the cell (float64, two layers, both directions):
+runs, on small layers of the cell (float64, two layers, both directions, every
+parameter drawn from U(-0.5, 0.5), so that none sits at a value such as zero that would
+hide a wrong term of a derivative):
 
 - a hand-written ``step_backward``, where the cell has one, against autograd's
   derivative of ``step`` at random inputs;
@@ -27,6 +29,7 @@ import copy
 import torch
 from torch.func import functional_call
 
+from rnnkit.cells import Cell as EngineCell
 from rnnkit.cells.custom import UserStep, check_user_cell
 from rnnkit.engines import BACKENDS, choose, compiled
 from rnnkit.layers import Recurrent
@@ -45,14 +48,20 @@ def _difference(a: list, b: list) -> float:
 
 def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0,
                tol: float = 1e-9) -> list[str]:
-    """Run the checks of the module docstring on ``cell`` (an :class:`rnnkit.Cell`);
-    returns the names of the checks, or raises AssertionError naming each that failed."""
-    check_user_cell(cell)
+    """Run the checks of the module docstring on ``cell`` (an :class:`rnnkit.Cell`, or a
+    cell of the built-in cells' contract, :class:`rnnkit.cells.Cell`); returns the names
+    of the checks, or raises AssertionError naming each that failed."""
+    simple = not isinstance(cell, EngineCell)  # the step from (gx, gh, c)
+    if simple:
+        check_user_cell(cell)
     torch.manual_seed(seed)
     I, H, T, B = input_size, hidden_size, 5, 3
     f64 = torch.float64
     layer = Recurrent(copy.deepcopy(cell), I, H, num_layers=2, bidirectional=True,
                       dtype=f64)
+    with torch.no_grad():  # no parameter at a special value (a zero hides a term)
+        for p in layer.parameters():
+            p.uniform_(-0.5, 0.5)
     x = torch.randn(T, B, I, dtype=f64)
     failures, passed = [], []
 
@@ -174,7 +183,10 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         d = _difference(_flat(fresh(x)), _flat(layer(x)))
         return f"the reloaded layer differs by {d:.3g}" if d > tol else None
 
-    checks = [("step_backward", step_backward)] if callable(
+    # a simple cell's hand-written derivative is checked on its own first; that of the
+    # engines' contract (factors, a step into buffers, weight gradients) through the
+    # layer, by gradcheck and against the reference engine
+    checks = [("step_backward", step_backward)] if simple and callable(
         getattr(cell, "step_backward", None)) else []
     for name, run in (*checks, ("gradcheck", gradcheck), ("engines", engines), ("padding", padding),
                       ("stepping", stepping), ("unbatched", unbatched),

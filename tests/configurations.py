@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 import rnnkit
+from rnnkit.bench import CIFGStep
 from test_custom_cell import HandWrittenCIFG
 
 
@@ -31,6 +32,10 @@ class Configuration(NamedTuple):
 
 def _user(input_size, hidden_size, **kwargs):
     return rnnkit.Recurrent(HandWrittenCIFG(), input_size, hidden_size, **kwargs)
+
+
+def _user_of_the_built_in_contract(input_size, hidden_size, **kwargs):
+    return rnnkit.Recurrent(CIFGStep(), input_size, hidden_size, **kwargs)
 
 
 CONFIGURATIONS: dict[str, Configuration] = {
@@ -54,6 +59,7 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "mingru": Configuration(rnnkit.MinGRU, {}),
     "minlstm": Configuration(rnnkit.MinLSTM, {}),
     "user-cell": Configuration(_user, {}),
+    "user-cell-built-in-contract": Configuration(_user_of_the_built_in_contract, {}),
 }
 
 #: the configurations whose layers pick engines (the min layers run the scan instead)

@@ -135,8 +135,8 @@ def test_chrono_distribution(family, make):
 
 
 @pytest.mark.parametrize("make, error, pattern", [
-    (lambda: rnnkit.RNN(3, 4, init="chrono"), ValueError, r"init='chrono'.*RNN has no gates"),
-    (lambda: rnnkit.RNNCell(3, 4, init="chrono"), ValueError, r"init='chrono'.*RNN has no gates"),
+    (lambda: rnnkit.RNN(3, 4, init="chrono"), ValueError, r"init='chrono'.*RNNStep.* has no gates"),
+    (lambda: rnnkit.RNNCell(3, 4, init="chrono"), ValueError, r"init='chrono'.*RNNStep.* has no gates"),
     (lambda: rnnkit.LSTM(3, 4, init="chrono"), TypeError, r"needs t_max.*> 2, got None"),
     (lambda: rnnkit.GRUCell(3, 4, init="chrono"), TypeError, r"needs t_max.*> 2, got None"),
     (lambda: rnnkit.GRU(3, 4, init="chrono", t_max=True), TypeError, r"t_max.*got True"),

@@ -15,6 +15,9 @@ Each family gives:
   steps in ``backward_factors``, so the backward loop does only a few operations a step.
 - ``hidden_param_grads``: the gradients of the recurrent parameters, computed once over
   all steps after the backward loop (one GEMM instead of one per step).
+- ``extra_parameters``: the parameters it adds to torch.nn's four, with their sizes,
+  initialisation and the field of :class:`Recurrent` that hands each to the step;
+  ``torch_mode``: the torch.nn layer whose parameters are its own, if any.
 
 Options shared by the families: ``layer_norm`` (Ba, Kiros & Hinton 2016) normalises the
 input projection and the recurrent projection separately, each with its own gain and
@@ -55,6 +58,19 @@ class Recurrent(NamedTuple):
     ln_c_weight: Tensor | None = None
     ln_c_bias: Tensor | None = None
     w_ch: Tensor | None = None
+
+
+class Parameter(NamedTuple):
+    """A parameter a cell adds to torch.nn's four (see :meth:`Cell.extra_parameters`):
+    its size (a vector), how it starts, and where the step finds it."""
+
+    #: elements
+    size: int
+    #: "ones", "zeros", or "uniform" (torch.nn's uniform(±1/√H), as the weights)
+    init: str
+    #: the field of :class:`Recurrent` that hands it to the step, or "ln_ih_weight" /
+    #: "ln_ih_bias" for the layer norm of the input projection
+    field: str
 
 
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor):
@@ -117,6 +133,10 @@ class Cell:
     #: candidate values (tanh); their names are the diagnostics' (torch.nn's order)
     gate_names: tuple[str, ...] = ()
     candidate_names: tuple[str, ...] = ()
+    #: the mode of torch.nn's RNNBase whose parameters (names, shapes, order,
+    #: initialisation) are this cell's ("LSTM", "GRU", "RNN_TANH", "RNN_RELU"), or None
+    #: for a cell torch.nn has no layer of: its layer makes num_gates blocks itself
+    torch_mode: str | None = None
     #: the constructor options that change the math: with the class they make the key
     options: tuple[str, ...] = ("layer_norm",)
 
@@ -149,6 +169,20 @@ class Cell:
     #: the fields of Recurrent a step may go without (the rest of recurrent_fields()
     #: must all be given)
     OPTIONAL_FIELDS = frozenset({"b_hh", "w_hr", "h_mask"})
+
+    def extra_parameters(self, H: int) -> dict[str, Parameter]:
+        """The parameters of one layer and direction beyond torch.nn's four (W_ih, W_hh,
+        b_ih, b_hh, each of ``num_gates`` blocks of ``H`` rows), by name, in the order
+        the layers register them (with torch.nn's suffix, ``_l0``, ``_l1_reverse``...):
+        with ``layer_norm`` the gains (ones) and biases (zeros) of the two projections'
+        layer norms."""
+        if not self.layer_norm:
+            return {}
+        G = self.num_gates * H
+        return {"layer_norm_ih_weight": Parameter(G, "ones", "ln_ih_weight"),
+                "layer_norm_ih_bias": Parameter(G, "zeros", "ln_ih_bias"),
+                "layer_norm_hh_weight": Parameter(G, "ones", "ln_hh_weight"),
+                "layer_norm_hh_bias": Parameter(G, "zeros", "ln_hh_bias")}
 
     def recurrent_fields(self) -> set[str]:
         """The fields of :class:`Recurrent` this cell's step reads: W_hh and the
@@ -192,9 +226,12 @@ class Cell:
 
     def forget_bias_blocks(self, forget_bias: float) -> list[tuple[int, float]]:
         """(gate block, bias) pairs that make the share of the state kept per step
-        σ(forget_bias) at zero input: the keep gate's block (the LSTM's f), none for a
-        cell without gates."""
-        return [] if self.keep_block is None else [(self.keep_block, forget_bias)]
+        σ(forget_bias) at zero input: the keep gate's block (the LSTM's f), else minus
+        it on the input gate's where 1 - input keeps the state (a coupled gate), none
+        for a cell without gates."""
+        if self.keep_block is not None:
+            return [(self.keep_block, forget_bias)]
+        return [] if self.input_block is None else [(self.input_block, -forget_bias)]
 
     def activations(self, saved, h_prev=None, c_prev=None) -> dict[str, Tensor]:
         """The gate and candidate activations of a step (``gate_names`` and

@@ -67,6 +67,12 @@ class Cell:
 
     gates: tuple[str, ...] = ()
     has_cell_state: bool = False
+    #: optional, for ``forget_bias`` and ``init="chrono"``: the gate (one of ``gates``)
+    #: whose σ is the share of the state kept per step (the LSTM's "f"), and the one that
+    #: lets new input in ("i"); a cell whose keep is 1 - input (CIFG) names only the
+    #: input gate
+    keep_gate: str | None = None
+    input_gate: str | None = None
     #: optional, for the diagnostics (gate statistics, ``rnnkit explain``): the names
     #: of the gates (values in [0, 1]) and of the candidates among what ``activations``
     #: returns
@@ -102,13 +108,18 @@ def check_user_cell(cell) -> Cell:
     """``cell`` if it is a usable :class:`Cell`, else a TypeError or ValueError saying
     what is missing."""
     if not isinstance(cell, Cell):
-        raise TypeError(f"cell must be an instance of a subclass of rnnkit.Cell, got "
+        raise TypeError(f"cell must be an instance of a subclass of rnnkit.Cell (or of "
+                        f"rnnkit.cells.Cell, the built-in cells' contract), got "
                         f"{type(cell).__name__}")
     gates = getattr(cell, "gates", None)
     if not isinstance(gates, tuple) or not gates or not all(
             isinstance(g, str) and g for g in gates) or len(set(gates)) != len(gates):
         raise ValueError(f"{type(cell).__name__}.gates must be a non-empty tuple of distinct "
                          f"block names, e.g. ('i', 'g', 'o'), got {gates!r}")
+    for attr in ("keep_gate", "input_gate"):
+        if getattr(cell, attr) is not None and getattr(cell, attr) not in gates:
+            raise ValueError(f"{type(cell).__name__}.{attr} must be one of its gates {gates} "
+                             f"or None, got {getattr(cell, attr)!r}")
     if not isinstance(cell.has_cell_state, bool):
         raise TypeError(f"{type(cell).__name__}.has_cell_state must be a bool, got "
                         f"{cell.has_cell_state!r}")
@@ -139,6 +150,9 @@ class UserStep(_EngineCell):
         self.user = check_user_cell(user)
         self.num_gates = len(user.gates)
         self.has_cell_state = user.has_cell_state
+        self.keep_block, self.input_block = (
+            None if name is None else user.gates.index(name)
+            for name in (user.keep_gate, user.input_gate))
         self._wants_h = "h" in inspect.signature(user.step).parameters
         self._hand_written = callable(getattr(user, "step_backward", None))
         # what the diagnostics may ask of it (none without the user's activations)

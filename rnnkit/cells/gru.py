@@ -21,6 +21,7 @@ from rnnkit.cells.base import Cell, Recurrent, sigmoid_grad, tanh_grad
 
 class GRUStep(Cell):
     num_gates = 3
+    torch_mode = "GRU"
     has_cell_state = False
     keep_block = 1  # z: h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
     options = ("reset_after", "layer_norm")

@@ -21,12 +21,14 @@ from __future__ import annotations
 import torch
 
 from rnnkit._tracing import mul_into
-from rnnkit.cells.base import (Cell, Recurrent, _sum_steps, layer_norm, layer_norm_backward,
-                               layer_norm_param_grads, sigmoid_grad, tanh_grad)
+from rnnkit.cells.base import (Cell, Parameter, Recurrent, _sum_steps, layer_norm,
+                               layer_norm_backward, layer_norm_param_grads, sigmoid_grad,
+                               tanh_grad)
 
 
 class LSTMStep(Cell):
     num_gates = 4
+    torch_mode = "LSTM"
     has_cell_state = True
     keep_block, input_block = 1, 0  # f and i
     options = ("layer_norm", "peephole")
@@ -37,6 +39,15 @@ class LSTMStep(Cell):
         if not isinstance(peephole, bool):
             raise TypeError(f"peephole must be a bool, got {peephole!r}")
         self.peephole = peephole
+
+    def extra_parameters(self, H: int) -> dict[str, Parameter]:
+        extra = super().extra_parameters(H)
+        if self.layer_norm:  # of c_t, before its tanh
+            extra.update({"layer_norm_c_weight": Parameter(H, "ones", "ln_c_weight"),
+                          "layer_norm_c_bias": Parameter(H, "zeros", "ln_c_bias")})
+        if self.peephole:  # per-unit weights, blocks i, f, o
+            extra["weight_ch"] = Parameter(3 * H, "uniform", "w_ch")
+        return extra
 
     def recurrent_fields(self) -> set[str]:
         fields = super().recurrent_fields() | {"w_hr"}  # the projection, where there is one

@@ -24,6 +24,10 @@ class RNNStep(Cell):
     has_cell_state = False
     options = ("nonlinearity", "layer_norm")
 
+    @property
+    def torch_mode(self) -> str:
+        return "RNN_RELU" if self.nonlinearity == "relu" else "RNN_TANH"  # σ: tanh's shapes
+
     def __init__(self, nonlinearity: str = "tanh", *, layer_norm: bool = False):
         super().__init__(layer_norm=layer_norm)
         if nonlinearity not in NONLINEARITIES:

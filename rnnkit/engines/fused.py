@@ -112,9 +112,9 @@ class _FusedRecurrence(Function):
         def loop(carry_h, carry_c, gx, h0, c0, *rec):
             Hs, Cs, saved = _forward_loop(cell, carry_h, carry_c, gx, h0, c0, Recurrent(*rec),
                                           keep)
-            # an item that is Hs itself goes back as None, one that is gx as an empty
-            # tensor: the backward has both already (no output that is another tensor)
-            return (Hs, Cs, *(None if item is Hs else gx.new_empty(0) if item is gx else item
+            # an item that is Hs itself goes back as None, one that is gx as a 0-d
+            # tensor (every item stacks steps: none is 0-d), as the backward has both
+            return (Hs, Cs, *(None if item is Hs else gx.new_empty(()) if item is gx else item
                               for item in saved))
 
         return graphs.LOOPS.run(("fused-forward", cell.key, keep, len(rec)), loop,
@@ -138,7 +138,7 @@ class _FusedRecurrence(Function):
         cell = ctx.cell
         carry_h, carry_c, h0, c0, Hs, Cs, gx, *rest = ctx.saved_tensors
         rec = Recurrent(*rest[:len(Recurrent._fields)])
-        saved = tuple(Hs if item is None else gx if item.numel() == 0 else item
+        saved = tuple(Hs if item is None else gx if item.dim() == 0 else item
                       for item in rest[len(Recurrent._fields):])
         need = ctx.needs_input_grad[4:]  # gx, h0, c0 and the fields of rec
         if torch.is_grad_enabled():  # create_graph=True: the backward is differentiated too

@@ -17,31 +17,24 @@ INITS = ("default", "orthogonal", "identity", "chrono")
 
 
 class _Variants:
-    """The variant parameters of one cell (layer norm gains and biases, peepholes): their
-    registration, initialisation and lookup, shared by the layers and the cell modules."""
+    """The parameters a cell adds to torch.nn's (:meth:`rnnkit.cells.Cell.extra_parameters`:
+    layer norm gains and biases, peepholes, a user's own): their registration,
+    initialisation and lookup, shared by the layers and the cell modules."""
 
     @staticmethod
     def register(module: nn.Module, cell: cells.Cell, suffix: str, H: int, factory):
-        G = cell.num_gates
-        shapes = {}
-        if cell.layer_norm:
-            shapes.update({"layer_norm_ih_weight": G * H, "layer_norm_ih_bias": G * H,
-                           "layer_norm_hh_weight": G * H, "layer_norm_hh_bias": G * H})
-            if cell.has_cell_state:
-                shapes.update({"layer_norm_c_weight": H, "layer_norm_c_bias": H})
-        if getattr(cell, "peephole", False):
-            shapes["weight_ch"] = 3 * H  # blocks i, f, o
-        for name, size in shapes.items():
-            module.register_parameter(name + suffix, nn.Parameter(torch.empty(size, **factory)))
+        for name, extra in cell.extra_parameters(H).items():
+            module.register_parameter(name + suffix,
+                                      nn.Parameter(torch.empty(extra.size, **factory)))
 
     @staticmethod
     def lookup(module: nn.Module, suffix: str) -> dict:
-        def get(name):
-            return getattr(module, name + suffix, None)
-        return {"ln_ih": (get("layer_norm_ih_weight"), get("layer_norm_ih_bias")),
-                "ln_hh_weight": get("layer_norm_hh_weight"), "ln_hh_bias": get("layer_norm_hh_bias"),
-                "ln_c_weight": get("layer_norm_c_weight"), "ln_c_bias": get("layer_norm_c_bias"),
-                "w_ch": get("weight_ch")}
+        """The cell's parameters of one layer and direction by the field that takes them
+        (None for each field the cell has none for)."""
+        found = dict.fromkeys(("ln_ih_weight", "ln_ih_bias", *cells.Recurrent._fields))
+        for name, extra in module.cell.extra_parameters(module.hidden_size).items():
+            found[extra.field] = getattr(module, name + suffix)
+        return found
 
     @staticmethod
     @torch.no_grad()
@@ -50,9 +43,9 @@ class _Variants:
         """After torch.nn's uniform initialisation: layer-norm gains 1 and biases 0, then
         ``init`` for W_hh (or, for "chrono", the gate biases) and ``forget_bias`` for the
         LSTM's forget gate."""
-        for name, p in module.named_parameters():
-            if name.startswith("layer_norm_") and name.endswith(suffix):
-                p.fill_(1.0 if "_weight" in name else 0.0)
+        for name, extra in module.cell.extra_parameters(H).items():
+            if extra.init != "uniform":  # that one is torch.nn's, already drawn
+                getattr(module, name + suffix).fill_(1.0 if extra.init == "ones" else 0.0)
         w_hh = getattr(module, "weight_hh" + suffix)
         if init == "orthogonal":  # each gate block on its own (Saxe et al. 2014)
             for block in w_hh.split(H):
@@ -115,16 +108,20 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
     if init == "identity" and not isinstance(cell, cells.RNNStep):
         raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
                          f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
-    _check_forget_bias(forget_bias, bias)
+    if _check_forget_bias(forget_bias, bias) is not None and not cell.forget_bias_blocks(1.0):
+        raise ValueError(f"forget_bias sets the bias of the gate that keeps the state; "
+                         f"{cell!r} has none (a user's cell names it with keep_gate or "
+                         f"input_gate)")
     if init != "chrono":
         if t_max is not None:
             raise ValueError(f"t_max is only used by init='chrono', got t_max={t_max!r} with "
                              f"init={init!r}: drop t_max or use init='chrono'")
         return None
-    if cell.keep_block is None:
+    if cell.keep_block is None and cell.input_block is None:
         raise ValueError("init='chrono' sets the biases of the gates that keep the state "
-                         f"(Tallec & Ollivier 2018); {type(cell).__name__[:-4]} has no "
-                         "gates: use 'default', 'orthogonal' or 'identity'")
+                         f"(Tallec & Ollivier 2018); {cell!r} has no gates that keep it "
+                         "(a user's cell names them with keep_gate or input_gate): use "
+                         "'default', 'orthogonal' or 'identity'")
     if not bias:
         raise ValueError("init='chrono' sets the gate biases and needs bias=True, "
                          "got bias=False")

@@ -31,8 +31,7 @@ class _CellModule(nn.RNNCellBase):
         _Variants.register(self, cell, "", hidden_size, {"device": self.weight_ih.device,
                                                          "dtype": self.weight_ih.dtype})
         self._options_ready = True
-        if cell.layer_norm or getattr(cell, "peephole", False) or init != "default" \
-                or forget_bias is not None:
+        if cell.extra_parameters(hidden_size) or init != "default" or forget_bias is not None:
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -64,10 +63,11 @@ class _CellModule(nn.RNNCellBase):
     def _python_step(self, x, state, b_ih, b_hh):
         """The cell's own step: the single definition of its math, and every variant."""
         v = _Variants.lookup(self, "")
-        rec = cells.Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
-                        ln_hh_weight=v["ln_hh_weight"], ln_hh_bias=v["ln_hh_bias"],
-                        ln_c_weight=v["ln_c_weight"], ln_c_bias=v["ln_c_bias"], w_ch=v["w_ch"])
-        gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, *v["ln_ih"])
+        rec = cells.Recurrent(**{
+            **{field: v[field] for field in cells.Recurrent._fields},  # the cell's own
+            "w_hh": self.weight_hh, "b_hh": None if self.cell.sums_projections else b_hh})
+        gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, v["ln_ih_weight"],
+                                        v["ln_ih_bias"])
         h, c, _ = self.cell.step(gx, state[0], state[1] if len(state) > 1 else None, rec)
         return h, c
 

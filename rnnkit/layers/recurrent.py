@@ -1,9 +1,11 @@
-"""The recurrent layers: RNN, LSTM, GRU and Recurrent (a user's cell), on the
-engines."""
+"""The recurrent layers: Recurrent (a whole layer from one cell, a user's or a
+built-in one) and RNN, LSTM and GRU, which are Recurrent over the built-in cells with
+torch.nn's signatures."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from torch import _VF
 from torch import Tensor, nn
 
 from rnnkit import cells
+from rnnkit.cells.custom import UserStep
 from rnnkit._tracing import autocast_dtype, is_vmapped
 from rnnkit.engines import DIRECTION_ENGINES, choose, native
 from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _check_probability,
@@ -34,13 +37,62 @@ def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dt
                       False, False)[0].dtype
 
 
-class _RecurrentLayer(nn.RNNBase):
-    """What RNN, LSTM, GRU and Recurrent share: see :mod:`rnnkit.layers`."""
+class Recurrent(nn.RNNBase):
+    """A whole layer from one cell: stacking, both directions, ``batch_first``, dropout
+    between layers, lengths and PackedSequence, an initial state, ``return_states``,
+    unbatched input, zoneout, recurrent dropout, weight drop, the initialisations and a
+    state_dict, with the same contract as :class:`LSTM` (a cell with a cell state) or
+    :class:`GRU` (without).
 
-    def __init__(self, mode: str, cell: cells.Cell, *args, backend: str, zoneout=0.0,
-                 recurrent_dropout=0.0, weight_drop=0.0, init="default", forget_bias=None,
-                 t_max=None, **kwargs):
-        super().__init__(mode, *args, **kwargs)
+    ``cell`` is either a user's :class:`rnnkit.Cell` (its step from the two projections;
+    the layer derives or takes its derivative) or a cell of the engines' own contract,
+    :class:`rnnkit.cells.Cell`, which is how the built-in layers are made:
+    ``rnnkit.LSTM(5, 4)`` is ``Recurrent(rnnkit.cells.LSTMStep(), 5, 4)``, parameters,
+    initialisation and engines alike.
+
+    Parameters as torch.nn names them: per layer and direction ``weight_ih_l{k}``
+    (G*H, I or D*H), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+    (G*H,), with G the cell's gate blocks and ``_reverse`` for the backward direction,
+    then the cell's own (:meth:`rnnkit.cells.Cell.extra_parameters`); initialised
+    uniform(±1/√H) as torch.nn's. A cell torch.nn has (``cell.torch_mode``) gets
+    exactly torch.nn's parameters, so state_dicts load both ways. Which engine runs a
+    call is :func:`rnnkit.engines.choose`'s: each engine lists the cells it computes
+    exactly, and a user's cell runs on the fused engine (with its own or a derived
+    derivative) or the reference engine.
+
+    Keyword-only options as for :class:`LSTM`: ``proj_size`` (a cell that reads
+    ``w_hr``), ``zoneout``, ``recurrent_dropout``, ``weight_drop``, ``init``,
+    ``forget_bias``, ``t_max`` (for a cell with a keep or input gate) and ``backend``.
+
+    Example::
+
+        >>> layer = rnnkit.Recurrent(CIFG(), input_size=32, hidden_size=64, num_layers=2,
+        ...                          bidirectional=True, batch_first=True, dropout=0.1)
+        >>> out, (h_n, c_n) = layer(x, lengths=lengths)
+    """
+
+    def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, device=None, dtype=None, *,
+                 proj_size: int = 0, zoneout: float | tuple[float, float] = 0.0,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
+                 init: str = "default", forget_bias: float | None = None,
+                 t_max: float | None = None, backend: str = "auto"):
+        cell = cell if isinstance(cell, cells.Cell) else UserStep(cell)
+        if proj_size and "w_hr" not in cell.recurrent_fields():
+            raise ValueError(f"proj_size needs a cell whose step projects h_t (reads w_hr), "
+                             f"as the LSTM's; {cell!r} does not")
+        # torch.nn's RNNBase makes the parameters (names, order, registration): those of
+        # the cell's torch.nn twin, else of one gate block, each then remade with the
+        # cell's G blocks
+        super().__init__(cell.torch_mode or "RNN_TANH", input_size, hidden_size, num_layers,
+                         bias, batch_first, dropout, bidirectional, proj_size, device, dtype)
+        if cell.torch_mode is None:
+            for name in self._flat_weights_names:
+                old = getattr(self, name)
+                setattr(self, name, nn.Parameter(old.new_empty(
+                    (cell.num_gates * hidden_size, *old.shape[1:]))))
+            self._init_flat_weights()
         self.cell = cell
         self.backend = _check_backend(backend)
         self.zoneout = _zoneout_rates(zoneout, cell.has_cell_state)
@@ -52,8 +104,8 @@ class _RecurrentLayer(nn.RNNBase):
         for suffix in self._suffixes():
             _Variants.register(self, cell, suffix, self.hidden_size, factory)
         self._options_ready = True
-        has_variant_params = cell.layer_norm or getattr(cell, "peephole", False)
-        if has_variant_params or init != "default" or forget_bias is not None:
+        if (cell.torch_mode is None or cell.extra_parameters(hidden_size)
+                or init != "default" or forget_bias is not None):
             self.reset_parameters()  # the plain case keeps torch.nn's exact initialisation
 
     def _suffixes(self):
@@ -164,13 +216,12 @@ class _RecurrentLayer(nn.RNNBase):
             w_hh = F.dropout(w_hh, self.weight_drop)
         if self.training and self.recurrent_dropout:  # one mask per sequence, every step
             h_mask = F.dropout(x.new_ones(B, w_hh.shape[1]), self.recurrent_dropout)
-        rec = cells.Recurrent(
-            w_hh=w_hh, b_hh=None if self.cell.sums_projections else b_hh,
-            w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
-            h_mask=h_mask, ln_hh_weight=variants["ln_hh_weight"],
-            ln_hh_bias=variants["ln_hh_bias"], ln_c_weight=variants["ln_c_weight"],
-            ln_c_bias=variants["ln_c_bias"], w_ch=variants["w_ch"])
-        return (w_ih, b_ih, b_hh, *variants["ln_ih"]), rec
+        rec = cells.Recurrent(**{
+            **{field: variants[field] for field in cells.Recurrent._fields},  # the cell's
+            "w_hh": w_hh, "b_hh": None if self.cell.sums_projections else b_hh,
+            "w_hr": getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
+            "h_mask": h_mask})
+        return (w_ih, b_ih, b_hh, variants["ln_ih_weight"], variants["ln_ih_bias"]), rec
 
     def _carry(self, p: float, size: int, valid, x: Tensor):
         """K_t of the engines' h_t = h̃_t + K_t ⊙ (h_{t-1} - h̃_t), (T, B, size or 1), or
@@ -242,16 +293,23 @@ class _RecurrentLayer(nn.RNNBase):
                         torch.stack(c_all) if self.cell.has_cell_state else None)
         return output, h_n, c_n, states
 
+    def flatten_parameters(self) -> None:
+        # cuDNN's flat layout is for torch.nn's cells (RNNBase's constructor calls this
+        # before the cell is set, on the parameters it made)
+        cell = self.__dict__.get("cell")
+        if cell is None or cell.torch_mode is not None:
+            super().flatten_parameters()
+
     def extra_repr(self) -> str:
-        extras = []
-        if isinstance(self.cell, cells.RNNStep) and self.cell.nonlinearity != "tanh":
-            extras.append(f"nonlinearity={self.cell.nonlinearity!r}")
-        if getattr(self.cell, "reset_after", True) is False:
-            extras.append("reset_after=False")
-        if self.cell.layer_norm:
-            extras.append("layer_norm=True")
-        if getattr(self.cell, "peephole", False):
-            extras.append("peephole=True")
+        # a layer made from its cell names it; a built-in layer, whose name says the
+        # cell, lists the cell's options that are not their defaults, as it takes them
+        if type(self) is Recurrent:
+            extras = [repr(self.cell), super().extra_repr()]
+        else:
+            defaults = inspect.signature(type(self.cell)).parameters
+            extras = [super().extra_repr()] + [
+                f"{name}={getattr(self.cell, name)!r}" for name in self.cell.options
+                if getattr(self.cell, name) != defaults[name].default]
         if self.zoneout != (0.0, 0.0):
             extras.append(f"zoneout={self.zoneout}")
         for name in ("recurrent_dropout", "weight_drop"):
@@ -260,7 +318,7 @@ class _RecurrentLayer(nn.RNNBase):
         extras += _init_repr(self)
         if self.backend != "auto":
             extras.append(f"backend={self.backend!r}")
-        return ", ".join([super().extra_repr(), *extras])
+        return ", ".join(extras)
 
 
 _LAYER_DOC = """
@@ -335,7 +393,7 @@ def _no_projection(proj_size):
         raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
 
 
-class RNN(_RecurrentLayer):
+class RNN(Recurrent):
     __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 """ + _LAYER_DOC.format(
         extra_args="        nonlinearity: ``'tanh'``, ``'relu'`` or ``'sigmoid'``. Default 'tanh'.\n",
@@ -358,16 +416,15 @@ class RNN(_RecurrentLayer):
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
                  init: str = "default", backend: str = "auto", proj_size: int = 0):
         _no_projection(proj_size)
-        cell = cells.RNNStep(nonlinearity, layer_norm=layer_norm)
-        mode = "RNN_RELU" if nonlinearity == "relu" else "RNN_TANH"
-        super().__init__(mode, cell, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, device, dtype, backend=backend,
-                         zoneout=zoneout, recurrent_dropout=recurrent_dropout,
-                         weight_drop=weight_drop, init=init)
+        super().__init__(cells.RNNStep(nonlinearity, layer_norm=layer_norm), input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, backend=backend, zoneout=zoneout,
+                         recurrent_dropout=recurrent_dropout, weight_drop=weight_drop,
+                         init=init)
         self.nonlinearity = nonlinearity
 
 
-class LSTM(_RecurrentLayer):
+class LSTM(Recurrent):
     __doc__ = """LSTM, gate blocks i, f, g, o as in torch.nn:
 
         i, f, o = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*),  g = tanh(same for g)
@@ -400,15 +457,14 @@ class LSTM(_RecurrentLayer):
                  zoneout: float | tuple[float, float] = 0.0, recurrent_dropout: float = 0.0,
                  weight_drop: float = 0.0, forget_bias: float | None = None,
                  init: str = "default", t_max: float | None = None, backend: str = "auto"):
-        cell = cells.LSTMStep(layer_norm=layer_norm, peephole=peephole)
-        super().__init__("LSTM", cell, input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, proj_size, device, dtype,
-                         backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
-                         weight_drop=weight_drop, init=init, forget_bias=forget_bias,
-                         t_max=t_max)
+        super().__init__(cells.LSTMStep(layer_norm=layer_norm, peephole=peephole), input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, proj_size=proj_size, backend=backend, zoneout=zoneout,
+                         recurrent_dropout=recurrent_dropout, weight_drop=weight_drop,
+                         init=init, forget_bias=forget_bias, t_max=t_max)
 
 
-class GRU(_RecurrentLayer):
+class GRU(Recurrent):
     __doc__ = """GRU, gate blocks r, z, n as in torch.nn:
 
         r, z = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*)
@@ -436,57 +492,9 @@ class GRU(_RecurrentLayer):
                  init: str = "default", t_max: float | None = None, backend: str = "auto",
                  proj_size: int = 0):
         _no_projection(proj_size)
-        cell = cells.GRUStep(reset_after, layer_norm=layer_norm)
-        super().__init__("GRU", cell, input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, device, dtype,
-                         backend=backend, zoneout=zoneout, recurrent_dropout=recurrent_dropout,
-                         weight_drop=weight_drop, init=init, t_max=t_max)
+        super().__init__(cells.GRUStep(reset_after, layer_norm=layer_norm), input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device, dtype, backend=backend, zoneout=zoneout,
+                         recurrent_dropout=recurrent_dropout, weight_drop=weight_drop,
+                         init=init, t_max=t_max)
         self.reset_after = reset_after
-
-
-class Recurrent(_RecurrentLayer):
-    """A whole layer from a user's own cell (:class:`rnnkit.Cell`): stacking, both
-    directions, ``batch_first``, dropout between layers, lengths and PackedSequence, an
-    initial state, ``return_states``, unbatched input, zoneout, recurrent dropout and a
-    state_dict, with the same contract as :class:`LSTM` (a cell with a cell state) or
-    :class:`GRU` (without).
-
-    Parameters as torch.nn names them: per layer and direction ``weight_ih_l{k}``
-    (G*H, I or D*H), ``weight_hh_l{k}`` (G*H, H), ``bias_ih_l{k}``, ``bias_hh_l{k}``
-    (G*H,), with G = ``len(cell.gates)`` and ``_reverse`` for the backward direction;
-    initialised uniform(±1/√H) as torch.nn's. The cell's step runs on the reference
-    engine (autograd through it): exact whatever it computes.
-
-    Example::
-
-        >>> layer = rnnkit.Recurrent(CIFG(), input_size=32, hidden_size=64, num_layers=2,
-        ...                          bidirectional=True, batch_first=True, dropout=0.1)
-        >>> out, (h_n, c_n) = layer(x, lengths=lengths)
-    """
-
-    def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1,
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
-                 bidirectional: bool = False, device=None, dtype=None, *,
-                 zoneout: float = 0.0, recurrent_dropout: float = 0.0,
-                 backend: str = "auto"):
-        from rnnkit.cells.custom import UserStep
-
-        step = UserStep(cell)
-        # torch.nn's RNNBase makes the parameters (names, order, registration) for one
-        # gate block; each is then remade with the cell's G blocks
-        super().__init__("RNN_TANH", step, input_size, hidden_size, num_layers, bias,
-                         batch_first, dropout, bidirectional, 0, device, dtype,
-                         backend=backend, zoneout=zoneout,
-                         recurrent_dropout=recurrent_dropout)
-        for name in self._flat_weights_names:
-            old = getattr(self, name)
-            setattr(self, name, nn.Parameter(old.new_empty(
-                (step.num_gates * hidden_size, *old.shape[1:]))))
-        self._init_flat_weights()
-        self.reset_parameters()
-
-    def flatten_parameters(self) -> None:
-        pass  # cuDNN's flat weight layout is for its own modes; this layer never runs there
-
-    def extra_repr(self) -> str:
-        return f"{self.cell!r}, " + super().extra_repr()
