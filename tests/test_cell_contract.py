@@ -155,3 +155,15 @@ def test_proj_size_needs_a_cell_that_projects():
         rnnkit.Recurrent(CIFGStep(), 3, 4, proj_size=2)
     assert rnnkit.Recurrent(cells.LSTMStep(), 3, 4, proj_size=2)(torch.randn(5, 2, 3))[0] \
         .shape == (5, 2, 2)
+
+
+def test_a_task_model_takes_a_cell_of_the_built_in_contract_by_name():
+    from rnnkit.models import SequenceClassifier
+
+    model = SequenceClassifier(num_classes=3, vocab_size=10, cell="rnnkit.bench:CIFGStep",
+                               hidden_size=4, forget_bias=1.0)
+    assert isinstance(model.rnn.cell, CIFGStep) and (model.rnn.bias_ih_l0[:4] == -1).all()
+    again = SequenceClassifier.from_config(model.to_config())
+    again.load_state_dict(model.state_dict())
+    x = torch.randint(0, 10, (2, 5))
+    torch.testing.assert_close(again.eval()(x), model.eval()(x), rtol=0, atol=0)

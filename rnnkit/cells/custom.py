@@ -248,14 +248,19 @@ class UserStep(_EngineCell):
         return repr(self.user)
 
 
+#: what a cell named by the user may be: a step from the two projections, or a cell of
+#: the built-in cells' own contract
+CELL_CLASSES = (Cell, _EngineCell)
+
+
 def cell_name(cell) -> str:
     """``"module:Class"``, the name a config and a checkpoint keep for a user's cell
     class (or instance), which :func:`cell_from_name` imports again; a ValueError where
     the class cannot be found again under that name (defined inside a function)."""
     cls = cell if isinstance(cell, type) else type(cell)
-    if not (isinstance(cls, type) and issubclass(cls, Cell)):
-        raise TypeError(f"cell must be a subclass of rnnkit.Cell or an instance of one, got "
-                        f"{cls!r}")
+    if not (isinstance(cls, type) and issubclass(cls, CELL_CLASSES)):
+        raise TypeError(f"cell must be a subclass of rnnkit.Cell or rnnkit.cells.Cell, or an "
+                        f"instance of one, got {cls!r}")
     name = f"{cls.__module__}:{cls.__qualname__}"
     if "<locals>" in cls.__qualname__:
         raise ValueError(f"cell {cls.__qualname__} is defined inside a function, so a saved "
@@ -289,7 +294,7 @@ def _import_here_too(module_name: str):
 
 
 def cell_from_name(name: str) -> type:
-    """The :class:`Cell` subclass that ``name`` (``"module:Class"``) names, by importing
+    """The cell class (of :data:`CELL_CLASSES`) that ``name`` (``"module:Class"``) names, by importing
     the module: this runs the module's code, so callers load such a name from a saved
     file only with the user's consent (``trust_code``)."""
     if not is_cell_name(name):
@@ -305,6 +310,7 @@ def cell_from_name(name: str) -> type:
         found = getattr(found, part, None)
         if found is None:
             raise ValueError(f"cell {name!r}: module {module_name!r} has no {qualname!r}")
-    if not (isinstance(found, type) and issubclass(found, Cell)):
-        raise ValueError(f"cell {name!r} is {found!r}, not a subclass of rnnkit.Cell")
+    if not (isinstance(found, type) and issubclass(found, CELL_CLASSES)):
+        raise ValueError(f"cell {name!r} is {found!r}, not a subclass of rnnkit.Cell or "
+                         f"rnnkit.cells.Cell")
     return found

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from rnnkit._checks import check_int
 import rnnkit
-from rnnkit.cells.custom import Cell, cell_from_name, cell_name, is_cell_name
+from rnnkit.cells.custom import CELL_CLASSES, cell_from_name, cell_name, is_cell_name
 
 CELL_NAMES = ("rnn", "lstm", "gru", "mingru", "minlstm")
 
@@ -41,8 +41,8 @@ class RecurrentConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.cell, Cell) or (isinstance(self.cell, type) and
-                                           issubclass(self.cell, Cell)):
+        if isinstance(self.cell, CELL_CLASSES) or (isinstance(self.cell, type) and
+                                                   issubclass(self.cell, CELL_CLASSES)):
             self.cell = cell_name(self.cell)
         if self.cell not in CELL_NAMES and not is_cell_name(self.cell):
             raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
