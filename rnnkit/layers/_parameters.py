@@ -23,17 +23,20 @@ class _Variants:
 
     @staticmethod
     def register(module: nn.Module, cell: cells.Cell, suffix: str, H: int, factory):
-        for name, extra in cell.extra_parameters(H).items():
+        extras = cell.extra_parameters(H)
+        for name, extra in extras.items():
             module.register_parameter(name + suffix,
                                       nn.Parameter(torch.empty(extra.size, **factory)))
+        # which field takes each, asked once rather than at every call
+        module._extra_fields = tuple((name, extra.field) for name, extra in extras.items())
 
     @staticmethod
     def lookup(module: nn.Module, suffix: str) -> dict:
         """The cell's parameters of one layer and direction by the field that takes them
         (None for each field the cell has none for)."""
         found = dict.fromkeys(("ln_ih_weight", "ln_ih_bias", *cells.Recurrent._fields))
-        for name, extra in module.cell.extra_parameters(module.hidden_size).items():
-            found[extra.field] = getattr(module, name + suffix)
+        for name, field in module._extra_fields:
+            found[field] = getattr(module, name + suffix)
         return found
 
     @staticmethod
