@@ -241,9 +241,9 @@ def test_predict_runs_many_texts_in_bounded_batches(tmp_path, monkeypatch):
     refused by its index."""
     import torch
 
-    from rnnkit.train import tasks
+    from rnnkit.train.tasks import text as text_tasks
 
-    monkeypatch.setattr(tasks, "PREDICT_BATCH_TOKENS", 40)
+    monkeypatch.setattr(text_tasks, "PREDICT_BATCH_TOKENS", 40)
     for task in ("classify", "tag"):
         out = tmp_path / task
         assert runner.invoke(app, ["train", task, "--out", str(out), *TINY]).exit_code == 0
@@ -267,11 +267,11 @@ def test_predict_runs_many_texts_in_bounded_batches(tmp_path, monkeypatch):
                 assert row["label"] == payload["task"]["labels"][int(alone.argmax())]
             else:
                 assert row["tags"] == [payload["task"]["tags"][int(t)] for t in alone.argmax(-1)]
-        monkeypatch.setattr(tasks, "MAX_TEXT_TOKENS", 5)
+        monkeypatch.setattr(text_tasks, "MAX_TEXT_TOKENS", 5)
         with pytest.raises(ValueError, match=r"texts\[5\] has 6 tokens, more than the 5"):
             api.predict(out / "best.pt", texts)
         monkeypatch.undo()
-        monkeypatch.setattr(tasks, "PREDICT_BATCH_TOKENS", 40)
+        monkeypatch.setattr(text_tasks, "PREDICT_BATCH_TOKENS", 40)
 
 
 def test_csv_faults_name_the_file_and_line(tmp_path):

@@ -40,6 +40,13 @@ engine then calls it instead of autograd (no graph is built per step), and
             dP = torch.cat([dc * (g - c) * i * (1 - i), dc * i * (1 - g * g),
                             dh * tc * o * (1 - o)], dim=-1)
             return dP, dP, dc * (1 - i)                # d gx, d gh, d c_{t-1}
+
+Such a derivative recomputes the step's activations at every backward step. A cell
+written instead to the built-in cells' own contract (:class:`rnnkit.cells.Cell`: a step
+that keeps what its derivative needs, the derivative's factors for every step at once,
+a backward step into the engine's buffers) runs as fast as a built-in cell of its
+shape; ``rnnkit.Recurrent`` and :func:`rnnkit.testing.check_cell` take both kinds, and
+``rnnkit.bench.CIFGStep`` is CIFG written that way.
 """
 
 from __future__ import annotations
