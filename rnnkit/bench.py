@@ -79,6 +79,9 @@ class CIFGStep(rnnkit.cells.Cell):
     gate_names, candidate_names = ("i", "o"), ("g",)
     options = ()
 
+    def __init__(self):
+        super().__init__()  # no layer norm: the step and its derivative have none
+
     def step(self, gx, h_prev, c_prev, rec):
         P, _ = self.summed_preactivation(gx, h_prev, rec)  # gx + W_hh h_in: (B, 3H)
         H = c_prev.shape[1]

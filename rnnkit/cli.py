@@ -530,8 +530,8 @@ def gradflow(
     length: int = typer.Option(100, "--T", help="Sequence length of the adding problem."),
     cells: str = typer.Option("rnn,lstm,gru", help="Comma-separated cells to compare: rnn, "
                               "lstm, gru, mingru, minlstm, or a user's cell as module:Class "
-                              "(an rnnkit.Cell subclass; module.py on the Python path or in "
-                              "the current folder)."),
+                              "(a subclass of rnnkit.Cell or rnnkit.cells.Cell; module.py on "
+                              "the Python path or in the current folder)."),
     hidden_size: int = typer.Option(64, help="Hidden size of every cell."),
     train_steps: int = typer.Option(GRADFLOW_TRAIN_STEPS, help="Training steps after the "
                                     "measurement at initialisation (0: initialisation only)."),

@@ -90,10 +90,10 @@ class _LayerGraph(_Graph):
     def __init__(self, layer: nn.Module, n_state_inputs: int):
         super().__init__()
         self.layer = layer
-        lstm = isinstance(layer, LSTM)
         b, t = (0, 1) if layer.batch_first else (1, 0)
         self.input_names = ["input", "h_0", "c_0"][:1 + n_state_inputs]
-        self.output_names = ["output", "h_n"] + (["c_n"] if lstm else [])
+        # every cell with a cell state returns c_n too (the LSTM's, a user's CIFG)
+        self.output_names = ["output", "h_n"] + (["c_n"] if layer.cell.has_cell_state else [])
         self.axes = {"input": {b: "batch", t: "time"}, "output": {b: "batch", t: "time"}}
         for name in ("h_0", "c_0", "h_n", "c_n"):
             self.axes[name] = {1: "batch"}

@@ -15,7 +15,7 @@ import torch
 
 import rnnkit
 from rnnkit.bench import CIFGStep
-from test_custom_cell import HandWrittenCIFG
+from test_custom_cell import CIFG, HandWrittenCIFG
 
 
 class Configuration(NamedTuple):
@@ -32,6 +32,10 @@ class Configuration(NamedTuple):
 
 def _user(input_size, hidden_size, **kwargs):
     return rnnkit.Recurrent(HandWrittenCIFG(), input_size, hidden_size, **kwargs)
+
+
+def _user_derived(input_size, hidden_size, **kwargs):
+    return rnnkit.Recurrent(CIFG(), input_size, hidden_size, **kwargs)
 
 
 def _user_of_the_built_in_contract(input_size, hidden_size, **kwargs):
@@ -59,6 +63,7 @@ CONFIGURATIONS: dict[str, Configuration] = {
     "mingru": Configuration(rnnkit.MinGRU, {}),
     "minlstm": Configuration(rnnkit.MinLSTM, {}),
     "user-cell": Configuration(_user, {}),
+    "user-cell-derived": Configuration(_user_derived, {}),
     "user-cell-built-in-contract": Configuration(_user_of_the_built_in_contract, {}),
 }
 

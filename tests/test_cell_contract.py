@@ -112,14 +112,15 @@ def test_a_cell_adds_parameters_of_its_own():
         for name, p in layer.named_parameters():
             if name.startswith("weight_ci"):
                 p.normal_()
-    out, _ = layer(torch.randn(5, 2, 3))
+    x = torch.randn(5, 2, 3)
+    out, _ = layer(x)
     out.sum().backward()
     assert layer.weight_ci_l0.grad.abs().sum() > 0
     # the peephole changes the result: it is read, not only registered
     plain = rnnkit.Recurrent(CIFGStep(), 3, 4, num_layers=2, bidirectional=True)
     plain.load_state_dict({k: v for k, v in layer.state_dict().items()
                            if not k.startswith("weight_ci")})
-    assert not torch.allclose(plain(torch.randn(5, 2, 3))[0], out)
+    assert not torch.allclose(plain(x)[0], out)
     layer.reset_parameters()
     assert not layer.weight_ci_l0.any()
     rnnkit.testing.check_cell(PeepholeCIFG())  # gradcheck covers d weight_ci
@@ -167,3 +168,97 @@ def test_a_task_model_takes_a_cell_of_the_built_in_contract_by_name():
     again.load_state_dict(model.state_dict())
     x = torch.randint(0, 10, (2, 5))
     torch.testing.assert_close(again.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+def test_torchs_flattening_never_sees_a_cell_it_does_not_know(monkeypatch):
+    """cuDNN's flat layout (RNNBase.flatten_parameters) is for torch.nn's own cells: a
+    layer of any other cell never calls it, whose weights have other shapes than the
+    mode it was built with would say (it would fail on a GPU)."""
+    from rnnkit.bench import CIFG
+
+    calls = []
+    real = torch.nn.RNNBase.flatten_parameters
+    monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters",
+                        lambda self: calls.append(type(self.cell).__name__) or real(self))
+    rnnkit.Recurrent(CIFG(), 3, 4, num_layers=2)
+    rnnkit.Recurrent(CIFGStep(), 3, 4)
+    assert calls == []
+    rnnkit.LSTM(3, 4)
+    assert calls and set(calls) == {"LSTMStep"}
+
+
+def test_a_layer_pickled_before_the_fields_were_kept_still_runs():
+    layer = rnnkit.LSTM(3, 4, layer_norm=True, peephole=True)
+    x = torch.randn(5, 2, 3)
+    want = layer(x)[0]
+    del layer._extra_fields  # as a whole-module pickle of an earlier rnnkit has it
+    torch.testing.assert_close(layer(x)[0], want, rtol=0, atol=0)
+
+
+def test_a_subclass_of_recurrent_names_its_cell():
+    class MyLayer(rnnkit.Recurrent):
+        pass
+
+    assert repr(MyLayer(CIFG(), 3, 4)) == "MyLayer(CIFG(), 3, 4)"
+    assert repr(MyLayer(CIFGStep(), 3, 4, zoneout=0.1)) == \
+        "MyLayer(CIFGStep(), 3, 4, zoneout=(0.1, 0.1))"
+    assert repr(rnnkit.GRU(3, 4, reset_after=False)) == "GRU(3, 4, reset_after=False)"
+
+
+def test_a_projection_of_a_cell_torch_nn_lacks_keeps_torch_nns_shape():
+    class ProjectedCIFG(CIFGStep):
+        def recurrent_fields(self):
+            return super().recurrent_fields() | {"w_hr"}
+
+    layer = rnnkit.Recurrent(ProjectedCIFG(), 3, 4, proj_size=2)
+    shapes = {n: tuple(p.shape) for n, p in layer.named_parameters()}
+    assert shapes == {"weight_ih_l0": (12, 3), "weight_hh_l0": (12, 2), "bias_ih_l0": (12,),
+                      "bias_hh_l0": (12,), "weight_hr_l0": (2, 4)}
+
+
+def test_the_gate_statistics_of_an_rnn_say_it_has_no_gates():
+    from rnnkit.diagnostics import gate_activations
+
+    with pytest.raises(ValueError, match="layer is RNN, which has no gates"):
+        gate_activations(rnnkit.RNN(3, 4), torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="a user's cell that names no gates"):
+        gate_activations(rnnkit.Recurrent(CIFG(), 3, 4), torch.randn(5, 2, 3))
+
+
+def test_a_model_refuses_a_cell_whose_options_its_config_would_lose():
+    from rnnkit.models import SequenceClassifier
+
+    with pytest.raises(ValueError, match="has options of its own"):
+        SequenceClassifier(num_classes=3, vocab_size=10, cell=cells.LSTMStep(peephole=True))
+    assert SequenceClassifier(num_classes=3, vocab_size=10, cell=CIFGStep()).config.rnn.cell \
+        == "rnnkit.bench:CIFGStep"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (cells.Parameter(4, "one", "w_ch"), "init must be one of"),
+    (cells.Parameter(0, "ones", "w_ch"), "size must be a positive int"),
+    (cells.Parameter(4, "ones", "w_cH"), "field 'w_cH' is not one of"),
+    (cells.Parameter(4, "ones", "w_hh"), "field 'w_hh' is not one of"),  # the layer's own
+    ((4, "ones", "w_ch"), "must be a rnnkit.cells.Parameter"),
+])
+def test_a_cells_parameter_description_is_checked(extra, message):
+    class Described(CIFGStep):
+        def extra_parameters(self, H):
+            return {"weight_x": extra}
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        rnnkit.Recurrent(Described(), 3, 4)
+
+    class Twice(CIFGStep):
+        def extra_parameters(self, H):
+            return {"a": cells.Parameter(H, "ones", "w_ch"), "b": cells.Parameter(H, "ones", "w_ch")}
+
+    with pytest.raises(ValueError, match="already taken by 'a'"):
+        rnnkit.Recurrent(Twice(), 3, 4)
+
+
+def test_a_cell_without_options_takes_none():
+    with pytest.raises(TypeError):
+        CIFGStep(layer_norm=True)
+    with pytest.raises(TypeError, match="use rnnkit.MinGRU or rnnkit.MinLSTM"):
+        rnnkit.Recurrent(cells.MinGRUStep(), 3, 4)

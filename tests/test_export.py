@@ -224,3 +224,18 @@ def test_bad_arguments(tmp_path):
     ln = SequenceTagger(num_tags=3, vocab_size=V, cell="gru", layer_norm=True, **SMALL)
     with pytest.raises(ValueError, match="opset must be >= 17"):
         export_onnx(ln, tmp_path / "m.onnx", (_tokens(),), opset=16)
+
+
+def test_a_bare_layer_of_a_cell_with_a_cell_state_exports_c_n(tmp_path):
+    """Every layer whose cell carries c (rnnkit.Recurrent over LSTMStep, a user's CIFG)
+    names c_n among the outputs, as rnnkit.LSTM does, and matches onnxruntime."""
+    from rnnkit.bench import CIFG
+
+    for cell in (rnnkit.cells.LSTMStep(), CIFG()):
+        layer = rnnkit.Recurrent(cell, 4, 8)
+        x = torch.randn(T, B, 4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a user's cell unrolls: the time axis is fixed
+            path = export_onnx(layer, tmp_path / "cell.onnx", (x,))
+        assert [o.name for o in onnx.load(path).graph.output] == ["output", "h_n", "c_n"]
+        assert check_onnx(path, layer, (x,)) <= ATOL

@@ -86,9 +86,15 @@ class _Regressor(nn.Module):
         return self.head(self.rnn(x)[0][-1])
 
 
-@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(3, 4), lambda: rnnkit.GRU(3, 4, layer_norm=True),
-                                  lambda: rnnkit.MinGRU(3, 4)], ids=["lstm-native", "gru-layer-norm",
-                                                                     "mingru"])
+@pytest.mark.parametrize("make", [
+    lambda: rnnkit.LSTM(3, 4), lambda: rnnkit.GRU(3, 4, layer_norm=True),
+    lambda: rnnkit.MinGRU(3, 4),
+    # a user's cell: autograd through its step (torch.func.vjp, which dynamo traces), its
+    # hand-written step_backward, and a cell of the built-in contract
+    CONFIGURATIONS["user-cell-derived"].make, CONFIGURATIONS["user-cell"].make,
+    CONFIGURATIONS["user-cell-built-in-contract"].make,
+], ids=["lstm-native", "gru-layer-norm", "mingru", "user-derived", "user-hand-written",
+        "user-built-in-contract"])
 def test_torch_compile_trains_as_eager(make):
     """torch.compile (default mode) of a model that trains the layer on its input: the
     same losses and weights as eager, step by step."""

@@ -30,7 +30,7 @@ def _check_cells(cells) -> tuple[str, ...]:
     unknown = [c for c in cells if c not in CELLS and not is_cell_name(c)]
     if not cells or unknown or len(set(cells)) != len(cells):
         raise ValueError(f"cells must be distinct names from {tuple(CELLS)} or 'module:Class' "
-                         f"naming a user's rnnkit.Cell, got {cells!r}")
+                         f"naming a user's rnnkit.Cell or rnnkit.cells.Cell, got {cells!r}")
     return cells
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from rnnkit.diagnostics._common import check_input, check_layer, evaluating, time_major
 from rnnkit.cells import MinRNNStep
-from rnnkit.layers import Recurrent
+from rnnkit.cells.custom import UserStep
 
 __all__ = ["gate_activations", "gate_saturation"]
 
@@ -24,7 +24,7 @@ def _gated_cell(layer):
     check_layer(layer)
     if not layer.cell.gate_names:
         what = "a user's cell that names no gates (rnnkit.Cell.gate_names and " \
-            "activations)" if isinstance(layer, Recurrent) else "which has no gates"
+            "activations)" if isinstance(layer.cell, UserStep) else "which has no gates"
         raise ValueError(f"gate statistics need a gated layer (rnnkit.LSTM, GRU, MinGRU or "
                          f"MinLSTM); layer is {type(layer).__name__}, {what}")
     return layer.cell

@@ -10,10 +10,42 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit import cells
+from rnnkit.cells.custom import UserStep
 
 
 #: the initialisations of W_hh (and, for chrono, the gate biases) the layers take
 INITS = ("default", "orthogonal", "identity", "chrono")
+
+
+#: the fields a cell's own parameter may go to: those of Recurrent that the layer does
+#: not fill itself, and the layer norm of the input projection
+_EXTRA_FIELDS = ("ln_ih_weight", "ln_ih_bias", *(
+    f for f in cells.Recurrent._fields if f not in ("w_hh", "b_hh", "w_hr", "h_mask")))
+_EXTRA_INITS = ("ones", "zeros", "uniform")
+
+
+def _checked_extras(cell: cells.Cell, H: int) -> dict:
+    """``cell.extra_parameters(H)``, each checked: a ValueError naming the parameter
+    whose size, init or field is not one the layers can make and hand to the step."""
+    extras = cell.extra_parameters(H)
+    taken = {}
+    for name, extra in extras.items():
+        if not isinstance(extra, cells.Parameter):
+            raise TypeError(f"{cell!r}.extra_parameters: {name!r} must be a "
+                            f"rnnkit.cells.Parameter(size, init, field), got {extra!r}")
+        if isinstance(extra.size, bool) or not isinstance(extra.size, int) or extra.size < 1:
+            raise ValueError(f"{cell!r}.extra_parameters: {name!r} size must be a positive "
+                             f"int, got {extra.size!r}")
+        if extra.init not in _EXTRA_INITS:
+            raise ValueError(f"{cell!r}.extra_parameters: {name!r} init must be one of "
+                             f"{_EXTRA_INITS}, got {extra.init!r}")
+        if extra.field not in _EXTRA_FIELDS or extra.field in taken:
+            why = f"already taken by {taken[extra.field]!r}" if extra.field in taken else \
+                f"not one of {_EXTRA_FIELDS}"
+            raise ValueError(f"{cell!r}.extra_parameters: {name!r} field {extra.field!r} is "
+                             f"{why}")
+        taken[extra.field] = name
+    return extras
 
 
 class _Variants:
@@ -23,7 +55,7 @@ class _Variants:
 
     @staticmethod
     def register(module: nn.Module, cell: cells.Cell, suffix: str, H: int, factory):
-        extras = cell.extra_parameters(H)
+        extras = _checked_extras(cell, H)
         for name, extra in extras.items():
             module.register_parameter(name + suffix,
                                       nn.Parameter(torch.empty(extra.size, **factory)))
@@ -35,7 +67,12 @@ class _Variants:
         """The cell's parameters of one layer and direction by the field that takes them
         (None for each field the cell has none for)."""
         found = dict.fromkeys(("ln_ih_weight", "ln_ih_bias", *cells.Recurrent._fields))
-        for name, field in module._extra_fields:
+        fields = getattr(module, "_extra_fields", None)
+        if fields is None:  # a module pickled whole before the fields were kept
+            fields = module._extra_fields = tuple(
+                (name, extra.field)
+                for name, extra in module.cell.extra_parameters(module.hidden_size).items())
+        for name, field in fields:
             found[field] = getattr(module, name + suffix)
         return found
 
@@ -46,7 +83,7 @@ class _Variants:
         """After torch.nn's uniform initialisation: layer-norm gains 1 and biases 0, then
         ``init`` for W_hh (or, for "chrono", the gate biases) and ``forget_bias`` for the
         LSTM's forget gate."""
-        for name, extra in module.cell.extra_parameters(H).items():
+        for name, extra in _checked_extras(module.cell, H).items():
             if extra.init != "uniform":  # that one is torch.nn's, already drawn
                 getattr(module, name + suffix).fill_(1.0 if extra.init == "ones" else 0.0)
         w_hh = getattr(module, "weight_hh" + suffix)
@@ -108,13 +145,15 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
     """Check ``init`` and its companions; return t_max as a float, or None."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    # a user's cell can name the gates the initialisations set: say how
+    how = " (a user's rnnkit.Cell names them with keep_gate or input_gate)" \
+        if isinstance(cell, UserStep) else ""
     if init == "identity" and not isinstance(cell, cells.RNNStep):
         raise ValueError("init='identity' is the IRNN initialisation of the Elman RNN; "
-                         f"for {type(cell).__name__[:-4]} use 'orthogonal' or 'default'")
+                         f"for {cell!r} use 'orthogonal' or 'default'")
     if _check_forget_bias(forget_bias, bias) is not None and not cell.forget_bias_blocks(1.0):
         raise ValueError(f"forget_bias sets the bias of the gate that keeps the state; "
-                         f"{cell!r} has none (a user's cell names it with keep_gate or "
-                         f"input_gate)")
+                         f"{cell!r} has no such gate{how}")
     if init != "chrono":
         if t_max is not None:
             raise ValueError(f"t_max is only used by init='chrono', got t_max={t_max!r} with "
@@ -122,9 +161,8 @@ def _check_init(init, forget_bias, cell: cells.Cell, bias: bool, t_max=None):
         return None
     if cell.keep_block is None and cell.input_block is None:
         raise ValueError("init='chrono' sets the biases of the gates that keep the state "
-                         f"(Tallec & Ollivier 2018); {cell!r} has no gates that keep it "
-                         "(a user's cell names them with keep_gate or input_gate): use "
-                         "'default', 'orthogonal' or 'identity'")
+                         f"(Tallec & Ollivier 2018); {cell!r} has no gates that keep it"
+                         f"{how}: use 'default', 'orthogonal' or 'identity'")
     if not bias:
         raise ValueError("init='chrono' sets the gate biases and needs bias=True, "
                          "got bias=False")

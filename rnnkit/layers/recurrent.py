@@ -71,6 +71,9 @@ class Recurrent(nn.RNNBase):
         >>> out, (h_n, c_n) = layer(x, lengths=lengths)
     """
 
+    #: whether the class's name says the cell (the built-in layers)
+    _name_says_cell = False
+
     def __init__(self, cell, input_size: int, hidden_size: int, num_layers: int = 1,
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
                  bidirectional: bool = False, device=None, dtype=None, *,
@@ -78,22 +81,28 @@ class Recurrent(nn.RNNBase):
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
                  init: str = "default", forget_bias: float | None = None,
                  t_max: float | None = None, backend: str = "auto"):
+        if isinstance(cell, cells.MinRNNStep):
+            raise TypeError(f"cell {cell!r} reads no h_(t-1) through W_hh (a scan solves it "
+                            f"over time): use rnnkit.MinGRU or rnnkit.MinLSTM")
         cell = cell if isinstance(cell, cells.Cell) else UserStep(cell)
         if proj_size and "w_hr" not in cell.recurrent_fields():
             raise ValueError(f"proj_size needs a cell whose step projects h_t (reads w_hr), "
                              f"as the LSTM's; {cell!r} does not")
+        # set first: RNNBase's constructor flattens the parameters it makes, which only a
+        # cell of torch.nn's own may have done (see flatten_parameters)
+        self.cell = cell
         # torch.nn's RNNBase makes the parameters (names, order, registration): those of
-        # the cell's torch.nn twin, else of one gate block, each then remade with the
-        # cell's G blocks
+        # the cell's torch.nn twin, else of one gate block, W_ih, W_hh and the biases then
+        # remade with the cell's G blocks
         super().__init__(cell.torch_mode or "RNN_TANH", input_size, hidden_size, num_layers,
                          bias, batch_first, dropout, bidirectional, proj_size, device, dtype)
         if cell.torch_mode is None:
             for name in self._flat_weights_names:
-                old = getattr(self, name)
-                setattr(self, name, nn.Parameter(old.new_empty(
-                    (cell.num_gates * hidden_size, *old.shape[1:]))))
+                if name.startswith(("weight_ih", "weight_hh", "bias_")):
+                    old = getattr(self, name)
+                    setattr(self, name, nn.Parameter(old.new_empty(
+                        (cell.num_gates * hidden_size, *old.shape[1:]))))
             self._init_flat_weights()
-        self.cell = cell
         self.backend = _check_backend(backend)
         self.zoneout = _zoneout_rates(zoneout, cell.has_cell_state)
         self.recurrent_dropout = _check_probability("recurrent_dropout", recurrent_dropout)
@@ -294,16 +303,13 @@ class Recurrent(nn.RNNBase):
         return output, h_n, c_n, states
 
     def flatten_parameters(self) -> None:
-        # cuDNN's flat layout is for torch.nn's cells (RNNBase's constructor calls this
-        # before the cell is set, on the parameters it made)
-        cell = self.__dict__.get("cell")
-        if cell is None or cell.torch_mode is not None:
+        if self.cell.torch_mode is not None:  # cuDNN's flat layout is for torch.nn's cells
             super().flatten_parameters()
 
     def extra_repr(self) -> str:
         # a layer made from its cell names it; a built-in layer, whose name says the
         # cell, lists the cell's options that are not their defaults, as it takes them
-        if type(self) is Recurrent:
+        if not self._name_says_cell:
             extras = [repr(self.cell), super().extra_repr()]
         else:
             defaults = inspect.signature(type(self.cell)).parameters
@@ -394,6 +400,7 @@ def _no_projection(proj_size):
 
 
 class RNN(Recurrent):
+    _name_says_cell = True
     __doc__ = """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
 """ + _LAYER_DOC.format(
         extra_args="        nonlinearity: ``'tanh'``, ``'relu'`` or ``'sigmoid'``. Default 'tanh'.\n",
@@ -425,6 +432,7 @@ class RNN(Recurrent):
 
 
 class LSTM(Recurrent):
+    _name_says_cell = True
     __doc__ = """LSTM, gate blocks i, f, g, o as in torch.nn:
 
         i, f, o = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*),  g = tanh(same for g)
@@ -465,6 +473,7 @@ class LSTM(Recurrent):
 
 
 class GRU(Recurrent):
+    _name_says_cell = True
     __doc__ = """GRU, gate blocks r, z, n as in torch.nn:
 
         r, z = σ(W_i* x_t + b_i* + W_h* h_{t-1} + b_h*)

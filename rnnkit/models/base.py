@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from rnnkit._checks import check_int
 import rnnkit
+from rnnkit.cells import Cell as EngineCell
 from rnnkit.cells.custom import CELL_CLASSES, cell_from_name, cell_name, is_cell_name
 
 CELL_NAMES = ("rnn", "lstm", "gru", "mingru", "minlstm")
@@ -24,8 +25,9 @@ class RecurrentConfig:
 
     #: "rnn", "lstm", "gru", "mingru" or "minlstm" (Feng et al. 2024: gates from the
     #: input only, trained by a scan over time; their one option is scan); or a user's
-    #: cell (an rnnkit.Cell subclass, made with no arguments) as "module:Class", or the
-    #: class or an instance itself, which the config keeps as "module:Class"
+    #: cell (a subclass of rnnkit.Cell or rnnkit.cells.Cell, made with no arguments) as
+    #: "module:Class", or the class or an instance itself, which the config keeps as
+    #: "module:Class"
     cell: str = "lstm"
     #: features of h_t
     hidden_size: int = 128
@@ -41,12 +43,18 @@ class RecurrentConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if isinstance(self.cell, EngineCell) and self.cell.key != type(self.cell)().key:
+            # the config keeps the class's name, and the class makes its cell with no
+            # arguments: a cell made with options would silently lose them
+            raise ValueError(f"cell {self.cell!r} has options of its own, which a config "
+                             f"(keeping only its class's name) would lose: pass the class, "
+                             f"with the layer's options (layer_norm=...) where it takes them")
         if isinstance(self.cell, CELL_CLASSES) or (isinstance(self.cell, type) and
                                                    issubclass(self.cell, CELL_CLASSES)):
             self.cell = cell_name(self.cell)
         if self.cell not in CELL_NAMES and not is_cell_name(self.cell):
             raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
-                             f"rnnkit.Cell subclass, got {self.cell!r}")
+                             f"rnnkit.Cell or rnnkit.cells.Cell subclass, got {self.cell!r}")
         for name in ("hidden_size", "num_layers"):
             check_int(name, getattr(self, name))
         if not 0 <= self.dropout < 1:

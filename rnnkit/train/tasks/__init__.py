@@ -16,12 +16,15 @@ task's ``recipe`` holds its default settings (options and training), chosen by
 measurement on the validation split.
 """
 
-from rnnkit.train.tasks.base import (INIT_CHOICES, LIMITS, MAX_SEED, SPLITS, Task, TaskOptions,
-                                     check_split)
+# the bounds MAX_UNKNOWN, MAX_TEXT_TOKENS and PREDICT_BATCH_TOKENS are read here; the
+# modules that use them (tasks.base, tasks.text) are where a test patches them
+from rnnkit.train.tasks.base import (INIT_CHOICES, LIMITS, MAX_SEED, MAX_UNKNOWN, SPLITS, Task,
+                                     TaskOptions, check_split)
 from rnnkit.train.tasks.digits import Digits
 from rnnkit.train.tasks.series import Forecasting
 from rnnkit.train.tasks.synthetic import Adding, Copying
-from rnnkit.train.tasks.text import Classification, LanguageModelling, Tagging, Translation
+from rnnkit.train.tasks.text import (MAX_TEXT_TOKENS, PREDICT_BATCH_TOKENS, Classification,
+                                     LanguageModelling, Tagging, Translation)
 
 TASKS = {t.name: t for t in (LanguageModelling, Classification, Tagging, Translation,
                              Forecasting, Digits, Adding, Copying)}
@@ -35,6 +38,7 @@ def recipe(task: str, given: dict | None = None) -> dict:
     return TASKS[task].recipe_for(given or {})
 
 
-__all__ = ["INIT_CHOICES", "LIMITS", "MAX_SEED", "SPLITS", "TASKS", "Task", "TaskOptions",
+__all__ = ["INIT_CHOICES", "LIMITS", "MAX_SEED", "MAX_UNKNOWN", "MAX_TEXT_TOKENS",
+           "PREDICT_BATCH_TOKENS", "SPLITS", "TASKS", "Task", "TaskOptions",
            "check_split", "recipe", "LanguageModelling", "Classification", "Tagging",
            "Translation", "Forecasting", "Digits", "Adding", "Copying"]

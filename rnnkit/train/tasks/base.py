@@ -48,7 +48,8 @@ class TaskOptions:
     #: the user's data (file or folder); None: the task's built-in data
     data: str | None = None
     #: "rnn", "lstm", "gru", "mingru" or "minlstm", or a user's cell as "module:Class"
-    #: (an rnnkit.Cell subclass the module defines, made with no arguments)
+    #: (a subclass of rnnkit.Cell or rnnkit.cells.Cell the module defines, made with no
+    #: arguments)
     cell: str = "lstm"
     #: hidden size (None: the task's default)
     hidden_size: int | None = None
@@ -110,7 +111,7 @@ class TaskOptions:
                             f"{self.data!r}")
         if self.cell not in CELL_NAMES and not is_cell_name(self.cell):
             raise ValueError(f"cell must be one of {CELL_NAMES} or 'module:Class' naming an "
-                             f"rnnkit.Cell subclass, got {self.cell!r}")
+                             f"rnnkit.Cell or rnnkit.cells.Cell subclass, got {self.cell!r}")
         for name, optional in (("hidden_size", True), ("num_layers", False),
                                ("batch_size", False), ("seq_len", True), ("horizon", False),
                                ("max_vocab", False)):
