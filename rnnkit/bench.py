@@ -96,8 +96,9 @@ class CIFGStep(rnnkit.cells.Cell):
 
     def backward_factors(self, saved, H_prev, C_prev, rec):
         i, g, o, tc = saved  # each (T, B, H)
-        return {"dc_to_ig": torch.stack([(g - C_prev) * i * (1 - i), i * (1 - g * g)], 2),
-                "du_to_o": tc * o * (1 - o), "du_to_c": o * (1 - tc * tc),
+        d_sigmoid, d_tanh = rnnkit.cells.sigmoid_grad, rnnkit.cells.tanh_grad
+        return {"dc_to_ig": torch.stack([(g - C_prev) * d_sigmoid(i), i * d_tanh(g)], 2),
+                "du_to_o": tc * d_sigmoid(o), "du_to_c": o * d_tanh(tc),
                 "dc_to_cprev": 1 - i}
 
     def step_backward(self, dh, dc, factors, rec, dgx, dgh, dgh_raw):

@@ -102,14 +102,11 @@ def check_cell(cell, *, input_size: int = 5, hidden_size: int = 4, seed: int = 0
         gx, gh = (torch.randn(B, G, dtype=f64, requires_grad=True) for _ in range(2))
         c, h = (torch.randn(B, H, dtype=f64, requires_grad=True) for _ in range(2))
         user = UserStep(cell)
-        found = user._hand_written_backward(
-            *_output_grads(cell, B, H), {"gx": gx, "gh": gh, "h_prev": h,
-                                         **({"c_prev": c} if cell.has_cell_state else {})})
-        expected = user._derived_backward(
-            *_output_grads(cell, B, H), {"gx": gx, "gh": gh, "h_prev": h,
-                                         **({"c_prev": c} if cell.has_cell_state else {})})
+        inputs = {"gx": gx, "gh": gh, "h_prev": h,
+                  **({"c_prev": c} if cell.has_cell_state else {})}
+        found = user._hand_written_backward(*_output_grads(cell, B, H), inputs)
+        expected = user._derived_backward(*_output_grads(cell, B, H), inputs)
         problems = []
-        inputs = {"gx": gx, "gh": gh, "c_prev": c, "h_prev": h}
         for name, want in expected.items():
             got = found.get(name)
             if want is None:  # the step does not read this input: its gradient is zero

@@ -45,8 +45,9 @@ Such a derivative recomputes the step's activations at every backward step. A ce
 written instead to the built-in cells' own contract (:class:`rnnkit.cells.Cell`: a step
 that keeps what its derivative needs, the derivative's factors for every step at once,
 a backward step into the engine's buffers) runs as fast as a built-in cell of its
-shape on the same (Python fused) engine; ``rnnkit.Recurrent`` and :func:`rnnkit.testing.check_cell` take both kinds, and
-``rnnkit.bench.CIFGStep`` is CIFG written that way.
+shape on the same (Python fused) engine; ``rnnkit.Recurrent`` and
+:func:`rnnkit.testing.check_cell` take both kinds, and ``rnnkit.bench.CIFGStep`` is
+CIFG written that way.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ import torch
 from torch import Tensor
 
 from rnnkit._tracing import _compiling
-
 from rnnkit.cells.base import Cell as _EngineCell
 from rnnkit.cells.base import Recurrent
 

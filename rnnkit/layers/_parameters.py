@@ -48,6 +48,11 @@ def _checked_extras(cell: cells.Cell, H: int) -> dict:
     return extras
 
 
+def _fields(extras: dict) -> tuple:
+    """(parameter name, Recurrent field) of each of a cell's own parameters."""
+    return tuple((name, extra.field) for name, extra in extras.items())
+
+
 class _Variants:
     """The parameters a cell adds to torch.nn's (:meth:`rnnkit.cells.Cell.extra_parameters`:
     layer norm gains and biases, peepholes, a user's own): their registration,
@@ -59,22 +64,19 @@ class _Variants:
         for name, extra in extras.items():
             module.register_parameter(name + suffix,
                                       nn.Parameter(torch.empty(extra.size, **factory)))
-        # which field takes each, asked once rather than at every call
-        module._extra_fields = tuple((name, extra.field) for name, extra in extras.items())
+        module._extra_fields = _fields(extras)  # asked once rather than at every call
 
     @staticmethod
-    def lookup(module: nn.Module, suffix: str) -> dict:
-        """The cell's parameters of one layer and direction by the field that takes them
-        (None for each field the cell has none for)."""
-        found = dict.fromkeys(("ln_ih_weight", "ln_ih_bias", *cells.Recurrent._fields))
+    def lookup(module: nn.Module, suffix: str) -> tuple[tuple, dict]:
+        """The cell's parameters of one layer and direction: the input projection's layer
+        norm gain and bias (None each without one), and by field the ones the step gets
+        in its :class:`rnnkit.cells.Recurrent` (none that the layer fills itself)."""
         fields = getattr(module, "_extra_fields", None)
         if fields is None:  # a module pickled whole before the fields were kept
-            fields = module._extra_fields = tuple(
-                (name, extra.field)
-                for name, extra in module.cell.extra_parameters(module.hidden_size).items())
-        for name, field in fields:
-            found[field] = getattr(module, name + suffix)
-        return found
+            fields = module._extra_fields = _fields(
+                module.cell.extra_parameters(module.hidden_size))
+        own = {field: getattr(module, name + suffix) for name, field in fields}
+        return (own.pop("ln_ih_weight", None), own.pop("ln_ih_bias", None)), own
 
     @staticmethod
     @torch.no_grad()

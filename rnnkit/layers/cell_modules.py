@@ -62,12 +62,10 @@ class _CellModule(nn.RNNCellBase):
 
     def _python_step(self, x, state, b_ih, b_hh):
         """The cell's own step: the single definition of its math, and every variant."""
-        v = _Variants.lookup(self, "")
-        rec = cells.Recurrent(**{
-            **{field: v[field] for field in cells.Recurrent._fields},  # the cell's own
-            "w_hh": self.weight_hh, "b_hh": None if self.cell.sums_projections else b_hh})
-        gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, v["ln_ih_weight"],
-                                        v["ln_ih_bias"])
+        ln_ih, own = _Variants.lookup(self, "")
+        rec = cells.Recurrent(self.weight_hh, None if self.cell.sums_projections else b_hh,
+                              **own)
+        gx = self.cell.input_projection(x, self.weight_ih, b_ih, b_hh, *ln_ih)
         h, c, _ = self.cell.step(gx, state[0], state[1] if len(state) > 1 else None, rec)
         return h, c
 

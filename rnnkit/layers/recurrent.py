@@ -215,7 +215,7 @@ class Recurrent(nn.RNNBase):
         """The input-side parameters and the recurrent side of one layer and direction,
         with this call's weight-drop and recurrent-dropout masks drawn."""
         sfx = f"_l{layer}" + ("_reverse" if direction else "")
-        variants = _Variants.lookup(self, sfx)
+        ln_ih, own = _Variants.lookup(self, sfx)
         w_ih = getattr(self, "weight_ih" + sfx)
         b_ih = getattr(self, "bias_ih" + sfx) if self.bias else None
         b_hh = getattr(self, "bias_hh" + sfx) if self.bias else None
@@ -225,12 +225,11 @@ class Recurrent(nn.RNNBase):
             w_hh = F.dropout(w_hh, self.weight_drop)
         if self.training and self.recurrent_dropout:  # one mask per sequence, every step
             h_mask = F.dropout(x.new_ones(B, w_hh.shape[1]), self.recurrent_dropout)
-        rec = cells.Recurrent(**{
-            **{field: variants[field] for field in cells.Recurrent._fields},  # the cell's
-            "w_hh": w_hh, "b_hh": None if self.cell.sums_projections else b_hh,
-            "w_hr": getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
-            "h_mask": h_mask})
-        return (w_ih, b_ih, b_hh, variants["ln_ih_weight"], variants["ln_ih_bias"]), rec
+        rec = cells.Recurrent(
+            w_hh=w_hh, b_hh=None if self.cell.sums_projections else b_hh,
+            w_hr=getattr(self, "weight_hr" + sfx) if self.proj_size > 0 else None,
+            h_mask=h_mask, **own)
+        return (w_ih, b_ih, b_hh, *ln_ih), rec
 
     def _carry(self, p: float, size: int, valid, x: Tensor):
         """K_t of the engines' h_t = h̃_t + K_t ⊙ (h_{t-1} - h̃_t), (T, B, size or 1), or
