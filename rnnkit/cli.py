@@ -278,6 +278,8 @@ def train(
         help=option_help(TaskOptions, "skip_lags")),
     relative: Optional[bool] = typer.Option(None,
         help=option_help(TaskOptions, "relative")),
+    window_norm: Optional[bool] = typer.Option(None,
+        help=option_help(TaskOptions, "window_norm")),
     season: Optional[int] = typer.Option(None,
         help=option_help(TaskOptions, "season")),
     init: Optional[str] = typer.Option(None,
@@ -345,7 +347,8 @@ def train(
                  seq_len=seq_len, horizon=horizon, level=level, max_vocab=max_vocab,
                  digits_mode=digits_mode, digits_shift=digits_shift,
                  columns=columns.split(",") if columns else None, index_column=index_column,
-                 pooling=pooling, skip_lags=skip_lags, relative=relative, season=season,
+                 pooling=pooling, skip_lags=skip_lags, relative=relative, window_norm=window_norm,
+                 season=season,
                  init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, clip_grad_norm=clip_grad_norm, eval_every=eval_every,
                  patience=patience, bf16=bf16, compile=compile, seed=seed, device=device)

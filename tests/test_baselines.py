@@ -149,11 +149,13 @@ def test_forecast_errors_in_standardised_and_series_units():
     assert got == {"loss": 1.0, "mse": 50.5}
 
 
-@pytest.mark.parametrize("relative", [False, True])
-def test_the_forecasters_skip_starts_at_the_ridge_fit(relative):
+@pytest.mark.parametrize("relative,window_norm", [(False, False), (True, False), (False, True),
+                                                  (True, True)])
+def test_the_forecasters_skip_starts_at_the_ridge_fit(relative, window_norm):
     """fit_skip makes the forecaster (recurrent head at zero) predict what scikit-learn's
     Ridge fitted on the same lags predicts: per feature, the last skip_lags scaled values
-    (relative to the window's last one) to the horizon's scaled targets."""
+    (relative to the window's last one or mean, in units of its spread) to the horizon's
+    scaled targets in the same frame."""
     from sklearn.linear_model import Ridge
 
     from rnnkit.models import Forecaster
@@ -163,17 +165,20 @@ def test_the_forecasters_skip_starts_at_the_ridge_fit(relative):
     x = torch.stack([series[i:i + 10] for i in range(280)])
     y = torch.stack([series[i + 10:i + 13] for i in range(280)])
     model = Forecaster(input_size=2, horizon=3, skip_lags=4, relative=relative,
-                       hidden_size=5).fit_scaler(series)
+                       window_norm=window_norm, hidden_size=5).fit_scaler(series)
     model.fit_skip(x, y, ridge=3.0)
     scaled = (x - model.mean) / model.std
     target = (y - model.mean) / model.std
-    offset = scaled[:, -1:] if relative else torch.zeros_like(scaled[:, -1:])
-    lags = (scaled[:, -4:] - offset).transpose(1, 2).reshape(-1, 4).numpy()
-    goal = (target - offset).transpose(1, 2).reshape(-1, 3).numpy()
+    offset = scaled[:, -1:] if relative else scaled.mean(1, keepdim=True) if window_norm \
+        else torch.zeros_like(scaled[:, -1:])
+    # the root mean square around the offset
+    spread = (scaled - offset).square().mean(1, keepdim=True).sqrt() if window_norm else 1.0
+    lags = ((scaled[:, -4:] - offset) / spread).transpose(1, 2).reshape(-1, 4).numpy()
+    goal = ((target - offset) / spread).transpose(1, 2).reshape(-1, 3).numpy()
     ridge = Ridge(alpha=3.0).fit(lags, goal)
     expected = torch.from_numpy(ridge.predict(lags)).float().reshape(280, 2, 3).transpose(1, 2)
     with torch.no_grad():
-        got = model(x, scaled_output=True) - offset
+        got = (model(x, scaled_output=True) - offset) / spread
     assert torch.allclose(got, expected, atol=1e-4)
     with pytest.raises(ValueError, match="direct forecaster with skip_lags > 0"):
         Forecaster(input_size=2, horizon=3, hidden_size=5).fit_skip(x, y)
@@ -182,7 +187,10 @@ def test_the_forecasters_skip_starts_at_the_ridge_fit(relative):
 def test_forecast_recipes_per_series():
     from rnnkit.train.tasks import recipe
 
-    assert recipe("forecast")["skip_lags"] == 12 and recipe("forecast")["seq_len"] == 24
+    sunspots = recipe("forecast")
+    assert sunspots["window_norm"] and "skip_lags" not in sunspots and sunspots["seq_len"] == 24
     assert recipe("forecast", {"data": "co2"})["skip_lags"] == 52
     assert "skip_lags" not in recipe("forecast", {"data": "nile"})
-    assert recipe("forecast", {"seq_len": 8})["skip_lags"] == 8  # capped by a shorter window
+    assert not recipe("forecast", {"data": "nile"}).get("window_norm")
+    # a shorter window caps the skip
+    assert recipe("forecast", {"data": "co2", "seq_len": 8})["skip_lags"] == 8

@@ -92,12 +92,13 @@ def test_language_model_with_state_out_and_in(cell, tmp_path):
         ["tokens", "h_0"] + (["c_0"] if cell == "lstm" else [])
 
 
-@pytest.mark.parametrize("cell,mode,skip_lags", [
-    ("rnn", "direct", 0), ("lstm", "autoregressive", 0), ("gru", "direct", 0),
-    ("gru", "autoregressive", 0), ("lstm", "direct", 3)])
-def test_forecaster(cell, mode, skip_lags, tmp_path):
+@pytest.mark.parametrize("cell,mode,skip_lags,window_norm", [
+    ("rnn", "direct", 0, False), ("lstm", "autoregressive", 0, False), ("gru", "direct", 0, True),
+    ("gru", "autoregressive", 0, False), ("lstm", "direct", 3, False),
+    ("lstm", "direct", 3, True)])
+def test_forecaster(cell, mode, skip_lags, window_norm, tmp_path):
     model = Forecaster(input_size=3, horizon=4, mode=mode, cell=cell, skip_lags=skip_lags,
-                       relative=bool(skip_lags), **SMALL)
+                       relative=bool(skip_lags), window_norm=window_norm, **SMALL)
     model.fit_scaler(torch.randn(50, 3) * 2 + 1)
     _, ops, path = _export_and_check(model, (torch.randn(B, T, 3),), tmp_path)
     assert ONNX_OP[cell] in ops

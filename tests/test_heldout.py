@@ -214,6 +214,26 @@ def test_forecast_reads_a_trending_series_relative_to_each_window():
     assert not TASKS["forecast"](TaskOptions(data="co2", relative=False)).relative
 
 
+def test_a_forecast_fold_is_cut_by_split_series():
+    """Rolling-origin cross-validation (benchmarks/forecast_cv.py) cuts its folds by
+    overriding split_series: training windows, baselines and the validation windows
+    then come from the fold's parts only."""
+    from rnnkit import data as D
+    from rnnkit.train.tasks import Forecasting
+
+    class Fold(Forecasting):
+        def split_series(self, values):
+            return D.Splits(values[:100], values[100:123], values[100:123])
+
+    fold = Fold(TaskOptions(hidden_size=4, seq_len=24))
+    values = D.load_bundled("sunspots")[0]
+    assert torch.equal(fold.splits.train, values[:100])
+    x, y = fold.held_out["validation"]
+    assert len(x) == 23 - fold.options.horizon + 1 and torch.equal(y[-1, -1], values[122])
+    assert torch.equal(x[0], values[100 - 24:100])  # the context is the fold's training end
+    assert len(fold.train_x) == 100 - 24 - fold.options.horizon + 1
+
+
 def test_sigterm_stops_after_the_step_and_still_evaluates(tmp_path):
     trainer = _run(tmp_path, max_steps=50, eval_every=20, log_every=1)
     trainer.on_step = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 5 else None

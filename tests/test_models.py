@@ -163,6 +163,40 @@ def test_relative_forecaster_moves_with_the_level_of_its_window(mode):
         ForecasterConfig(relative=1)
 
 
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("mode", ["direct", "autoregressive"])
+def test_window_normalised_forecaster_scales_with_its_window(mode, relative):
+    """window_norm: a window stretched and shifted (a > 0) gets the forecast stretched
+    and shifted alike, as a window from a higher cycle should; without it the network
+    saturates on values beyond its training range."""
+    torch.manual_seed(0)
+    config = dict(input_size=2, horizon=3, mode=mode, relative=relative)
+    m = Forecaster(ForecasterConfig(**config, window_norm=True, rnn=_rnn("lstm")))
+    m.fit_scaler(torch.randn(50, 2) * torch.tensor([2.0, 5.0]) + 3)
+    x = torch.randn(B, 8, 2)
+    a, b = torch.tensor([4.0, 0.5]), torch.tensor([10.0, -40.0])
+    torch.testing.assert_close(m(a * x + b), a * m(x) + b, rtol=1e-5, atol=1e-4)
+    frame = x - (x[:, -1:] if relative else x.mean(1, keepdim=True))
+    spread = frame.square().mean(1, keepdim=True).sqrt() / m.std
+    with torch.no_grad():  # the network reads each window in units of its own spread
+        scaled = m._scale(x, 2)
+        offset, got = m._window_frame(scaled)
+    torch.testing.assert_close(got, spread)
+    torch.testing.assert_close(((scaled - offset) / got).square().mean(1), torch.ones(B, 2))
+    flat = m(torch.full((B, 8, 2), 7.0))  # no spread: reads zeros, forecasts near its level
+    assert flat.isfinite().all()
+    plain = Forecaster(ForecasterConfig(**config, rnn=_rnn("lstm")))
+    plain.load_state_dict(m.state_dict())
+    assert not torch.allclose(plain(a * x + b), a * plain(x) + b, atol=1e-2)
+    restored = Forecaster.from_config(m.to_config())
+    restored.load_state_dict(m.state_dict())
+    torch.testing.assert_close(restored(x), m(x))
+    with pytest.raises(ValueError, match="window_norm=True needs the whole window"):
+        Forecaster(ForecasterConfig(input_size=2, window_norm=True, rnn=_rnn("gru"))).step(x[:, 0])
+    with pytest.raises(TypeError, match="window_norm must be a bool"):
+        ForecasterConfig(window_norm=1)
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "luong", None])
 @pytest.mark.parametrize("cell", CELLS)
 def test_seq2seq(attention, cell):

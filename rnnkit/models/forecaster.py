@@ -38,6 +38,12 @@ class ForecasterConfig:
     #: et al. 2022): a series that trends out of the training range, such as co2, then
     #: stays in the range the model saw, instead of saturating its tanh units
     relative: bool = False
+    #: standardise each window by its own spread (per feature; around its mean, or
+    #: around its last value with ``relative``) and map the forecast back: the
+    #: reversible instance normalisation of Kim et al. 2022, so a window whose swings
+    #: are larger than any in the training data (the higher solar cycles) reaches the
+    #: network at the scale it was trained on
+    window_norm: bool = False
     rnn: RecurrentConfig = field(default_factory=RecurrentConfig)
 
     def __post_init__(self):
@@ -61,6 +67,8 @@ class ForecasterConfig:
                              f"{self.skip_lags!r}")
         if not isinstance(self.relative, bool):
             raise TypeError(f"relative must be a bool, got {self.relative!r}")
+        if not isinstance(self.window_norm, bool):
+            raise TypeError(f"window_norm must be a bool, got {self.window_norm!r}")
         if self.skip_lags and self.mode != "direct":
             raise ValueError("skip_lags maps the window's last values to the whole horizon at "
                              f"once: it needs mode='direct', got mode={self.mode!r}")
@@ -120,10 +128,10 @@ class Forecaster(ConfigurableModel):
         if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
             raise ValueError(f"ridge must be a number >= 0, got {ridge!r}")
         scaled = self._scale(x.to(self.mean), c.input_size)
-        offset = scaled[:, -1:, :c.output_size] if c.relative else 0.0
-        lags = (scaled[:, -c.skip_lags:, :c.output_size] - offset)  # (B, lags, F)
+        offset, spread = (v[..., :c.output_size] for v in self._window_frame(scaled))
+        lags = (scaled[:, -c.skip_lags:, :c.output_size] - offset) / spread  # (B, lags, F)
         lags = lags.transpose(1, 2).reshape(-1, c.skip_lags)  # one row per feature
-        y = (self.scale_targets(target.to(self.mean)) - offset).transpose(1, 2)
+        y = ((self.scale_targets(target.to(self.mean)) - offset) / spread).transpose(1, 2)
         y = y.reshape(-1, c.horizon)
         X = torch.cat([lags, torch.ones(len(lags), 1, dtype=lags.dtype)], 1).double()
         penalty = ridge * torch.eye(X.shape[1], dtype=X.dtype)
@@ -134,6 +142,22 @@ class Forecaster(ConfigurableModel):
         self.head.weight.zero_()
         self.head.bias.zero_()
         return self
+
+    def _window_frame(self, scaled: Tensor) -> tuple[Tensor, Tensor]:
+        """Each window's (offset, spread), both (B, 1, input_size): the network reads
+        (scaled - offset) / spread, and its forecast is mapped back the same way."""
+        c = self.config
+        if c.relative:
+            offset = scaled[:, -1:]
+        elif c.window_norm:
+            offset = scaled.mean(1, keepdim=True)
+        else:
+            offset = torch.zeros_like(scaled[:, -1:])
+        if not c.window_norm:
+            return offset, torch.ones_like(offset)
+        # a flat window has no spread: it reads as zeros and forecasts its offset
+        spread = (scaled - offset).square().mean(1, keepdim=True).sqrt().clamp_min(1e-5)
+        return offset, spread
 
     def _scale(self, x: Tensor, n: int) -> Tensor:
         return (x - self.mean[:n]) / self.std[:n]
@@ -149,10 +173,11 @@ class Forecaster(ConfigurableModel):
         if c.skip_lags and x.shape[1] < c.skip_lags:
             raise ValueError(f"x must have at least skip_lags={c.skip_lags} steps for the "
                              f"linear skip, got shape {tuple(x.shape)}")
+        # (B, 1, F): with ``relative`` or ``window_norm``, everything in between is in
+        # the window's own frame
         scaled = self._scale(x, c.input_size)
-        # (B, 1, F): with ``relative``, everything in between is relative to it
-        offset = scaled[:, -1:] if c.relative else torch.zeros_like(scaled[:, -1:])
-        scaled = scaled - offset
+        offset, spread = self._window_frame(scaled)
+        scaled = (scaled - offset) / spread
         out, state = self.rnn(scaled)  # (B, T, D*H)
         if c.mode == "direct":
             y = self.head(out[:, -1]).view(x.shape[0], c.horizon, c.output_size)
@@ -167,7 +192,7 @@ class Forecaster(ConfigurableModel):
                     out, state = self.rnn(y_t.unsqueeze(1), state)
                     y_t = self.head(out[:, 0])
             y = torch.stack(preds, 1)
-        y = y + offset[..., :c.output_size]
+        y = y * spread[..., :c.output_size] + offset[..., :c.output_size]
         return y if scaled_output else self._unscale(y)
 
     def scale_targets(self, target: Tensor) -> Tensor:
@@ -187,9 +212,9 @@ class Forecaster(ConfigurableModel):
         """Read one step (B, input_size); return the forecast of the next step
         (B, output_size) in the series' units and the new state."""
         check_streaming(self.config.rnn, "Forecaster")
-        if self.config.skip_lags or self.config.relative:
+        if self.config.skip_lags or self.config.relative or self.config.window_norm:
             what = f"skip_lags={self.config.skip_lags}" if self.config.skip_lags else \
-                "relative=True"
+                "relative=True" if self.config.relative else "window_norm=True"
             raise ValueError(f"Forecaster.step reads one step at a time, but {what} needs "
                              "the whole window: call the model on the window instead")
         check_inputs(x_t, None, tokens=False, name="x_t", input_size=self.config.input_size,

@@ -99,6 +99,9 @@ class TaskOptions:
     #: change (forecast; see ForecasterConfig.relative); None: when the training series
     #: trends (an augmented Dickey-Fuller test cannot reject a unit root at 5%)
     relative: bool | None = None
+    #: the forecaster standardises each window by its own spread and maps its forecast
+    #: back (forecast; see ForecasterConfig.window_norm)
+    window_norm: bool = False
     #: the cycle of the seasonal-naive forecast baseline in steps (forecast; None: the
     #: lag of the training series' highest autocorrelation)
     season: int | None = None
@@ -156,6 +159,8 @@ class TaskOptions:
             raise ValueError(f"t_max must be a number of steps > 2 or None, got {self.t_max!r}")
         if self.relative is not None and not isinstance(self.relative, bool):
             raise TypeError(f"relative must be a bool or None, got {self.relative!r}")
+        if not isinstance(self.window_norm, bool):
+            raise TypeError(f"window_norm must be a bool, got {self.window_norm!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if isinstance(self.skip_lags, bool) or not isinstance(self.skip_lags, int) \
