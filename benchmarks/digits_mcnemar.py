@@ -3,10 +3,10 @@
     python benchmarks/digits_mcnemar.py RUN_DIR [RUN_DIR ...]
 
 For each run folder of ``rnnkit train digits`` (its best.pt), the test images the
-model and each baseline (scikit-learn's logistic regression and MLP, fitted as the task
-fits them) get right, and the exact McNemar test (statsmodels) on the images where
-exactly one of the two is right: with 360 test images, one image is 0.0028 of
-accuracy, and a difference of a few images is within chance.
+model and each baseline (scikit-learn's logistic regression and MLP: the task's own
+``flat_classifier_models``) get right, and the exact McNemar test (statsmodels) on the
+images where exactly one of the two is right: with 360 test images, one image is
+0.0028 of accuracy, and a difference of a few images is within chance.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import torch
 
 
 def main(folders: list[str]):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
     from statsmodels.stats.contingency_tables import mcnemar
 
     from rnnkit import data as D
     from rnnkit.train import api
+    from rnnkit.train.baselines import flat_classifier_models
 
     torch.set_num_threads(1)
     print("| run | model | baseline | baseline's | only the model right | only the baseline "
@@ -35,9 +34,7 @@ def main(folders: list[str]):
             right = (model(d.x_test).argmax(-1) == d.y_test).numpy()
         flat = {split: x.reshape(len(x), -1).numpy() for split, x in
                 (("train", d.x_train), ("test", d.x_test))}
-        for name, baseline in (("logistic_regression", LogisticRegression(max_iter=5000)),
-                               ("mlp", MLPClassifier(hidden_layer_sizes=(100,), max_iter=1000,
-                                                     random_state=0))):
+        for name, baseline in flat_classifier_models().items():
             baseline.fit(flat["train"], d.y_train.numpy())
             other = baseline.predict(flat["test"]) == d.y_test.numpy()
             only_model, only_other = int((right & ~other).sum()), int((~right & other).sum())

@@ -347,9 +347,9 @@ def train(
                  seq_len=seq_len, horizon=horizon, level=level, max_vocab=max_vocab,
                  digits_mode=digits_mode, digits_shift=digits_shift,
                  columns=columns.split(",") if columns else None, index_column=index_column,
-                 pooling=pooling, skip_lags=skip_lags, relative=relative, window_norm=window_norm,
-                 season=season,
-                 init=init, t_max=t_max, max_steps=max_steps, max_time=max_time, lr=lr,
+                 pooling=pooling, skip_lags=skip_lags, relative=relative,
+                 window_norm=window_norm, season=season, init=init, t_max=t_max,
+                 max_steps=max_steps, max_time=max_time, lr=lr,
                  weight_decay=weight_decay, schedule=schedule, clip_grad_norm=clip_grad_norm, eval_every=eval_every,
                  patience=patience, bf16=bf16, compile=compile, seed=seed, device=device)
     settings.update({k: v for k, v in flags.items() if v is not None})

@@ -211,14 +211,16 @@ class Forecaster(ConfigurableModel):
     def step(self, x_t: Tensor, state=None):
         """Read one step (B, input_size); return the forecast of the next step
         (B, output_size) in the series' units and the new state."""
-        check_streaming(self.config.rnn, "Forecaster")
-        if self.config.skip_lags or self.config.relative or self.config.window_norm:
-            what = f"skip_lags={self.config.skip_lags}" if self.config.skip_lags else \
-                "relative=True" if self.config.relative else "window_norm=True"
-            raise ValueError(f"Forecaster.step reads one step at a time, but {what} needs "
-                             "the whole window: call the model on the window instead")
-        check_inputs(x_t, None, tokens=False, name="x_t", input_size=self.config.input_size,
-                     step=True)
-        out, state = self.rnn(self._scale(x_t, self.config.input_size).unsqueeze(1), state)
-        y = self.head(out[:, 0])[:, :self.config.output_size]  # direct: the first future step
+        c = self.config
+        check_streaming(c.rnn, "Forecaster")
+        whole_window = [f"{name}={value}" for name, value in (
+            ("skip_lags", c.skip_lags), ("relative", c.relative),
+            ("window_norm", c.window_norm)) if value]
+        if whole_window:
+            raise ValueError(f"Forecaster.step reads one step at a time, but "
+                             f"{whole_window[0]} needs the whole window: call the model on "
+                             "the window instead")
+        check_inputs(x_t, None, tokens=False, name="x_t", input_size=c.input_size, step=True)
+        out, state = self.rnn(self._scale(x_t, c.input_size).unsqueeze(1), state)
+        y = self.head(out[:, 0])[:, :c.output_size]  # direct: the first future step
         return self._unscale(y), state

@@ -92,15 +92,23 @@ def _digest(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
+def flat_classifier_models() -> dict:
+    """The flat-pixel baselines, unfitted, by name: scikit-learn's logistic regression
+    and a one-hidden-layer MLP (fixed seed). :func:`flat_classifiers` fits and scores
+    them; benchmarks/digits_mcnemar.py fits the same ones to compare their answers."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    return {"logistic_regression": LogisticRegression(max_iter=5000),
+            "mlp": MLPClassifier(hidden_layer_sizes=(100,), max_iter=1000, random_state=0)}
+
+
 def flat_classifiers(x_train: Tensor, y_train: Tensor,
                      splits: dict[str, tuple[Tensor, Tensor]]) -> dict[str, dict[str, float]]:
     """Accuracy per split of scikit-learn's logistic regression and a one-hidden-layer
     MLP on the flattened sequences (every step's features side by side: no notion of
     order, all of the input at once). Deterministic (fixed seeds), so a second call with
     the same data in the same process returns the first call's result."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-
     def flat(x):
         return x.reshape(len(x), -1).numpy()
 
@@ -110,9 +118,7 @@ def flat_classifiers(x_train: Tensor, y_train: Tensor,
     if key in _FLAT_RESULTS:
         return copy.deepcopy(_FLAT_RESULTS[key])
     out = {}
-    for name, model in (("logistic_regression", LogisticRegression(max_iter=5000)),
-                        ("mlp", MLPClassifier(hidden_layer_sizes=(100,), max_iter=1000,
-                                              random_state=0))):
+    for name, model in flat_classifier_models().items():
         model.fit(flat(x_train), y_train.numpy())
         out[name] = {split: float(model.score(flat(x), y.numpy()))
                      for split, (x, y) in splits.items()}
