@@ -174,6 +174,31 @@ def test_digits_shift_draws_each_steps_shifts_from_the_seed_and_step():
         TaskOptions(digits_shift=4)
 
 
+@pytest.mark.parametrize("name", ["classify", "tag", "digits"])
+def test_label_smoothing_trains_on_smoothed_targets_and_evaluates_plain(name):
+    torch.manual_seed(0)
+    smoothed = TASKS[name](TaskOptions(label_smoothing=0.2, hidden_size=8))
+    plain = TASKS[name](TaskOptions(hidden_size=8))
+    model = smoothed.build_model()
+    batch = smoothed.train_batch(0)
+    loss, _ = smoothed.loss(model, batch, None)
+    plain_loss, _ = plain.loss(model, batch, None)
+    logits = model(*batch[:-1]).flatten(0, -2) if name == "tag" else model(*batch[:-1])
+    target = batch[-1].flatten()
+    real = target != -100                               # tag's padding
+    log_p, target = logits[real].log_softmax(-1), target[real]
+    classes = log_p.shape[-1]                           # (1 - e) one-hot + e / classes
+    expected = -((1 - 0.2) * log_p.gather(1, target[:, None]).squeeze(1)
+                 + 0.2 * log_p.mean(-1)).mean()
+    torch.testing.assert_close(loss, expected)
+    assert classes > 1 and not torch.allclose(loss, plain_loss)
+    with torch.no_grad():  # the evaluation's loss is the plain cross-entropy
+        assert smoothed.evaluate(model) == plain.evaluate(model)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\)"):
+            TaskOptions(label_smoothing=bad)
+
+
 def test_init_auto_is_chrono_over_the_tasks_length_for_gated_cells():
     def layer(cell, **options):
         task = TASKS["adding"](TaskOptions(cell=cell, seq_len=30, hidden_size=4, **options))

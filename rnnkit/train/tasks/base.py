@@ -78,6 +78,10 @@ class TaskOptions:
     #: train on digit images moved by up to this many pixels in each direction, drawn
     #: anew for every batch (digits; 0: as they are)
     digits_shift: int = 0
+    #: share of each training target's probability spread evenly over all classes
+    #: (classify, tag, digits; 0: the plain one-hot target; evaluation always scores the
+    #: plain cross-entropy), as in torch.nn.CrossEntropyLoss(label_smoothing=...)
+    label_smoothing: float = 0.0
     #: CSV columns to forecast (forecast; None: every numeric column but the index)
     columns: list[str] | None = None
     #: the CSV's date or index column (forecast), left out of the features
@@ -141,6 +145,10 @@ class TaskOptions:
                              f"{self.digits_mode!r}")
         check_int("digits_shift", self.digits_shift, minimum=0, maximum=3,
                   note=" (pixels of an 8x8 image)")
+        if isinstance(self.label_smoothing, bool) or not isinstance(
+                self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got "
+                             f"{self.label_smoothing!r}")
         if self.columns is not None and (isinstance(self.columns, str) or not all(
                 isinstance(c, str) for c in self.columns) or not self.columns):
             raise TypeError(f"columns must be a non-empty list of column names or None, got "

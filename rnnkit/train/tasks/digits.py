@@ -70,7 +70,8 @@ class Digits(Task):
 
     def loss(self, model, batch, state):
         x, y = batch
-        return F.cross_entropy(model(x), y), None
+        smoothing = self.options.label_smoothing
+        return F.cross_entropy(model(x), y, label_smoothing=smoothing), None
 
     def _split(self, split: str):
         check_split(split)

@@ -230,7 +230,8 @@ class Classification(_SplitTask):
 
     def loss(self, model, batch, state):
         x, lengths, y = batch
-        return F.cross_entropy(model(x, lengths), y), None
+        return F.cross_entropy(model(x, lengths), y,
+                               label_smoothing=self.options.label_smoothing), None
 
     def evaluate(self, model, split: str = "validation"):
         x, lengths, y = self._batch(self.split[split])
@@ -317,7 +318,8 @@ class Tagging(_SplitTask):
 
     def loss(self, model, batch, state):
         x, lengths, y = batch
-        return F.cross_entropy(model(x, lengths).flatten(0, 1), y.flatten(), ignore_index=-100), None
+        return F.cross_entropy(model(x, lengths).flatten(0, 1), y.flatten(), ignore_index=-100,
+                               label_smoothing=self.options.label_smoothing), None
 
     def evaluate(self, model, split: str = "validation"):
         x, lengths, y = self._batch(self.split[split])
