@@ -33,8 +33,14 @@ def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dt
     x, h = torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, 1, device=device)
     weights = [torch.zeros(gates, 1, device=device), torch.zeros(gates, 1, device=device)]
     with torch.no_grad(), torch.autocast(device, dtype=low):
-        return kernel(x, (h, h) if mode == "LSTM" else h, weights, False, 1, 0.0, False,
-                      False, False)[0].dtype
+        try:
+            return kernel(x, (h, h) if mode == "LSTM" else h, weights, False, 1, 0.0, False,
+                          False, False)[0].dtype
+        except RuntimeError:
+            # autocast handed the kernel ``low`` inputs, which this device's library has
+            # no kernel for (oneDNN's bfloat16 LSTM on a CPU without AVX-512): torch.nn
+            # fails here, rnnkit's own engines compute in ``low`` as autocast asked
+            return low
 
 
 class Recurrent(nn.RNNBase):
