@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnnkit._checks import check_int
+from rnnkit._checks import check_fraction, check_int
 from rnnkit import data as D
 from rnnkit.data.digits import MODES as DIGITS_MODES
 from rnnkit.data.text import LEVELS
@@ -127,9 +127,7 @@ class TaskOptions:
                 continue
             if value > LIMITS[name]:  # a typo would otherwise allocate without bound
                 raise ValueError(f"{name} must be at most {LIMITS[name]:,}, got {value:,}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        check_fraction("dropout", self.dropout)
         if self.bidirectional is not None and not isinstance(self.bidirectional, bool):
             raise TypeError(f"bidirectional must be a bool or None, got {self.bidirectional!r}")
         if not isinstance(self.layer_options, dict):
@@ -145,10 +143,7 @@ class TaskOptions:
                              f"{self.digits_mode!r}")
         check_int("digits_shift", self.digits_shift, minimum=0, maximum=3,
                   note=" (pixels of an 8x8 image)")
-        if isinstance(self.label_smoothing, bool) or not isinstance(
-                self.label_smoothing, (int, float)) or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got "
-                             f"{self.label_smoothing!r}")
+        check_fraction("label_smoothing", self.label_smoothing)
         if self.columns is not None and (isinstance(self.columns, str) or not all(
                 isinstance(c, str) for c in self.columns) or not self.columns):
             raise TypeError(f"columns must be a non-empty list of column names or None, got "
