@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 import rnnkit
 from configurations import CONFIGURATIONS, engine_cases
 from rnnkit.cli import app
+from rnnkit.layers import recurrent
+from rnnkit.layers.recurrent import _torch_kernel_under_autocast
 
 def _with_and_without_autocast(layer, x, engine, device, dtype):
     """(out, h_n, dx, parameter grads) of one forward and backward under autocast, then
@@ -50,8 +52,34 @@ def test_bf16_autocast_forward_and_backward(name, engine):
     (rnnkit.RNN(3, 4, nonlinearity="relu", zoneout=0.1), torch.nn.RNN(3, 4)),
 ], ids=["gru", "lstm", "rnn"])
 def test_the_dtype_is_torch_nns(ours, theirs):
+    """torch.nn's output type, or autocast's where torch.nn has no kernel (oneDNN's
+    bfloat16 LSTM on a CPU without AVX-512, where torch.nn's layer raises)."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert ours(torch.randn(5, 2, 3))[0].dtype == theirs(torch.randn(5, 2, 3))[0].dtype
+        if _torch_kernel_under_autocast(theirs.mode, "cpu", torch.bfloat16) is None:
+            with pytest.raises(RuntimeError):
+                theirs(torch.randn(5, 2, 3))
+            expected = torch.bfloat16
+        else:
+            expected = theirs(torch.randn(5, 2, 3))[0].dtype
+        assert ours(torch.randn(5, 2, 3))[0].dtype == expected
+
+
+def test_where_torch_has_no_kernel_for_autocast_auto_runs_the_fused_engine(monkeypatch):
+    """As on a CPU whose oneDNN has no bfloat16 LSTM: "auto" computes on the fused engine
+    (float32, the outputs rounded once), "native" refuses with a clear error, and with
+    lengths (torch's packed kernel, which has one) nothing changes."""
+    monkeypatch.setattr(recurrent, "_torch_kernel_under_autocast", lambda *args: None)
+    layer, x = rnnkit.LSTM(3, 4), torch.randn(5, 2, 3)
+    with torch.no_grad():
+        fused = layer(x, backend="fused")[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer.resolve_backend() == "native"
+            out = layer(x)[0]
+            assert out.dtype == torch.bfloat16
+            assert torch.equal(out, fused.to(torch.bfloat16))
+            with pytest.raises(RuntimeError, match="backend='native'.*bfloat16.*'fused'"):
+                layer(x, backend="native")
+            layer(x, lengths=[5, 3], backend="native")
 
 
 def test_train_with_bf16_and_layer_norm(tmp_path):

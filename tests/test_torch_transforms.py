@@ -12,6 +12,7 @@ from torch.func import functional_call, grad
 
 import rnnkit
 from configurations import CONFIGURATIONS, ENGINE_LAYERS, engine_cases
+from helpers import assert_all_close
 
 BACKENDS = ("auto", "native", "fused", "reference")
 
@@ -35,6 +36,7 @@ def _output(layer, x, backend, params=None):
 
 @pytest.mark.parametrize("name, backend", _cases())
 def test_functional_call_and_func_grad_use_the_weights_given(name, backend):
+    torch.manual_seed(0)
     layer, x = _layer(name), torch.randn(5, 2, 3)
     others = {k: torch.randn_like(v) for k, v in layer.named_parameters()}
     loaded = copy.deepcopy(layer)
@@ -44,8 +46,10 @@ def test_functional_call_and_func_grad_use_the_weights_given(name, backend):
     params = dict(layer.named_parameters())
     found = grad(lambda p: _output(layer, x, backend, p).pow(2).sum())(params)
     _output(layer, x, backend).pow(2).sum().backward()
-    for key, value in params.items():
-        torch.testing.assert_close(found[key], value.grad, msg=key)
+    # torch.func differentiates the engine's own backward or its decomposition; the two
+    # round differently, and with a layer norm behind a relu the gradients reach ~50
+    assert list(found) == list(params)
+    assert_all_close(list(found.values()), [value.grad for value in params.values()])
 
 
 @pytest.mark.parametrize("parametrization", ["weight_norm", "orthogonal", "spectral_norm"])

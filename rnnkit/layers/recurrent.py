@@ -23,11 +23,14 @@ from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 
 
 @functools.lru_cache(maxsize=None)
-def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dtype:
+def _torch_kernel_under_autocast(mode: str, device: str, low: torch.dtype):
     """The type torch.nn's layer of ``mode`` ("LSTM", "GRU", "RNN_TANH"...) returns under
     autocast to ``low`` on ``device``, asked of torch's kernel once with a one-unit call
     (it differs by device and family: on the CPU the LSTM and RNN give ``low``, the GRU
-    float32). Plain tensors, no module: torch.compile traces it as it traces the rest."""
+    float32); None where torch has no kernel for it: autocast hands the kernel ``low``
+    inputs, which oneDNN's LSTM on a CPU without AVX-512 cannot take, and torch.nn's
+    layer raises there. Plain tensors, no module: torch.compile traces it as it traces
+    the rest."""
     kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_RELU": _VF.rnn_relu}.get(mode, _VF.rnn_tanh)
     gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
     x, h = torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, 1, device=device)
@@ -37,10 +40,14 @@ def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dt
             return kernel(x, (h, h) if mode == "LSTM" else h, weights, False, 1, 0.0, False,
                           False, False)[0].dtype
         except RuntimeError:
-            # autocast handed the kernel ``low`` inputs, which this device's library has
-            # no kernel for (oneDNN's bfloat16 LSTM on a CPU without AVX-512): torch.nn
-            # fails here, rnnkit's own engines compute in ``low`` as autocast asked
-            return low
+            return None
+
+
+def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dtype:
+    """The type rnnkit's engines give their outputs under autocast to ``low``: torch.nn's
+    (see :func:`_torch_kernel_under_autocast`), or ``low``, as autocast asks, where
+    torch.nn has no kernel to follow."""
+    return _torch_kernel_under_autocast(mode, device, low) or low
 
 
 class Recurrent(nn.RNNBase):
@@ -161,6 +168,16 @@ class Recurrent(nn.RNNBase):
                 input, hx, [getattr(self, name) for name in self._flat_weights_names]):
             engine = "fused"  # torch's kernels have no vmap rule; the fused engine does
         x, lengths, packed, unbatched = _time_major(self, input, lengths)
+        # (the probe asks torch's unpacked kernel; with lengths the engine runs the packed one)
+        if engine == "native" and lengths is None and self._torch_kernel_cannot_autocast():
+            if (backend or self.backend) != "auto":
+                device = self.weight_ih_l0.device.type
+                low = str(autocast_dtype(device)).removeprefix("torch.")
+                raise RuntimeError(
+                    f"backend='native': torch's {self.mode} kernel has no {low} kernel for "
+                    f"autocast on this {device} (torch.nn's layer fails here too); use "
+                    f"backend='auto' or 'fused', which compute in float32")
+            engine = "fused"  # which computes in float32 and rounds the outputs once
 
         h0, c0 = self._initial_state(hx, x, unbatched)
         # under autocast an input or state may come in autocast's type (a layer's own
@@ -190,6 +207,13 @@ class Recurrent(nn.RNNBase):
         h_all, c_all = states  # (L*D, T, B, ·)
         return output, hidden, States(_states_layout(self, h_all, unbatched),
                                       _states_layout(self, c_all, unbatched))
+
+    def _torch_kernel_cannot_autocast(self) -> bool:
+        """Whether autocast is on and torch's kernel has none for its type here."""
+        device = self.weight_ih_l0.device.type
+        low = autocast_dtype(device)
+        return low is not None and self.weight_ih_l0.dtype == torch.float32 and \
+            _torch_kernel_under_autocast(self.mode, device, low) is None
 
     def _initial_state(self, hx, x: Tensor, unbatched: bool):
         """Check ``hx`` against torch.nn's shapes and return (h0, c0) as (L*D, B, ·)."""

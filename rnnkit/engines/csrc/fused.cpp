@@ -687,8 +687,14 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   // zeros: a cell fills only the columns of its own layer norms (rstd of LN(W_hh h), of
   // LN(c~)), and a result must not hold uninitialised memory
   Tensor St = keep && cf.stats() ? at::zeros({T_, B, 2}, opts) : Tensor();
-  // the GEMM input h_{t-1} * mask: every step's kept for dW_hh in training, else one
-  Tensor Hin = masked ? at::empty({keep ? T_ : 1, B, H_out}, opts) : Tensor();
+  // the GEMM input h_{t-1} * mask: every step's kept for dW_hh in training, else one.
+  // MKL's GEMM rounds differently for inputs at different addresses modulo 64 bytes, so
+  // inference places step t's input at the offset it has in training's (T, B, H_out)
+  // buffer, modulo 64 bytes, and the two give the same bits.
+  const int64_t align = 64 / int64_t(sizeof(T));
+  Tensor Hin = masked ? (keep ? at::empty({T_, B, H_out}, opts)
+                              : at::empty({B * H_out + align}, opts))
+                      : Tensor();
   Tensor gh = at::empty({B, GH}, opts);            // W_hh h_in of this step
   Tensor U = proj ? at::empty({B, H}, opts) : Tensor();  // o * tanh(c_out) before W_hr
 
@@ -713,6 +719,8 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   T* U_p = proj ? U.data_ptr<T>() : nullptr;
   const Carry<T> Kh(carry_h), Kc(carry_c);
   const int64_t SR = cf.row, BH_out = B * H_out;
+  // where step t's GEMM input lies in Hin (see above)
+  const auto step_offset = [&](int64_t t) { return keep ? t * BH_out : t * BH_out % align; };
   const auto lstm_row = lstm_forward<T>(cf);
   const auto rnn_row = rnn_forward<T>(cell);
 
@@ -722,8 +730,8 @@ std::vector<Tensor> forward_impl(int64_t cell, const Tensor& gx, const Tensor& h
   for (int64_t t = 0; t < T_; ++t) {
     const T* hp = t ? Hs_p + (t - 1) * BH_out : h0_p;
     const T* cp = cell == LSTM ? (t ? Cs_p + (t - 1) * B * H : c0_p) : nullptr;
-    T* hin = masked ? Hin_p + (keep ? t * BH_out : 0) : nullptr;
-    T* hin_next = masked && t + 1 < T_ ? Hin_p + (keep ? (t + 1) * BH_out : 0) : nullptr;
+    T* hin = masked ? Hin_p + step_offset(t) : nullptr;
+    T* hin_next = masked && t + 1 < T_ ? Hin_p + step_offset(t + 1) : nullptr;
     matmul<T>(gh_p, masked ? hin : hp, w_p, B, GH, H_out, /*w_is_nk=*/true);  // W_hh h_in
     const T* gx_t = gx_p + t * B * GH;
     T* h_t = Hs_p + t * BH_out;
