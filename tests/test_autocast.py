@@ -80,6 +80,21 @@ def test_where_torch_has_no_kernel_for_autocast_auto_runs_the_fused_engine(monke
             with pytest.raises(RuntimeError, match="backend='native'.*bfloat16.*'fused'"):
                 layer(x, backend="native")
             layer(x, lengths=[5, 3], backend="native")
+            # torch.compile asks the probe as eager does (its fake tensors never fail)
+            assert torch.equal(torch.compile(layer)(x)[0], out)
+
+
+def test_the_kernel_probe_asks_the_real_kernel_under_torch_compile(monkeypatch):
+    """torch.compile takes the probe's answer as a constant found eagerly: traced, the
+    kernel would run on fake tensors, which never fail."""
+    def probe():
+        return recurrent._torch_kernel_under_autocast("LSTM", "cpu", torch.bfloat16)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        monkeypatch.setattr(recurrent, "_KERNEL_PROBES", {})  # first asked while compiling
+        compiled = torch.compile(lambda: probe() is None, fullgraph=True)()
+        monkeypatch.setattr(recurrent, "_KERNEL_PROBES", {})
+        assert compiled == (probe() is None)
 
 
 def test_train_with_bf16_and_layer_norm(tmp_path):

@@ -4,7 +4,6 @@ torch.nn's signatures."""
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -22,25 +21,39 @@ from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _chec
 from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 
 
-@functools.lru_cache(maxsize=None)
+#: (mode, device, low) -> what :func:`_torch_kernel_under_autocast` found
+_KERNEL_PROBES: dict = {}
+
+
+def _constant(function):
+    """``function``, which torch.compile calls eagerly while tracing and treats as a
+    constant: the probe below must ask the real kernel, not its fake-tensor stand-in,
+    which never fails (functools.lru_cache would hide the mark from dynamo)."""
+    assume = getattr(torch._dynamo, "assume_constant_result", None)
+    return assume(function) if assume is not None else function
+
+
+@_constant
 def _torch_kernel_under_autocast(mode: str, device: str, low: torch.dtype):
     """The type torch.nn's layer of ``mode`` ("LSTM", "GRU", "RNN_TANH"...) returns under
     autocast to ``low`` on ``device``, asked of torch's kernel once with a one-unit call
     (it differs by device and family: on the CPU the LSTM and RNN give ``low``, the GRU
     float32); None where torch has no kernel for it: autocast hands the kernel ``low``
     inputs, which oneDNN's LSTM on a CPU without AVX-512 cannot take, and torch.nn's
-    layer raises there. Plain tensors, no module: torch.compile traces it as it traces
-    the rest."""
-    kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_RELU": _VF.rnn_relu}.get(mode, _VF.rnn_tanh)
-    gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
-    x, h = torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, 1, device=device)
-    weights = [torch.zeros(gates, 1, device=device), torch.zeros(gates, 1, device=device)]
-    with torch.no_grad(), torch.autocast(device, dtype=low):
-        try:
-            return kernel(x, (h, h) if mode == "LSTM" else h, weights, False, 1, 0.0, False,
-                          False, False)[0].dtype
-        except RuntimeError:
-            return None
+    layer raises there."""
+    key = (mode, device, low)
+    if key not in _KERNEL_PROBES:
+        kernel = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_RELU": _VF.rnn_relu}.get(mode, _VF.rnn_tanh)
+        gates = {"LSTM": 4, "GRU": 3}.get(mode, 1)
+        x, h = torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, 1, device=device)
+        weights = [torch.zeros(gates, 1, device=device), torch.zeros(gates, 1, device=device)]
+        with torch.no_grad(), torch.autocast(device, dtype=low):
+            try:
+                _KERNEL_PROBES[key] = kernel(x, (h, h) if mode == "LSTM" else h, weights,
+                                             False, 1, 0.0, False, False, False)[0].dtype
+            except RuntimeError:
+                _KERNEL_PROBES[key] = None
+    return _KERNEL_PROBES[key]
 
 
 def _autocast_output_dtype(mode: str, device: str, low: torch.dtype) -> torch.dtype:
