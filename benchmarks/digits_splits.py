@@ -24,24 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from tasks import train_once  # benchmarks/tasks.py, beside this file
 
 BASELINES = ("logistic_regression", "mlp")
 
 
 def _train(mode: str, seed: int, out: Path) -> dict:
-    folder = out / f"{mode}-seed{seed}"
-    summary = folder / "summary.json"
-    if not summary.is_file():
-        command = [sys.executable, "-m", "rnnkit", "train", "digits", "--digits-mode", mode,
-                   "--seed", str(seed), "--threads", "1", "--no-progress", "--overwrite",
-                   "--out", str(folder)]
-        with open(out / f"{mode}-seed{seed}.log", "w") as log:
-            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
-    result = json.loads(summary.read_text())
+    result = train_once(["digits", "--digits-mode", mode, "--seed", str(seed)],
+                        out / f"{mode}-seed{seed}")
     return {"mode": mode, "seed": seed, "rnnkit": result["test"]["accuracy"],
             **{name: result["baselines"][name]["test"]["accuracy"] for name in BASELINES},
             "seconds": result["seconds"]}

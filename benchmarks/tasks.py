@@ -44,21 +44,22 @@ RUNS = {
 }
 
 
-def _command(name: str, folder: Path) -> list[str]:
-    task, args = RUNS[name]
-    return [sys.executable, "-m", "rnnkit", "train", task, *args, "--threads", "1",
-            "--no-progress", "--overwrite", "--out", str(folder)]
+def train_once(args: list[str], folder: Path) -> dict:
+    """``rnnkit train ARGS`` on one thread into ``folder`` (its output in ``folder``.log),
+    unless ``folder`` holds a finished run; the run's summary.json."""
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        command = [sys.executable, "-m", "rnnkit", "train", *args, "--threads", "1",
+                   "--no-progress", "--overwrite", "--out", str(folder)]
+        with open(folder.with_name(folder.name + ".log"), "w") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return json.loads(summary.read_text())
 
 
 def _train(name: str, out: Path) -> dict:
-    folder = out / name
-    summary = folder / "summary.json"
-    if not summary.is_file():
-        with open(out / f"{name}.log", "w") as log:
-            subprocess.run(_command(name, folder), check=True, stdout=log, stderr=subprocess.STDOUT)
     task, args = RUNS[name]
     return {"name": name, "command": " ".join(["rnnkit", "train", task, *args]),
-            **json.loads(summary.read_text())}
+            **train_once([task, *args], out / name)}
 
 
 def _fmt(value) -> str:

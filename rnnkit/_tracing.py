@@ -25,6 +25,15 @@ def _compiling() -> bool:
     return is_compiling()
 
 
+def constant_while_tracing(function):
+    """``function``, which torch.compile calls eagerly while tracing and treats as a
+    constant, for a question only the real kernels can answer (traced, they run on fake
+    tensors, which never fail). Its own cache must be a plain one: functools.lru_cache
+    hides the mark from dynamo."""
+    assume = getattr(torch._dynamo, "assume_constant_result", None)
+    return assume(function) if assume is not None else function
+
+
 def dynamo_tracing() -> bool:
     """Whether dynamo traces this call's bytecode (torch.compile, strict torch.export),
     where Python with side effects (building a C++ extension) cannot run; a non-strict

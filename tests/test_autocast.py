@@ -10,7 +10,6 @@ import rnnkit
 from configurations import CONFIGURATIONS, engine_cases
 from rnnkit.cli import app
 from rnnkit.layers import recurrent
-from rnnkit.layers.recurrent import _torch_kernel_under_autocast
 
 def _with_and_without_autocast(layer, x, engine, device, dtype):
     """(out, h_n, dx, parameter grads) of one forward and backward under autocast, then
@@ -55,7 +54,7 @@ def test_the_dtype_is_torch_nns(ours, theirs):
     """torch.nn's output type, or autocast's where torch.nn has no kernel (oneDNN's
     bfloat16 LSTM on a CPU without AVX-512, where torch.nn's layer raises)."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        if _torch_kernel_under_autocast(theirs.mode, "cpu", torch.bfloat16) is None:
+        if recurrent._torch_kernel_under_autocast(theirs.mode, "cpu", torch.bfloat16) is None:
             with pytest.raises(RuntimeError):
                 theirs(torch.randn(5, 2, 3))
             expected = torch.bfloat16

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from rnnkit import cells
 from rnnkit.cells.custom import UserStep
-from rnnkit._tracing import autocast_dtype, is_vmapped
+from rnnkit._tracing import autocast_dtype, constant_while_tracing, is_vmapped
 from rnnkit.engines import DIRECTION_ENGINES, choose, native
 from rnnkit.layers._inputs import (States, _caller_layout, _check_backend, _check_probability,
                                   _layer_output, _layer_state, _padding, _reverse,
@@ -25,15 +25,7 @@ from rnnkit.layers._parameters import _check_init, _init_repr, _Variants
 _KERNEL_PROBES: dict = {}
 
 
-def _constant(function):
-    """``function``, which torch.compile calls eagerly while tracing and treats as a
-    constant: the probe below must ask the real kernel, not its fake-tensor stand-in,
-    which never fails (functools.lru_cache would hide the mark from dynamo)."""
-    assume = getattr(torch._dynamo, "assume_constant_result", None)
-    return assume(function) if assume is not None else function
-
-
-@_constant
+@constant_while_tracing
 def _torch_kernel_under_autocast(mode: str, device: str, low: torch.dtype):
     """The type torch.nn's layer of ``mode`` ("LSTM", "GRU", "RNN_TANH"...) returns under
     autocast to ``low`` on ``device``, asked of torch's kernel once with a one-unit call
@@ -182,14 +174,15 @@ class Recurrent(nn.RNNBase):
             engine = "fused"  # torch's kernels have no vmap rule; the fused engine does
         x, lengths, packed, unbatched = _time_major(self, input, lengths)
         # (the probe asks torch's unpacked kernel; with lengths the engine runs the packed one)
-        if engine == "native" and lengths is None and self._torch_kernel_cannot_autocast():
+        low = self._autocast_type() if engine == "native" and lengths is None else None
+        device = self.weight_ih_l0.device.type
+        if low is not None and _torch_kernel_under_autocast(self.mode, device, low) is None:
             if (backend or self.backend) != "auto":
-                device = self.weight_ih_l0.device.type
-                low = str(autocast_dtype(device)).removeprefix("torch.")
                 raise RuntimeError(
-                    f"backend='native': torch's {self.mode} kernel has no {low} kernel for "
-                    f"autocast on this {device} (torch.nn's layer fails here too); use "
-                    f"backend='auto' or 'fused', which compute in float32")
+                    f"backend='native': torch's {self.mode} kernel has no "
+                    f"{str(low).removeprefix('torch.')} kernel for autocast on this {device} "
+                    f"(torch.nn's layer fails here too); use backend='auto' or 'fused', "
+                    f"which compute in float32")
             engine = "fused"  # which computes in float32 and rounds the outputs once
 
         h0, c0 = self._initial_state(hx, x, unbatched)
@@ -221,12 +214,11 @@ class Recurrent(nn.RNNBase):
         return output, hidden, States(_states_layout(self, h_all, unbatched),
                                       _states_layout(self, c_all, unbatched))
 
-    def _torch_kernel_cannot_autocast(self) -> bool:
-        """Whether autocast is on and torch's kernel has none for its type here."""
-        device = self.weight_ih_l0.device.type
-        low = autocast_dtype(device)
-        return low is not None and self.weight_ih_l0.dtype == torch.float32 and \
-            _torch_kernel_under_autocast(self.mode, device, low) is None
+    def _autocast_type(self):
+        """The type autocast asks this layer to compute in now, or None where it leaves
+        the layer as it is (autocast off, or weights not in float32)."""
+        low = autocast_dtype(self.weight_ih_l0.device.type)
+        return low if self.weight_ih_l0.dtype == torch.float32 else None
 
     def _initial_state(self, hx, x: Tensor, unbatched: bool):
         """Check ``hx`` against torch.nn's shapes and return (h0, c0) as (L*D, B, ·)."""
@@ -294,9 +286,8 @@ class Recurrent(nn.RNNBase):
         Autocast would run the input projection's GEMM in bfloat16 / float16 and leave
         the engines' hand-written backward, which runs outside autocast, with tensors of
         two types; the recurrence also adds up T steps, which wants float32 anyway."""
-        device = x.device.type
-        low = autocast_dtype(device)
-        if low is None or self.weight_ih_l0.dtype != torch.float32:  # autocast leaves others
+        device, low = x.device.type, self._autocast_type()
+        if low is None:
             return self._run_stack(run, x, h0, c0, lengths)
         with torch.autocast(device, enabled=False):  # x, h0, c0: float32 as the weights
             output, h_n, c_n, states = self._run_stack(run, x, h0, c0, lengths)
