@@ -105,6 +105,7 @@ def _bad_train_flags():
         ("forecast", ["--horizon", "0"], "horizon must be a positive int, got 0"),
         ("lm", ["--level", "byte"], "level must be one of ('char', 'word'), got 'byte'"),
         ("digits", ["--digits-mode", "spiral"], "digits_mode must be one of"),
+        ("digits", ["--mixup", "-1"], "mixup must be a number >= 0 (Beta's alpha; 0: off), got -1"),
         ("adding", ["--cell", "tree"], "cell must be one of"),
         ("adding", ["--option", "oops"], "an --option is KEY=VALUE, got 'oops'"),
         ("adding", ["--option", "zoneout=2"], "zoneout must be a probability in [0, 1), got 2"),

@@ -174,6 +174,51 @@ def test_digits_shift_draws_each_steps_shifts_from_the_seed_and_step():
         TaskOptions(digits_shift=4)
 
 
+def test_mixup_blends_pairs_of_images_and_their_targets_drawn_from_the_seed_and_step():
+    from rnnkit.train.tasks.digits import mixed
+    mixing = TASKS["digits"](TaskOptions(mixup=0.4, batch_size=64))
+    plain = TASKS["digits"](TaskOptions(batch_size=64))
+    x, target = mixing.train_batch(5)
+    x_plain, y_plain = plain.train_batch(5)
+    assert target.shape == (64, 10)
+    torch.testing.assert_close(target.sum(1), torch.ones(64))
+    # each image blends with a partner of the batch, with one lam over the batch, and its
+    # target is the same blend of the two one-hot targets
+    one_hot = torch.nn.functional.one_hot(y_plain, 10).float()
+    lam = target.gather(1, y_plain[:, None]).squeeze(1)[(target > 0).sum(1) == 2][0]
+    assert 0 < lam < 1
+    partners = []
+    for i in range(64):
+        gap = (x[i] - lam * x_plain[i] - (1 - lam) * x_plain).flatten(1).abs().amax(1)
+        j = int(gap.argmin())
+        assert gap[j] < 1e-5
+        torch.testing.assert_close(target[i], lam * one_hot[i] + (1 - lam) * one_hot[j])
+        partners.append(j)
+    assert sorted(partners) == list(range(64))          # each image is someone's partner
+    assert torch.equal(x, mixing.train_batch(5)[0])     # resumable
+    assert not torch.equal(x, mixing.train_batch(6)[0])
+    assert torch.equal(plain.d.x_val, mixing.d.x_val)   # held out as is
+    # cross-entropy is linear in the target: the blended loss is the blend of the two
+    model = mixing.build_model()
+    loss, _ = mixing.loss(model, (x, target), None)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(model(x), target))
+    # the helper on its own: the draw follows the generator; alpha shapes lam
+    y = torch.arange(4)
+    first = mixed(torch.eye(4), y, num_classes=4, alpha=1.0,
+                  generator=torch.Generator().manual_seed(0))
+    again = mixed(torch.eye(4), y, num_classes=4, alpha=1.0,
+                  generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    torch.testing.assert_close(first[0], first[1])      # images one-hot: they blend alike
+    lams = [float(mixed(torch.eye(50), torch.arange(50), num_classes=50, alpha=a,
+                        generator=torch.Generator().manual_seed(s))[1].amax(1).min())
+            for a in (0.05, 50.0) for s in range(20)]  # each max(lam, 1 - lam)
+    assert sum(v > 0.95 for v in lams[:20]) > 10 and all(v < 0.8 for v in lams[20:])
+    for bad in (-0.1, True, math.inf, math.nan, "0.2"):
+        with pytest.raises(ValueError, match=r"mixup must be a number >= 0"):
+            TaskOptions(mixup=bad)
+
+
 @pytest.mark.parametrize("name", ["classify", "tag", "digits"])
 def test_label_smoothing_trains_on_smoothed_targets_and_evaluates_plain(name):
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ SPLITS = ("validation", "test")
 #: seeds of the generated tasks' held-out sets, far from every training step's seed
 #: (seed * 1_000_003 + step), so that no training batch is a held-out one
 _VALIDATION_SEED, _TEST_SEED = 2 ** 40, 2 ** 41
-#: the offset of a step's second random stream (see _step_generator)
+#: the offset between a step's random streams (see _step_generator)
 _STREAM_SEED = 2 ** 42
 #: seeds (of the data and of the weights) are below this, which keeps every training
 #: step's seed below the held-out ones
@@ -82,6 +82,10 @@ class TaskOptions:
     #: (classify, tag, digits; 0: the plain one-hot target; evaluation always scores the
     #: plain cross-entropy), as in torch.nn.CrossEntropyLoss(label_smoothing=...)
     label_smoothing: float = 0.0
+    #: train on pairs of images blended as lam * a + (1 - lam) * b, their targets blended
+    #: alike, lam drawn from Beta(mixup, mixup) for each batch (digits; Zhang et al. 2018,
+    #: "mixup: Beyond Empirical Risk Minimization"; 0: the images as they are)
+    mixup: float = 0.0
     #: CSV columns to forecast (forecast; None: every numeric column but the index)
     columns: list[str] | None = None
     #: the CSV's date or index column (forecast), left out of the features
@@ -144,6 +148,10 @@ class TaskOptions:
         check_int("digits_shift", self.digits_shift, minimum=0, maximum=3,
                   note=" (pixels of an 8x8 image)")
         check_fraction("label_smoothing", self.label_smoothing)
+        if isinstance(self.mixup, bool) or not isinstance(self.mixup, (int, float)) or not (
+                0 <= self.mixup < math.inf):
+            raise ValueError(f"mixup must be a number >= 0 (Beta's alpha; 0: off), got "
+                             f"{self.mixup!r}")
         if self.columns is not None and (isinstance(self.columns, str) or not all(
                 isinstance(c, str) for c in self.columns) or not self.columns):
             raise TypeError(f"columns must be a non-empty list of column names or None, got "
@@ -203,8 +211,9 @@ def _settings_text(settings: dict) -> str:
 
 
 def _step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """The batch of a step depends on the seed and the step only; ``stream`` 1 gives a
-    second generator of the step, independent of the first (beyond every held-out seed)."""
+    """The batch of a step depends on the seed and the step only; ``stream`` 1, 2, ...
+    give further generators of the step, independent of the first and of each other
+    (beyond every held-out seed)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step + stream * _STREAM_SEED)
 
 

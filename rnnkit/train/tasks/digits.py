@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -37,14 +38,18 @@ class Digits(Task):
     #: MLP 0.972 on the same folds; a bidirectional LSTM 0.964 against the GRU's 0.972,
     #: and pixels read both ways 0.977 against 0.982 one way), and learn more from
     #: targets smoothed by 0.1 (0.977 / 0.973 against 0.972 / 0.965:
-    #: benchmarks/digits_cv.py)
+    #: benchmarks/digits_cv.py). Both pixel modes then learn more from mixup 0.2,
+    #: training pairs blended (folds cut afresh, --fold-seed 1, one weight seed: pixels
+    #: 0.986 / 0.981 against 0.981 / 0.980, ahead on every fold; permuted 0.978 / 0.974
+    #: against 0.973 / 0.968, ahead on three folds of five; on permuted, zeroing one
+    #: pixel in ten at random 0.976 / 0.972 and attention pooling 0.952 did no better)
     mode_recipes = {"rows": {"lr": 1e-2, "max_steps": 3000, "digits_shift": 1},
                     "pixels": {"lr": 1e-2, "max_steps": 3000, "hidden_size": 128,
                                "batch_size": 64, "pooling": "max", "digits_shift": 1,
-                               "layer_options": {"recurrent_dropout": 0.2}},
+                               "mixup": 0.2, "layer_options": {"recurrent_dropout": 0.2}},
                     "permuted": {"cell": "gru", "lr": 1e-2, "max_steps": 3000,
                                  "hidden_size": 256, "bidirectional": True,
-                                 "label_smoothing": 0.1,
+                                 "label_smoothing": 0.1, "mixup": 0.2,
                                  "layer_options": {"recurrent_dropout": 0.2}}}
 
     @classmethod
@@ -67,11 +72,14 @@ class Digits(Task):
 
     def train_batch(self, step):
         pick = self._pick(len(self.d.y_train), step)
-        x = self.d.x_train[pick]
+        x, y = self.d.x_train[pick], self.d.y_train[pick]
         if self.options.digits_shift:  # the shifts, like the batch, depend on seed and step
             x = self.d.shifted(x, self.options.digits_shift,
                                _step_generator(self.options.seed, step, stream=1))
-        return x, self.d.y_train[pick]
+        if self.options.mixup:  # so do the pairs and their blend
+            x, y = mixed(x, y, num_classes=10, alpha=self.options.mixup,
+                         generator=_step_generator(self.options.seed, step, stream=2))
+        return x, y
 
     def loss(self, model, batch, state):
         x, y = batch
@@ -116,3 +124,18 @@ class Digits(Task):
             layout = {"grid": [8, 8], "order": cell}
         return E.Example(x.unsqueeze(0), tokens, features, truth=str(int(d.y_val[i])),
                          layout=layout, source=f"validation image {i}")
+
+
+def mixed(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, alpha: float,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """mixup (Zhang et al. 2018): each example of the batch ``x`` (n, ...) blended with
+    another of the same batch, ``lam * x + (1 - lam) * x[partner]`` with one lam drawn from
+    Beta(alpha, alpha), and its class ``y`` (n,) made the same blend of the two one-hot
+    targets (n, num_classes), which F.cross_entropy takes as class probabilities."""
+    # torch's Beta takes no generator: numpy's, seeded from it, keeps the draw reproducible
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    partner = torch.randperm(len(x), generator=generator)
+    target = F.one_hot(y, num_classes).to(x.dtype)
+    return (lam * x + (1 - lam) * x[partner],
+            lam * target + (1 - lam) * target[partner])
