@@ -499,3 +499,13 @@ def test_a_run_that_fails_at_its_first_step_leaves_no_run_behind(tmp_path):
         trainer.fit()
     assert not (tmp_path / "metrics.csv").exists()
     assert _run(tmp_path, max_steps=2).fit()["steps"] == 2  # the folder is free and empty
+
+
+def test_an_option_of_other_tasks_is_refused_for_a_new_run_and_loads_from_a_checkpoint():
+    with pytest.raises(ValueError, match=r"mixup applies to the digits task, not to copy; got 0.2"):
+        TASKS["copy"](TaskOptions(mixup=0.2, seq_len=5))
+    with pytest.raises(ValueError, match=r"digits_shift applies to the digits task, not to lm"):
+        TASKS["lm"](TaskOptions(digits_shift=1))
+    TASKS["classify"](TaskOptions(label_smoothing=0.1))   # where it applies
+    # a checkpoint saved before the check (the option then ignored) still loads
+    TASKS["copy"](TaskOptions(mixup=0.2, seq_len=5), saved={})

@@ -203,6 +203,20 @@ class TaskOptions:
         return {**kwargs, **self.layer_options}
 
 
+#: the options only some tasks read: set for another task, one would do nothing
+_ONLY_FOR = {"digits_mode": ("digits",), "digits_shift": ("digits",), "mixup": ("digits",),
+             "label_smoothing": ("classify", "tag", "digits")}
+
+
+def _check_applies(options: TaskOptions, task: str):
+    for name, tasks in _ONLY_FOR.items():
+        value = getattr(options, name)
+        if task not in tasks and value != TaskOptions.__dataclass_fields__[name].default:
+            named = " and ".join([", ".join(tasks[:-1]), tasks[-1]] if len(tasks) > 1 else tasks)
+            raise ValueError(f"{name} applies to the {named} task{'s' * (len(tasks) > 1)}, "
+                             f"not to {task}; got {value!r}")
+
+
 def _settings_text(settings: dict) -> str:
     flat = {**{k: v for k, v in settings.items() if k != "layer_options"},
             **settings.get("layer_options", {})}
@@ -254,6 +268,8 @@ class Task:
         return _settings_text(cls.recipe)
 
     def __init__(self, options: TaskOptions, saved: dict | None = None):
+        if saved is None:  # a new run; a checkpoint's options load as they were saved
+            _check_applies(options, self.name)
         self.options = options
         self.saved = saved or {}  # a checkpoint's task entry: reuse its vocabularies
 
