@@ -506,6 +506,10 @@ def test_an_option_of_other_tasks_is_refused_for_a_new_run_and_loads_from_a_chec
         TASKS["copy"](TaskOptions(mixup=0.2, seq_len=5))
     with pytest.raises(ValueError, match=r"digits_shift applies to the digits task, not to lm"):
         TASKS["lm"](TaskOptions(digits_shift=1))
-    TASKS["classify"](TaskOptions(label_smoothing=0.1))   # where it applies
+    with pytest.raises(ValueError, match=r"horizon applies to the forecast task, not to adding"):
+        TASKS["adding"](TaskOptions(horizon=6, seq_len=5))
+    with pytest.raises(ValueError, match=r"pooling applies to the classify and digits tasks"):
+        TASKS["tag"](TaskOptions(pooling="max"))
+    TASKS["classify"](TaskOptions(label_smoothing=0.1, pooling="max"))   # where they apply
     # a checkpoint saved before the check (the option then ignored) still loads
     TASKS["copy"](TaskOptions(mixup=0.2, seq_len=5), saved={})

@@ -204,8 +204,13 @@ class TaskOptions:
 
 
 #: the options only some tasks read: set for another task, one would do nothing
-_ONLY_FOR = {"digits_mode": ("digits",), "digits_shift": ("digits",), "mixup": ("digits",),
-             "label_smoothing": ("classify", "tag", "digits")}
+_ONLY_FOR = {"level": ("lm",), "max_vocab": ("lm", "classify", "tag", "translate"),
+             "digits_mode": ("digits",), "digits_shift": ("digits",), "mixup": ("digits",),
+             "label_smoothing": ("classify", "tag", "digits"),
+             "pooling": ("classify", "digits"),
+             **{name: ("forecast",) for name in ("horizon", "columns", "index_column",
+                                                 "skip_lags", "relative", "window_norm",
+                                                 "season")}}
 
 
 def _check_applies(options: TaskOptions, task: str):
