@@ -217,9 +217,9 @@ def _check_applies(options: TaskOptions, task: str):
     for name, tasks in _ONLY_FOR.items():
         value = getattr(options, name)
         if task not in tasks and value != TaskOptions.__dataclass_fields__[name].default:
-            named = " and ".join([", ".join(tasks[:-1]), tasks[-1]] if len(tasks) > 1 else tasks)
-            raise ValueError(f"{name} applies to the {named} task{'s' * (len(tasks) > 1)}, "
-                             f"not to {task}; got {value!r}")
+            named = (f"{', '.join(tasks[:-1])} and {tasks[-1]} tasks" if len(tasks) > 1
+                     else f"{tasks[0]} task")
+            raise ValueError(f"{name} applies to the {named}, not to {task}; got {value!r}")
 
 
 def _settings_text(settings: dict) -> str:
